@@ -1,0 +1,76 @@
+"""The ``glm45-launch`` command line: a thin Click layer over the library.
+
+Every failure ends as one line on stderr and a non-zero exit: ``LaunchError`` with its
+own code, Click usage errors with 2, anything unexpected with 70 (no traceback unless
+``GLM45_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from .errors import LaunchError
+from .options import plan_options, pop_plan_options, spec_from_options
+
+PROG = "glm45-launch"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="glm45-launch", prog_name=PROG)
+def cli() -> None:
+    """Launch GLM-4.5 RL post-training (slime/miles) on a bare-metal rack: the bash
+    recipe's exact commands, planned, checked and run over SSH and Ray."""
+
+
+@cli.command()
+@plan_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "bash"]), default="text",
+              show_default=True, help="text: readable; json: invocations + steps; bash: a script.")
+def plan(**kwargs: Any) -> None:
+    """Print the launch plan (pure: nothing runs, nothing is contacted)."""
+    from .plan import build_plan
+    from .render import render
+
+    fmt = kwargs.pop("fmt")
+    spec = spec_from_options(pop_plan_options(kwargs))
+    click.echo(render(build_plan(spec), fmt), nl=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and turn every failure into one line and an exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except LaunchError as exc:
+        click.echo(f"{PROG}: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.NoArgsIsHelp as exc:  # the bare command: its help, not an error
+        click.echo(exc.format_message(), err=True)
+        return 2
+    except click.ClickException as exc:
+        click.echo(f"{PROG}: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo(f"{PROG}: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo(f"{PROG}: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 141
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+        if os.environ.get("GLM45_DEBUG"):
+            raise
+        click.echo(f"{PROG}: internal error: {type(exc).__name__}: {exc} (GLM45_DEBUG=1 shows the traceback)",
+                   err=True)
+        return 70
+    return rv if isinstance(rv, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The one place where argv lists become shell strings.
+
+Plans hold argv lists. A string for a shell exists only where a shell will parse it: the
+remote command of an ssh step, the ``--format bash`` script and human-readable output.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Sequence
+
+# The bash recipe joins the worker's commands with " ; " (each runs whatever the last did).
+REMOTE_SEPARATOR = " ; "
+
+
+def shell_join(argv: Sequence[str]) -> str:
+    """Quote ``argv`` for a POSIX shell; plain words stay as they are."""
+    return shlex.join(argv)
+
+
+def remote_command(commands: Iterable[Sequence[str]]) -> str:
+    """The single ssh argument that runs ``commands`` one after another, errors ignored."""
+    return REMOTE_SEPARATOR.join(shell_join(c) for c in commands)
+
+
+def quote(word: str) -> str:
+    return shlex.quote(word)

@@ -1,0 +1,73 @@
+"""The shape of a recipe: every word the bash launcher runs, as data with placeholders.
+
+Words may hold ``{name}`` placeholders for the run's inputs (``{base_dir}``, ``{head}``,
+``{host}``, ``{gpus_per_node}``, ``{actor_num_nodes}``, ``{framework}``,
+``{ckpt_name}``, ``{ray_port}``, ``{dashboard_port}``, ``{dashboard_host}``, ``{entry}``).
+Only these lower-case names are placeholders: ``${MASTER_ADDR}`` in the runtime env is
+literal text for Ray to expand on each node.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+Argv = tuple[str, ...]
+
+PLACEHOLDERS = (
+    "base_dir", "head", "host", "gpus_per_node", "actor_num_nodes", "framework",
+    "ckpt_name", "ray_port", "dashboard_port", "dashboard_host", "entry", "runtime_env_json",
+)
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
+
+
+def fill(word: str, values: Mapping[str, str]) -> str:
+    """Substitute the known placeholders of ``word`` (single pass, values not re-scanned)."""
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)] if m.group(1) in values else m.group(0), word)
+
+
+def fill_all(words: Sequence[str], values: Mapping[str, str]) -> Argv:
+    return tuple(fill(w, values) for w in words)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a launch runs, before the run's inputs are filled in."""
+
+    name: str
+    description: str
+    # train.py arguments: group name -> words, and the order groups are expanded in.
+    groups: Mapping[str, Argv]
+    group_order: Argv
+    train_prefix: Argv  # words before the groups (--actor-num-nodes ...)
+    entry: Argv  # the job's entrypoint, "{entry}" is the script (train.py)
+    env_vars: tuple[tuple[str, str], ...]  # runtime-env env_vars, in order
+    head_cleanup: tuple[Argv, ...]
+    head_exports: tuple[tuple[str, str], ...]
+    head_start: Argv
+    worker_commands: tuple[Argv, ...]  # joined with " ; " into one ssh command
+    submit: Argv  # up to and including "--"; "{runtime_env_json}" is filled by the plan
+    defaults: Mapping[str, str] = field(default_factory=dict)  # placeholder defaults
+
+    def with_groups(self, groups: Mapping[str, Argv]) -> Recipe:
+        return replace(self, groups=dict(groups))
+
+    def train_args(self) -> list[tuple[str, Argv]]:
+        """(group, words) in expansion order, empty groups included."""
+        return [(g, tuple(self.groups.get(g, ()))) for g in self.group_order]
+
+
+def split_flags(words: Sequence[str]) -> list[tuple[str, Argv]]:
+    """Split a flat word list into (flag, values) items, keeping order and repeats.
+
+    A value is any word after a flag that does not itself start with ``--``. Words before
+    the first flag come out under the flag ``""``.
+    """
+    items: list[tuple[str, list[str]]] = []
+    for word in words:
+        if word.startswith("--") or not items:
+            items.append((word if word.startswith("--") else "", [] if word.startswith("--") else [word]))
+        else:
+            items[-1][1].append(word)
+    return [(flag, tuple(values)) for flag, values in items]
