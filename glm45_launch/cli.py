@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 import click
 
 from .errors import LaunchError
-from .options import plan_options, pop_plan_options, spec_from_options
 
 PROG = "glm45-launch"
 
@@ -26,18 +24,15 @@ def cli() -> None:
     recipe's exact commands, planned, checked and run over SSH and Ray."""
 
 
-@cli.command()
-@plan_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "bash"]), default="text",
-              show_default=True, help="text: readable; json: invocations + steps; bash: a script.")
-def plan(**kwargs: Any) -> None:
-    """Print the launch plan (pure: nothing runs, nothing is contacted)."""
-    from .plan import build_plan
-    from .render import render
+def _register() -> None:
+    """Each command lives in ``glm45_launch.commands.<name>``; heavy imports stay inside them."""
+    from .commands import COMMANDS
 
-    fmt = kwargs.pop("fmt")
-    spec = spec_from_options(pop_plan_options(kwargs))
-    click.echo(render(build_plan(spec), fmt), nl=False)
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+    except Exception as exc:  # the last line of defence: never a traceback
         if os.environ.get("GLM45_DEBUG"):
             raise
         click.echo(f"{PROG}: internal error: {type(exc).__name__}: {exc} (GLM45_DEBUG=1 shows the traceback)",
