@@ -15,6 +15,9 @@ import click
 from .errors import LaunchError
 
 PROG = "glm45-launch"
+# click >= 8.2 raises this for a bare group (help, not an error); click 8.1 has no such
+# class and exits 0 after printing the help itself. An empty tuple catches nothing.
+_NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -35,18 +38,25 @@ def _register() -> None:
 _register()
 
 
+def one_line(text: str) -> str:
+    """``text`` as one printable line: user input in a message (a path with a carriage
+    return, an escape sequence) is shown escaped, never acted on by the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text.replace("\n", " "))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every failure into one line and an exit code."""
     try:
         rv = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
     except LaunchError as exc:
-        click.echo(f"{PROG}: error: {exc}", err=True)
+        click.echo(f"{PROG}: error: {one_line(str(exc))}", err=True)
         return exc.exit_code
-    except click.exceptions.NoArgsIsHelp as exc:  # the bare command: its help, not an error
+    except _NO_ARGS_IS_HELP as exc:  # the bare command: its help, not an error
         click.echo(exc.format_message(), err=True)
         return 2
     except click.ClickException as exc:
-        click.echo(f"{PROG}: error: {exc.format_message()}", err=True)
+        click.echo(f"{PROG}: error: {one_line(exc.format_message())}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -61,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the last line of defence: never a traceback
         if os.environ.get("GLM45_DEBUG"):
             raise
-        click.echo(f"{PROG}: internal error: {type(exc).__name__}: {exc} (GLM45_DEBUG=1 shows the traceback)",
-                   err=True)
+        click.echo(f"{PROG}: internal error: {type(exc).__name__}: {one_line(str(exc))} "
+                   "(GLM45_DEBUG=1 shows the traceback)", err=True)
         return 70
     return rv if isinstance(rv, int) else 0
 

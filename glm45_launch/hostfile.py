@@ -144,7 +144,10 @@ def parse_hostfile_text(text: str, path: str = "<hostfile>") -> Hostfile:
     """Parse hostfile ``text``; ``path`` only names it in messages."""
     hosts: list[Host] = []
     seen: dict[str, int] = {}
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only (a trailing "\r" is whitespace), like awk, sed and editors:
+    # str.splitlines() would also break at \f, \v, U+2028... and turn the rest of a
+    # comment line into a host.
+    for lineno, raw in enumerate(text.split("\n"), start=1):
         where = f"{path}:{lineno}"
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -169,12 +172,17 @@ def parse_hostfile_text(text: str, path: str = "<hostfile>") -> Hostfile:
                     raise LaunchError(f"{where}: slots given twice")
                 slots = number
             else:
+                if max_slots is not None:
+                    raise LaunchError(f"{where}: max_slots given twice")
                 max_slots = number
         if max_slots is not None and slots is not None and max_slots < slots:
             raise LaunchError(f"{where}: max_slots={max_slots} is less than slots={slots}")
-        if name in seen:
-            raise LaunchError(f"{where}: duplicate host {name!r} (first on line {seen[name]})")
-        seen[name] = lineno
+        # DNS names are case-insensitive and may end in a root dot: NODE1, node1. and
+        # node1 are one host, and starting Ray twice on it would break the cluster.
+        key = name.lower().removesuffix(".")
+        if key in seen:
+            raise LaunchError(f"{where}: duplicate host {name!r} (first on line {seen[key]})")
+        seen[key] = lineno
         hosts.append(Host(name, slots, max_slots, lineno))
     if not hosts:
         raise LaunchError(f"{path}: hostfile has no hosts")
@@ -193,9 +201,11 @@ def load_hostfile(path: str | Path = DEFAULT_HOSTFILE) -> Hostfile:
     except OSError as exc:
         raise LaunchError(f"{p}: cannot read hostfile: {exc.strerror}") from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8").removeprefix("\ufeff")  # an editor's BOM is not a host
     except UnicodeDecodeError as exc:
-        raise LaunchError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise LaunchError(f"{p}:{line}: not UTF-8 text (byte {exc.start})") from None
     if "\x00" in text:
-        raise LaunchError(f"{p}: binary file (NUL byte), not a hostfile")
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise LaunchError(f"{p}:{line}: binary file (NUL byte), not a hostfile")
     return parse_hostfile_text(text, str(p))

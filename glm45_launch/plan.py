@@ -12,15 +12,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .argdiff import ArgChange, EnvChange
 from .errors import LaunchError
 from .hostfile import Hostfile, valid_hostname
+from .overrides import Overrides
 from .quoting import remote_command
 from .recipes import BASH_RECIPE, Argv, Recipe, fill, fill_all, get_model, split_flags
+from .variants import Variant, shape_recipe
 
 FRAMEWORKS = ("miles", "slime")
 HEAD = "head"
 WORKER = "worker"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_WILDCARDS = ("0.0.0.0", "::")  # --dashboard-host values that bind every interface
+_LOOPBACK = ("127.0.0.1", "localhost")  # where the recipe's `ray job submit` finds the dashboard
 _SSH_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
@@ -46,6 +51,8 @@ class LaunchSpec:
     dashboard_host: str | None = None  # None: the recipe's 0.0.0.0
     cleanup: bool = True
     recipe: Recipe = BASH_RECIPE
+    variant: Variant = Variant()  # profile, hardware, MTP/MIS/R3/FP8 (variants.py)
+    overrides: Overrides = Overrides()  # --set/--unset/--extra-args/--env (overrides.py)
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,8 @@ class Step:
     # `pkill -9 python` on the head would kill a Python launcher: the executor spares its
     # own process and ancestors when this is set.
     spare_launcher: bool = False
+    # kind "write-file": (path, content) the executor writes on `host` before later steps.
+    files: tuple[tuple[str, str], ...] = ()
 
     def invocations(self, ssh_user: str) -> list[list[str]]:
         """The argv the bash recipe would run for this step."""
@@ -88,6 +97,8 @@ class Step:
         out["ignore_errors"] = self.ignore_errors
         if self.spare_launcher:
             out["spare_launcher"] = True
+        if self.files:
+            out["files"] = [{"path": p, "content": c} for p, c in self.files]
         return out
 
 
@@ -102,6 +113,8 @@ class Plan:
     env_vars: tuple[tuple[str, str], ...]  # the runtime env as submitted
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    overrides: tuple[ArgChange | EnvChange, ...] = ()  # --set/--unset/--extra-args/--env vs the recipe
+    variant_changes: tuple[ArgChange | EnvChange, ...] = ()  # --profile/--mtp/... vs the recipe
 
     @property
     def head(self) -> str:
@@ -131,6 +144,14 @@ class Plan:
         return list(step.commands[0])
 
     @property
+    def job_address(self) -> str:
+        """The job server URL the submission uses (``--address=`` of ``ray job submit``)."""
+        for word in self.submit_argv:
+            if word.startswith("--address="):
+                return word.removeprefix("--address=")
+        return "http://127.0.0.1:8265"
+
+    @property
     def train_argv(self) -> list[str]:
         """The job's entrypoint argv (after ``--``)."""
         argv = self.submit_argv
@@ -152,6 +173,8 @@ class Plan:
             "steps": [s.to_json(self.spec.ssh_user) for s in self.steps],
             "train_args": {g: list(w) for g, w in self.train_groups},
             "runtime_env": {"env_vars": dict(self.env_vars)},
+            "overrides": [c.to_json() for c in self.overrides],
+            "variant_changes": [c.to_json() for c in self.variant_changes],
         }
 
 
@@ -225,9 +248,15 @@ def _resolve_env(env_vars: Sequence[tuple[str, str]], values: Mapping[str, str],
 def build_plan(spec: LaunchSpec) -> Plan:
     """Turn ``spec`` into the ordered steps of a launch (pure)."""
     head, base_dir = _require(spec)
-    recipe = spec.recipe
     model = get_model(spec.model)
-    gpus = spec.hostfile.gpus_per_node(spec.gpus_per_node)
+    # The recipe this launch runs: MODEL filled, then the variant, then the overrides.
+    shaped = shape_recipe(
+        spec.recipe, model=model, variant=spec.variant, overrides=spec.overrides, hostfile=spec.hostfile,
+        gpus_per_node=spec.gpus_per_node, nodes=1 + sum(h != head for h in spec.hostfile.names),
+        actor_num_nodes=spec.actor_num_nodes,
+    )
+    recipe = shaped.recipe
+    gpus = shaped.gpus_per_node
     values = {**recipe.defaults}
     values.update(
         base_dir=base_dir, head=head, gpus_per_node=str(gpus), framework=spec.framework,
@@ -240,8 +269,8 @@ def build_plan(spec: LaunchSpec) -> Plan:
             raise LaunchError(f"--dashboard-host: {spec.dashboard_host!r} is not an address")
         values["dashboard_host"] = spec.dashboard_host
 
-    notes: list[str] = []
-    warnings: list[str] = []
+    notes: list[str] = [fill(n, values) for n in shaped.notes]
+    warnings: list[str] = list(shaped.warnings)
 
     # train.py arguments, by group.
     groups = dict(recipe.groups)
@@ -292,24 +321,23 @@ def build_plan(spec: LaunchSpec) -> Plan:
             f"BASE_DIR {base_dir!r} contains whitespace: kept as one word here; "
             f"the bash recipe would split each path into {words} words"
         )
-    if values["dashboard_host"] == "0.0.0.0":
+    dashboard = values["dashboard_host"]
+    if dashboard in _WILDCARDS:
+        shown = f"[{dashboard}]" if ":" in dashboard else dashboard
         warnings.append(
-            "the Ray dashboard listens on 0.0.0.0:" + values["dashboard_port"]
-            + " and accepts job submissions without authentication (as in the bash recipe); "
-            "--dashboard-host limits it"
+            f"the Ray dashboard on the head listens on {shown}:{values['dashboard_port']} (all interfaces, "
+            "as in the bash recipe) and accepts job submissions without authentication from anyone who "
+            "can reach it: --dashboard-host 127.0.0.1 (or the head's address) limits it"
         )
 
     hosts = spec.hostfile.names
     workers = [h for h in hosts if h != head]
     if head not in hosts:
         notes.append(f"head {head} is not in {spec.hostfile.path}: every listed host joins as a worker")
+    if spec.gpus_per_node is None and gpus != 8 and {h.slots for h in spec.hostfile.hosts} == {gpus}:
+        notes.append(f"{gpus} GPUs per node from the hostfile's slots= (the bash recipe ignores slots and uses 8)")
     nodes = 1 + len(workers)
-    actor_nodes = int(values["actor_num_nodes"])
-    if nodes < actor_nodes:
-        warnings.append(
-            f"--actor-num-nodes {actor_nodes} but the cluster has {nodes} node(s): "
-            "the job would wait for GPUs that never come"
-        )
+    actor_nodes = int(values["actor_num_nodes"])  # too few nodes: validate.check_plan says so
 
     steps: list[Step] = []
     if spec.cleanup:
@@ -349,6 +377,18 @@ def build_plan(spec: LaunchSpec) -> Plan:
         fill_all(recipe.submit, submit_values) + fill_all(recipe.entry, values)
         + fill_all(recipe.train_prefix, values) + tuple(train_words)
     )
+    if dashboard not in _WILDCARDS + _LOOPBACK:
+        # The job server listens on that address only: submit there, not to 127.0.0.1.
+        url_host = f"[{dashboard}]" if ":" in dashboard else dashboard
+        submit = tuple(w.replace("//127.0.0.1:", f"//{url_host}:", 1) if w.startswith("--address=") else w
+                       for w in submit)
+        notes.append(f"--dashboard-host {dashboard}: the job is submitted to http://{url_host}:"
+                     f"{values['dashboard_port']} (the dashboard does not listen on 127.0.0.1)")
+    for path, content in shaped.files:  # e.g. --mis's YAML; written on the head before the job starts
+        steps.append(Step(
+            kind="write-file", where=HEAD, host=head, files=((fill(path, values), content),),
+            purpose=f"write {fill(path, values)} (the job reads it)",
+        ))
     steps.append(Step(
         kind="submit", where=HEAD, host=head, commands=(submit,), env=head_env, cwd=spec.workdir,
         purpose=f"submit `python3 {spec.entry}` to the cluster through the head's job server",
@@ -369,8 +409,21 @@ def build_plan(spec: LaunchSpec) -> Plan:
         ("dashboard", f"{values['dashboard_host']}:{values['dashboard_port']}"),
         ("ray port", values["ray_port"]),
         ("cleanup", "yes" if spec.cleanup else "no (--no-cleanup)"),
-    )
+    ) + shaped.settings
     return Plan(
         steps=tuple(steps), spec=spec, settings=settings, train_groups=train_groups,
         env_vars=tuple(env_vars), notes=tuple(notes), warnings=tuple(warnings),
+        overrides=tuple(c.filled(values) for c in shaped.override_changes),
+        variant_changes=tuple(c.filled(values) for c in shaped.variant_changes),
     )
+
+
+def build_down_plan(hostfile: Hostfile, head: str | None = None, head_is_local: bool = False) -> list[Step]:
+    """Steps that stop Ray everywhere: every hostfile host over SSH, plus the head here
+    when it runs the launcher and is not in the hostfile (pure)."""
+    stop = ("ray", "stop", "--force")
+    steps = [Step(kind="stop", where=WORKER, host=h, commands=(stop,), purpose=f"stop Ray on {h}")
+             for h in hostfile.names]
+    if head and head_is_local and head not in hostfile.names:
+        steps.insert(0, Step(kind="stop", where=HEAD, host=head, commands=(stop,), purpose="stop Ray on the head"))
+    return steps

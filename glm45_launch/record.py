@@ -100,9 +100,7 @@ def canonical(invocations: Recording | Iterable[Sequence[str]]) -> list[list[str
         invocations = invocations.invocations
     argvs = [list(argv) for argv in invocations]
     head = [argv for argv in argvs if not argv or argv[0] != "ssh"]
-    fan_out = sorted(
-        (argv for argv in argvs if argv and argv[0] == "ssh"), key=lambda a: a[1:]
-    )
+    fan_out = sorted((argv for argv in argvs if argv and argv[0] == "ssh"), key=lambda a: a[1:])
     return head + fan_out
 
 
@@ -158,9 +156,7 @@ def record_script(
         for name in names:
             shim = shim_dir / name
             words = [sys.executable, "-I", "-S", str(recorder), str(log), name]
-            shim.write_text(
-                "#!/bin/sh\nexec " + " ".join(map(shlex.quote, words)) + ' "$@"\n'
-            )
+            shim.write_text("#!/bin/sh\nexec " + " ".join(map(shlex.quote, words)) + ' "$@"\n')
             shim.chmod(0o755)
 
         run_env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
@@ -172,9 +168,7 @@ def record_script(
         if hostfile is not None:
             hostfile_abs = Path(hostfile).absolute()
             if not _SHELL_SAFE.fullmatch(str(hostfile_abs)):
-                notes.append(
-                    f"hostfile path {str(hostfile_abs)!r} has shell-special characters"
-                )
+                notes.append(f"hostfile path {str(hostfile_abs)!r} has shell-special characters")
             if hostfile_var:
                 run_env[hostfile_var] = str(hostfile_abs)
             literal = HARDCODED_HOSTFILE.encode()
@@ -209,16 +203,12 @@ def record_script(
             if left:
                 _kill_group(proc.pid)
                 if not timed_out:
-                    notes.append(
-                        f"killed {len(left)} process(es) left running by the script"
-                    )
+                    notes.append(f"killed {len(left)} process(es) left running by the script")
         if not timed_out and returncode != 0:
             notes.append(f"script exited with status {returncode}")
 
         invocations: list[list[str]] = []
-        log_text = (
-            log.read_text(encoding="ascii", errors="replace") if log.exists() else ""
-        )
+        log_text = log.read_text(encoding="ascii", errors="replace") if log.exists() else ""
         for number, line in enumerate(log_text.splitlines(), 1):
             try:
                 argv = json.loads(line)

@@ -13,11 +13,23 @@ from ..options import plan_options, pop_plan_options, spec_from_options
 @plan_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "bash"]), default="text",
               show_default=True, help="text: readable; json: invocations + steps; bash: a script.")
+@click.option("--show-secrets", is_flag=True,
+              help="Print WANDB_API_KEY / --wandb-key values instead of *** (in every format).")
 def plan(**kwargs: Any) -> None:
-    """Print the launch plan (pure: nothing runs, nothing is contacted)."""
+    """Print the launch plan (pure: nothing runs, nothing is contacted).
+
+    Config problems (`glm45-launch validate`) are listed among the warnings.
+    """
+    from dataclasses import replace
+
     from ..plan import build_plan
     from ..render import render
+    from ..validate import check_plan
 
     fmt = kwargs.pop("fmt")
+    show_secrets = kwargs.pop("show_secrets")
     spec = spec_from_options(pop_plan_options(kwargs))
-    click.echo(render(build_plan(spec), fmt), nl=False)
+    built = build_plan(spec)
+    problems = check_plan(built)
+    built = replace(built, warnings=built.warnings + tuple(f"invalid config: {p}" for p in problems))
+    click.echo(render(built, fmt, show_secrets=show_secrets), nl=False)

@@ -1,0 +1,44 @@
+"""``glm45-launch up``: run the plan for real (SSH fan-out, a Ray cluster, the job)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..options import plan_options, pop_plan_options, spec_from_options, ssh_from_options, ssh_options
+
+
+@click.command()
+@plan_options
+@ssh_options
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Logs, plan and summary of this run [default: ./runs/<time>].")
+@click.option("--parallel", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Workers started at once.")
+@click.option("--serial", is_flag=True, help="Start workers one by one.")
+@click.option("--join-timeout", type=click.FloatRange(min=1), default=180.0, show_default=True,
+              help="Seconds to wait for every node and GPU to join.")
+@click.option("--no-wait", is_flag=True, help="Submit the job and print its id (ray job submit --no-wait).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and exit: nothing runs.")
+def up(**kwargs: Any) -> int:
+    """Bring up the Ray cluster over SSH and run the training job on the head.
+
+    Run it on the head (MLP_WORKER_0_HOST), like the bash recipe: head-side commands run
+    here, worker commands over SSH, in parallel. Exits with the job's outcome.
+    """
+    from ..executor import ExecOptions, Executor, default_run_dir
+    from ..plan import build_plan
+    from ..render import render_text
+
+    spec = spec_from_options(pop_plan_options(kwargs))
+    plan = build_plan(spec)
+    if kwargs["dry_run"]:
+        click.echo(render_text(plan), nl=False)
+        return 0
+    ssh = ssh_from_options(kwargs, spec.ssh_user)
+    run_dir = Path(kwargs["run_dir"]).resolve() if kwargs["run_dir"] else default_run_dir()
+    opts = ExecOptions(run_dir=run_dir, parallel=kwargs["parallel"], serial=kwargs["serial"],
+                       join_timeout=kwargs["join_timeout"], no_wait=kwargs["no_wait"])
+    return Executor(plan, ssh, opts).up().exit_code

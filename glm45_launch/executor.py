@@ -1,0 +1,436 @@
+"""Executing a plan: head-side steps here, worker steps over SSH, then Ray readiness and the job.
+
+The plan is the contract: every command run is one of its steps, word for word. What the
+executor adds is around the commands, never inside them: checks before it starts, a
+remote ``timeout`` wrapper, waiting for the nodes to join, and stopping what it started
+when something fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import cluster
+from .errors import LaunchError
+from .local import LocalResult, LocalRunner, ancestors
+from .plan import Plan, Step
+from .quoting import remote_command, shell_join
+from .ssh import RemoteResult, SshOptions, SshRunner
+
+_JOB_ID = re.compile(r"Job '([^']+)' submitted successfully")
+
+
+@dataclass
+class ExecOptions:
+    """How to run a plan (not what: that is the plan)."""
+
+    run_dir: Path
+    parallel: int = 32
+    serial: bool = False
+    join_timeout: float = 180.0
+    head_timeout: float = 300.0
+    no_wait: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class Outcome:
+    """One row of the final table."""
+
+    host: str
+    what: str
+    exit_code: int | None
+    duration_s: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.exit_code == 0
+
+
+@dataclass
+class UpResult:
+    exit_code: int
+    job_id: str | None = None
+    job_status: str | None = None
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+def default_run_dir(base: Path | None = None) -> Path:
+    """``./runs/<timestamp>`` (unique even for two launches in one second)."""
+    root = (base or Path.cwd()) / "runs"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = root / stamp
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{stamp}-{n}"
+    return path
+
+
+class Console:
+    """Thread-safe line output with a host prefix, plus rich tables and progress."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        from rich.console import Console as RichConsole
+
+        self.rich = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+        self.quiet = quiet
+        self._lock = threading.Lock()
+
+    def line(self, prefix: str, text: str) -> None:
+        if self.quiet:
+            return
+        from rich.text import Text
+
+        with self._lock:
+            self.rich.print(Text.assemble((f"[{prefix}] ", "cyan"), text))
+
+    def say(self, text: str, style: str = "bold") -> None:
+        from rich.text import Text
+
+        with self._lock:
+            self.rich.print(Text(text, style=style))
+
+    def echo_for(self, prefix: str) -> Callable[[str], None]:
+        return lambda text: self.line(prefix, text)
+
+    def table(self, title: str, outcomes: Sequence[Outcome]) -> None:
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left")
+        for col in ("host", "what", "exit", "time", "result"):
+            table.add_column(col, justify="right" if col in ("exit", "time") else "left")
+        for o in outcomes:
+            table.add_row(
+                o.host, o.what, "-" if o.exit_code is None else str(o.exit_code), f"{o.duration_s:.1f}s",
+                "[green]ok[/]" if o.ok else f"[red]{o.error or 'failed'}[/]",
+            )
+        with self._lock:
+            self.rich.print(table)
+
+
+def run_on_hosts(
+    remote: SshRunner,
+    jobs: Sequence[tuple[str, str]],
+    parallel: int,
+    log_path: Callable[[str], Path],
+    echo_for: Callable[[str], Callable[[str], None]] | None = None,
+    timeout_s: float | None = None,
+) -> list[RemoteResult]:
+    """Run (host, command) pairs with at most ``parallel`` at once; results in job order.
+
+    One hung host cannot block the rest: each command has its own timeouts. On Ctrl-C the
+    commands not yet started are cancelled and the pool is not waited for.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs) or 1)), thread_name_prefix="ssh")
+    futures = [pool.submit(remote.run, host, command, log_path(host),
+                           echo_for(host) if echo_for else None, timeout_s) for host, command in jobs]
+    interrupted = False
+    try:
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        return [f.result() for f in futures]
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+
+
+class Executor:
+    """Runs a ``Plan``: ``up()`` brings the cluster up and runs the job; ``stop_cluster()``."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        ssh: SshOptions,
+        opts: ExecOptions,
+        console: Console | None = None,
+        local: LocalRunner | None = None,
+        remote: SshRunner | None = None,
+    ) -> None:
+        self.plan = plan
+        self.opts = opts
+        self.console = console or Console(opts.quiet)
+        self.local = local or LocalRunner()
+        self.remote = remote or SshRunner(ssh)
+        self.outcomes: list[Outcome] = []
+        self.started: list[str] = []  # hosts where `ray start` ran: what teardown must stop
+        self.run_dir = opts.run_dir
+        self.dashboard = plan.job_address
+        self._interrupted = threading.Event()
+
+    # -- logs -------------------------------------------------------------------------
+    def log_path(self, host: str) -> Path:
+        name = "head" if host == self.plan.head else host.replace(":", "_")
+        return self.run_dir / "hosts" / f"{name}.log"
+
+    def write_plan(self) -> None:
+        from .render import render_text
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "plan.json").write_text(json.dumps(self.plan.to_json(), indent=2))
+        (self.run_dir / "plan.txt").write_text(render_text(self.plan))
+
+    # -- head side ----------------------------------------------------------------------
+    def _run_head_step(self, step: Step) -> bool:
+        spare = ancestors() if step.spare_launcher else set()
+        killed_any = False
+        for argv in step.commands:
+            if self._interrupted.is_set():
+                return False
+            if step.spare_launcher and argv[0] == "pkill":
+                res = self.local.pkill_sparing(argv, self.log_path(step.host), spare)
+                killed_any = killed_any or res.exit_code == 0
+            elif step.spare_launcher and argv[0] == "sleep":
+                # The recipe sleeps blindly so killed processes can exit; we wait for that
+                # (at most as long as the recipe would) instead of always waiting.
+                res = self._settle(float(argv[1]) if killed_any else 0.0)
+            else:
+                res = self.local.run(
+                    argv, self.log_path(step.host), self.console.echo_for("head"), env=dict(step.env),
+                    cwd=step.cwd, timeout_s=self.opts.head_timeout,
+                )
+            if not step.ignore_errors and not res.ok:
+                self.outcomes.append(Outcome("head", shell_join(argv)[:60], res.exit_code, res.duration_s,
+                                             res.error or f"exit {res.exit_code}"))
+                self._tail("head", res.output_tail)
+                return False
+        return True
+
+    def _settle(self, limit_s: float) -> LocalResult:
+        start = time.monotonic()
+        while time.monotonic() - start < limit_s and self._zombie_free() is False:
+            time.sleep(0.1)
+        return LocalResult(argv=["sleep"], exit_code=0, duration_s=time.monotonic() - start)
+
+    @staticmethod
+    def _zombie_free() -> bool:
+        """True once no Ray or sglang process is left on this machine (for the cleanup wait)."""
+        import subprocess
+
+        found = subprocess.run(["pgrep", "-c", "raylet|gcs_server|sglang"], capture_output=True, text=True)
+        return found.stdout.strip() in ("", "0")
+
+    def _check_head_is_here(self) -> None:
+        if not cluster.is_local_address(self.plan.head):
+            raise LaunchError(
+                f"--head {self.plan.head} is not an address of this machine: run glm45-launch on the head "
+                "(the recipe's head-side commands run where the launcher runs)"
+            )
+
+    def _check_ports_free(self) -> None:
+        ray_port = int(self.plan.spec.recipe.defaults.get("ray_port", "6379"))
+        dash = urlsplit(self.dashboard)
+        for host, port, what in ((self.plan.head, ray_port, "Ray GCS port"),
+                                 (dash.hostname or "127.0.0.1", dash.port or 8265, "dashboard port")):
+            if cluster.port_in_use(host, port):
+                hint = "" if self.plan.spec.cleanup else " (--no-cleanup left it running)"
+                raise LaunchError(
+                    f"{what} {host}:{port} is already in use{hint}: another Ray cluster or service holds it; "
+                    "refusing to join a foreign cluster (stop it, e.g. `glm45-launch down`)", exit_code=1,
+                )
+
+    # -- workers ------------------------------------------------------------------------
+    def _fan_out(self, steps: list[Step]) -> list[RemoteResult]:
+        jobs = [(s.host, remote_command(s.commands)) for s in steps]
+        try:
+            results = run_on_hosts(self.remote, jobs, 1 if self.opts.serial else self.opts.parallel,
+                                   self.log_path, self.console.echo_for)
+        except KeyboardInterrupt:
+            self._interrupted.set()
+            raise
+        # A host whose command ran (whatever its exit) may have a Ray node to stop later.
+        self.started += [r.host for r in results if r.exit_code is not None]
+        return results
+
+    # -- readiness ------------------------------------------------------------------------
+    def _wait_for_join(self) -> list[str]:
+        """Wait until every node and GPU has joined; returns the hosts still missing."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        expected = self.plan.cluster_hosts
+        want_gpus = len(expected) * self.plan.gpus_per_node
+        deadline = time.monotonic() + self.opts.join_timeout
+        missing = list(expected)
+        last_error = ""
+        with Progress(TextColumn("[bold]joining"), BarColumn(), TextColumn("{task.completed}/{task.total} nodes"),
+                      TextColumn("{task.fields[gpus]}"), TimeElapsedColumn(), console=self.console.rich,
+                      transient=self.opts.quiet, disable=self.opts.quiet) as progress:
+            task = progress.add_task("join", total=len(expected), gpus="")
+            while True:
+                try:
+                    nodes = cluster.alive_nodes(self.dashboard)
+                    missing = cluster.missing_hosts(expected, nodes)
+                    gpus = sum(n.gpus for n in nodes if n.alive)
+                    progress.update(task, completed=len(expected) - len(missing), gpus=f"{gpus:.0f}/{want_gpus} GPUs")
+                    if not missing and gpus >= want_gpus:
+                        return []
+                    if not missing:
+                        last_error = f"{gpus:.0f} of {want_gpus} GPUs"
+                except Exception as exc:  # noqa: BLE001 - the dashboard may still be starting
+                    last_error = f"{type(exc).__name__}: {exc}"
+                if time.monotonic() > deadline:
+                    if last_error and not missing:
+                        missing = [f"(all nodes joined but only {last_error})"]
+                    return missing
+                time.sleep(0.5)
+
+    # -- submission -----------------------------------------------------------------------
+    def _submit(self, step: Step) -> UpResult:
+        argv = list(step.commands[0])
+        if self.opts.no_wait:
+            argv.insert(argv.index("submit") + 1, "--no-wait")
+        job: dict[str, str] = {}
+
+        def on_line(line: str) -> None:
+            m = _JOB_ID.search(line)
+            if m and "id" not in job:
+                job["id"] = m.group(1)
+                (self.run_dir / "job_id").write_text(m.group(1) + "\n")
+
+        try:
+            res = self.local.run(argv, self.run_dir / "job.log", self.console.echo_for("job"),
+                                 env=dict(step.env), cwd=step.cwd, on_line=on_line)
+        except KeyboardInterrupt:
+            self._interrupted.set()
+            self.local.kill_children()
+            self._stop_job(job.get("id"))
+            raise
+        job_id = job.get("id")
+        self.outcomes.append(Outcome("head", "ray job submit", res.exit_code, res.duration_s, res.error))
+        if self.opts.no_wait:
+            if res.ok and job_id:
+                self.console.say(f"submitted job {job_id} (not waiting: `ray job logs -f {job_id}`)")
+                print(job_id)
+                return UpResult(0, job_id, "SUBMITTED", self.outcomes)
+            self.console.say("job submission failed", "bold red")
+            return UpResult(1, job_id, None, self.outcomes)
+        status = None
+        if job_id:
+            try:
+                status = cluster.job_status(self.dashboard, job_id)
+            except Exception as exc:  # noqa: BLE001 - report, do not crash, after the job ran
+                status = f"unknown ({type(exc).__name__})"
+        code = 0 if res.ok and status == "SUCCEEDED" else 1
+        self.console.say(f"job {job_id or '?'} finished: {status or 'not submitted'}",
+                         "bold green" if code == 0 else "bold red")
+        return UpResult(code, job_id, status, self.outcomes)
+
+    def _stop_job(self, job_id: str | None) -> None:
+        if not job_id:
+            return
+        self.console.say(f"stopping job {job_id} (ray job stop)", "bold yellow")
+        self.local.run(["ray", "job", "stop", f"--address={self.dashboard}", job_id], self.run_dir / "job.log",
+                       self.console.echo_for("job"), timeout_s=60)
+
+    # -- teardown -------------------------------------------------------------------------
+    def stop_cluster(self, reason: str) -> None:
+        """Stop Ray where this run started it (head here, workers over SSH)."""
+        self.console.say(f"stopping what this run started ({reason})", "bold yellow")
+        workers = [h for h in dict.fromkeys(self.started) if h != self.plan.head]
+        stop = remote_command([("ray", "stop", "--force")])
+        pool = ThreadPoolExecutor(max_workers=1)
+        remote = pool.submit(run_on_hosts, self.remote, [(h, stop) for h in workers], self.opts.parallel,
+                             self.log_path, None, 60)
+        self.local.run(["ray", "stop", "--force"], self.log_path(self.plan.head), timeout_s=60)
+        for r in remote.result():
+            if not r.ok:
+                self.console.say(f"  could not stop Ray on {r.host}: {r.error or f'exit {r.exit_code}'}", "red")
+        pool.shutdown()
+
+    def _tail(self, host: str, lines: Sequence[str]) -> None:
+        for line in list(lines)[-10:]:
+            self.console.line(f"{host} log", line)
+
+    # -- the whole launch -----------------------------------------------------------------
+    def up(self) -> UpResult:
+        plan = self.plan
+        self._check_head_is_here()
+        self.write_plan()
+        self.console.say(f"run directory: {self.run_dir}")
+        head_started = False
+        try:
+            cleanup = plan.step("cleanup")
+            if cleanup:
+                self.console.say("cleanup on the head (sparing the launcher)")
+                self._run_head_step(cleanup)
+            self._check_ports_free()
+            head_step = plan.step("head-start")
+            assert head_step is not None
+            self.console.say(f"starting the Ray head on {plan.head}")
+            t0 = time.monotonic()
+            res = self.local.run(head_step.commands[0], self.log_path(plan.head), self.console.echo_for("head"),
+                                 env=dict(head_step.env), cwd=head_step.cwd, timeout_s=self.opts.head_timeout)
+            head_started = True
+            self.started.append(plan.head)
+            self.outcomes.append(Outcome(plan.head, "ray start --head", res.exit_code, time.monotonic() - t0,
+                                         res.error or (None if res.ok else f"exit {res.exit_code}")))
+            if not res.ok:
+                self._tail("head", res.output_tail)
+                return self._fail(f"ray start --head failed on {plan.head}")
+            workers = plan.worker_steps
+            if workers:
+                self.console.say(f"starting {len(workers)} worker(s) over SSH"
+                                 + (" one by one" if self.opts.serial else f", {min(len(workers), self.opts.parallel)} at a time"))
+                results = self._fan_out(workers)
+                for r in sorted(results, key=lambda r: r.host):
+                    self.outcomes.append(Outcome(r.host, "ray start (worker)", r.exit_code, r.duration_s,
+                                                 r.error or (None if r.ok else f"exit {r.exit_code}")))
+                failed = [r for r in results if not r.ok]
+                if failed:
+                    for r in failed:
+                        self.console.say(f"{r.host}: {r.error or f'ray start exited {r.exit_code}'}", "bold red")
+                        self._tail(r.host, r.output_tail)
+                    names = ", ".join(sorted(r.host for r in failed))
+                    return self._fail(f"{len(failed)} worker(s) failed to start: {names}")
+            missing = self._wait_for_join()
+            if missing:
+                for host in missing:
+                    log = self.log_path(host)
+                    if log.exists():
+                        self._tail(host, log.read_text().splitlines())
+                return self._fail(f"not joined after {self.opts.join_timeout:.0f}s: {', '.join(missing)}")
+            self.console.say(f"cluster ready: {len(plan.cluster_hosts)} node(s), "
+                             f"{len(plan.cluster_hosts) * plan.gpus_per_node} GPUs")
+            submit = plan.step("submit")
+            assert submit is not None
+            result = self._submit(submit)
+            self._finish(result)
+            return result
+        except KeyboardInterrupt:
+            self._interrupted.set()
+            killed = self.local.kill_children()
+            self.console.say("interrupted" + (f"; killed launcher children {killed}" if killed else ""), "bold red")
+            if head_started:
+                running = ", ".join(dict.fromkeys(self.started))
+                self.console.say(f"Ray is still running on: {running} (`glm45-launch down` stops it)", "yellow")
+            self._finish(UpResult(130, outcomes=self.outcomes))
+            return UpResult(130, outcomes=self.outcomes)
+
+    def _fail(self, reason: str) -> UpResult:
+        self.console.say(f"error: {reason}", "bold red")
+        self.stop_cluster("launch failed")
+        result = UpResult(1, outcomes=self.outcomes)
+        self._finish(result)
+        raise LaunchError(reason, exit_code=1)
+
+    def _finish(self, result: UpResult) -> None:
+        self.console.table("glm45-launch up", self.outcomes)
+        summary: dict[str, Any] = {
+            "exit_code": result.exit_code, "job_id": result.job_id, "job_status": result.job_status,
+            "outcomes": [o.__dict__ for o in self.outcomes],
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
