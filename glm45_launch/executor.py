@@ -40,6 +40,7 @@ class ExecOptions:
     head_timeout: float = 300.0
     no_wait: bool = False
     quiet: bool = False
+    overlap: bool = True  # start workers once the head's GCS answers, not after the whole head
 
 
 @dataclass
@@ -146,6 +147,36 @@ def run_on_hosts(
         raise
     finally:
         pool.shutdown(wait=not interrupted, cancel_futures=True)
+
+
+class _Background:
+    """Run one call in a thread; keep its result, exception and duration."""
+
+    def __init__(self, fn: Callable[[], LocalResult]) -> None:
+        self.result: LocalResult | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self._start = time.monotonic()
+        self.duration_s = 0.0
+        self._fn = fn
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self._fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in wait(), in the caller's thread
+            self.error = exc
+        finally:
+            self.duration_s = time.monotonic() - self._start
+            self.done.set()
+
+    def wait(self) -> LocalResult:
+        while not self.done.wait(0.2):
+            pass
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
 
 class Executor:
@@ -370,31 +401,40 @@ class Executor:
             head_step = plan.step("head-start")
             assert head_step is not None
             self.console.say(f"starting the Ray head on {plan.head}")
-            t0 = time.monotonic()
-            res = self.local.run(head_step.commands[0], self.log_path(plan.head), self.console.echo_for("head"),
-                                 env=dict(head_step.env), cwd=head_step.cwd, timeout_s=self.opts.head_timeout)
             head_started = True
             self.started.append(plan.head)
-            self.outcomes.append(Outcome(plan.head, "ray start --head", res.exit_code, time.monotonic() - t0,
-                                         res.error or (None if res.ok else f"exit {res.exit_code}")))
-            if not res.ok:
-                self._tail("head", res.output_tail)
-                return self._fail(f"ray start --head failed on {plan.head}")
+            head = _Background(lambda: self.local.run(
+                head_step.commands[0], self.log_path(plan.head), self.console.echo_for("head"),
+                env=dict(head_step.env), cwd=head_step.cwd, timeout_s=self.opts.head_timeout))
+            # Workers need only the head's GCS: once its port answers they can join while the
+            # head still starts its dashboard and raylet (the bash recipe waits for all of it).
+            # `ray start --address` itself retries the GCS for ~20 s, so this is safe margin.
+            if self.opts.overlap:
+                self._wait_for_gcs(head)
+            else:
+                head.wait()
             workers = plan.worker_steps
-            if workers:
+            results: list[RemoteResult] = []
+            if workers and head.error is None and (head.result is None or head.result.ok):
                 self.console.say(f"starting {len(workers)} worker(s) over SSH"
                                  + (" one by one" if self.opts.serial else f", {min(len(workers), self.opts.parallel)} at a time"))
                 results = self._fan_out(workers)
-                for r in sorted(results, key=lambda r: r.host):
-                    self.outcomes.append(Outcome(r.host, "ray start (worker)", r.exit_code, r.duration_s,
-                                                 r.error or (None if r.ok else f"exit {r.exit_code}")))
-                failed = [r for r in results if not r.ok]
-                if failed:
-                    for r in failed:
-                        self.console.say(f"{r.host}: {r.error or f'ray start exited {r.exit_code}'}", "bold red")
-                        self._tail(r.host, r.output_tail)
-                    names = ", ".join(sorted(r.host for r in failed))
-                    return self._fail(f"{len(failed)} worker(s) failed to start: {names}")
+            res = head.wait()
+            self.outcomes.append(Outcome(plan.head, "ray start --head", res.exit_code, head.duration_s,
+                                         res.error or (None if res.ok else f"exit {res.exit_code}")))
+            for r in sorted(results, key=lambda r: r.host):
+                self.outcomes.append(Outcome(r.host, "ray start (worker)", r.exit_code, r.duration_s,
+                                             r.error or (None if r.ok else f"exit {r.exit_code}")))
+            if not res.ok:
+                self._tail("head", res.output_tail)
+                return self._fail(f"ray start --head failed on {plan.head}")
+            failed = [r for r in results if not r.ok]
+            if failed:
+                for r in failed:
+                    self.console.say(f"{r.host}: {r.error or f'ray start exited {r.exit_code}'}", "bold red")
+                    self._tail(r.host, r.output_tail)
+                names = ", ".join(sorted(r.host for r in failed))
+                return self._fail(f"{len(failed)} worker(s) failed to start: {names}")
             missing = self._wait_for_join()
             if missing:
                 for host in missing:
@@ -404,6 +444,8 @@ class Executor:
                 return self._fail(f"not joined after {self.opts.join_timeout:.0f}s: {', '.join(missing)}")
             self.console.say(f"cluster ready: {len(plan.cluster_hosts)} node(s), "
                              f"{len(plan.cluster_hosts) * plan.gpus_per_node} GPUs")
+            for step in (s for s in plan.steps if s.kind == "write-file"):
+                self._write_files(step)
             submit = plan.step("submit")
             assert submit is not None
             result = self._submit(submit)
@@ -418,6 +460,23 @@ class Executor:
                 self.console.say(f"Ray is still running on: {running} (`glm45-launch down` stops it)", "yellow")
             self._finish(UpResult(130, outcomes=self.outcomes))
             return UpResult(130, outcomes=self.outcomes)
+
+    def _write_files(self, step: Step) -> None:
+        """Files the job reads (e.g. --mis's YAML), written here on the head, on the shared FS."""
+        for path, content in step.files:
+            target = Path(path)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content)
+            except OSError as exc:
+                self._fail(f"cannot write {path}: {exc.strerror}")
+            self.console.say(f"wrote {path}")
+
+    def _wait_for_gcs(self, head: _Background) -> None:
+        """Until the head's GCS port answers, or ``ray start --head`` has ended."""
+        port = int(self.plan.spec.recipe.defaults.get("ray_port", "6379"))
+        while not head.done.is_set() and not cluster.port_in_use(self.plan.head, port, timeout_s=0.2):
+            head.done.wait(0.1)
 
     def _fail(self, reason: str) -> UpResult:
         self.console.say(f"error: {reason}", "bold red")

@@ -53,7 +53,8 @@ _PLAN_OPTIONS: list[Callable[[F], F]] = [
     click.option("--entry", default="train.py", show_default=True,
                  help="Script the job runs instead of train.py (e.g. a smoke entry)."),
     click.option("--dashboard-host", default=None,
-                 help="Bind the Ray dashboard here instead of 0.0.0.0 (deviation)."),
+                 help="Bind the Ray dashboard (it runs submitted jobs, no authentication) here "
+                      "instead of 0.0.0.0: 127.0.0.1 or the head's address (deviation)."),
     click.option("--no-cleanup", is_flag=True, help="Skip the recipe's pkill/ray stop cleanup."),
     # The recipe, its variants (RECIPE.md §3, §5) and overrides (variants.py, overrides.py).
     click.option("--recipe", "recipe_file", default=None, metavar="FILE",

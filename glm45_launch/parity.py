@@ -406,3 +406,14 @@ def compare(plan: Plan, run: ScriptRun, script: str = "script") -> ParityReport:
     if run.recording.timed_out:
         report.notes.append("the script timed out: invocations after that point are missing")
     return report
+
+
+def secrets_of(plan: Plan | None, run: ScriptRun) -> list[str]:
+    """Secret values the plan or the recording holds (masked in what parity/import print)."""
+    from .masking import argv_secrets, is_secret_env, plan_secrets
+
+    found = plan_secrets(plan) if plan is not None else []
+    found += [s for argv in run.invocations for s in argv_secrets(argv)]
+    for env in (run.head_env or {}, run.submit_env or {}, run.env):
+        found += [v for k, v in env.items() if v and is_secret_env(k)]
+    return found

@@ -34,13 +34,17 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from .errors import LaunchError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 from .recipes import BASH_RECIPE, Argv, Recipe, split_flags
 
 _LISTS = ("group_order", "train_prefix", "entry", "head_start", "submit")

@@ -400,7 +400,7 @@ def load_sglang_options() -> SglangOptions | str:
     """The installed sglang's options, or why they could not be read ("skipped: ...")."""
     root = _sglang_root()
     if root is None:
-        return f"skipped: sglang not installed ({INSTALL_HINT})"
+        return "skipped: sglang not installed (pip install --no-deps sglang: its source is read, not imported)"
     try:
         found = read_sglang_options(root, _sglang_version(root))
     except (OSError, SyntaxError, ValueError, RecursionError) as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from glm45_launch import LaunchError, LaunchSpec, parse_hostfile_text
 from glm45_launch.cli import main
 from glm45_launch.convert import plan_convert
 from glm45_launch.overrides import build_overrides
+from glm45_launch.testing.rackbox import RackBox
 from glm45_launch.variants import Variant
 
 BASE = "/data/glm"
@@ -131,3 +134,52 @@ def test_cli_skips_when_the_target_is_converted(capsys: pytest.CaptureFixture[st
     assert f"{target} already holds latest_checkpointed_iteration.txt: conversion skipped" in err
     assert (tmp_path / "run/convert/127.0.0.1.log").read_text().startswith(
         f"$ test -f {target}/latest_checkpointed_iteration.txt\n")
+
+
+FAKE_CONVERTER = '''\
+import json, os, sys
+args = sys.argv[1:]
+save = args[args.index("--save") + 1]
+os.makedirs(save, exist_ok=True)
+rank = int(os.environ["RANK"])
+with open(os.path.join(save, f"rank-{rank}.json"), "w") as f:
+    json.dump({"args": args, "cwd": os.getcwd(), "pythonpath": os.environ.get("PYTHONPATH"),
+               "world": int(os.environ["WORLD_SIZE"]), "node_rank": int(os.environ["GROUP_RANK"])}, f)
+if rank == 0:
+    with open(os.path.join(save, "latest_checkpointed_iteration.txt"), "w") as f:
+        f.write("release\\n")
+'''
+
+
+@pytest.mark.rackbox
+def test_convert_runs_on_every_node_then_skips(fresh_rackbox: RackBox) -> None:
+    """Real torchrun over real SSH on the rack-in-a-box, a stand-in converter script."""
+    box = fresh_rackbox
+    checkout = box.workdir / "convert-checkout"
+    (checkout / "tools").mkdir(parents=True, exist_ok=True)
+    (checkout / "tools/convert_hf_to_torch_dist.py").write_text(FAKE_CONVERTER)
+    base = box.workdir / "convert-base"
+    hostfile = box.hostfile(box.workdir / "convert-hosts", slots=2)
+    args = ["convert", "--hostfile", str(hostfile), "--base-dir", str(base), "--workdir", str(checkout),
+            "--identity", str(box.identity), "--known-hosts", str(box.known_hosts), "--master-port", "29533",
+            "--timeout", "240", "--run-dir", str(box.workdir / "convert-runs")]
+
+    def launch() -> subprocess.CompletedProcess[str]:
+        return box.run_on(1, [sys.executable, "-m", "glm45_launch", *args], cwd=str(checkout), capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL, env=box.host_environ(1))
+
+    first = launch()
+    assert first.returncode == 0, first.stderr[-3000:]
+    save = base / "GLM-4.5-355B-A32B_torch_dist"
+    ranks = sorted(save.glob("rank-*.json"))
+    assert len(ranks) == 6  # 3 nodes x 2 GPUs, one rendezvous
+    reports = [json.loads(p.read_text()) for p in ranks]
+    assert {r["world"] for r in reports} == {6} and sorted(r["node_rank"] for r in reports) == [0, 0, 1, 1, 2, 2]
+    assert all(r["cwd"] == str(checkout) and r["pythonpath"] == "/root/Megatron-LM" for r in reports)
+    assert reports[0]["args"] == [*MODEL_355B, "--hf-checkpoint", f"{base}/GLM-4.5-355B-A32B", "--save", str(save)]
+    assert "converted:" in first.stderr
+    (save / "rank-0.json").unlink()
+    second = launch()
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "already holds latest_checkpointed_iteration.txt: conversion skipped" in second.stderr
+    assert not (save / "rank-0.json").exists()

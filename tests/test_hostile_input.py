@@ -34,7 +34,7 @@ from glm45_launch.quoting import remote_command
 from glm45_launch.recipes import BASH_RECIPE
 from glm45_launch.render import render
 
-BUDGET = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+BUDGET = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 HOSTS8 = "".join(f"10.0.0.{i} slots=8\n" for i in range(1, 9))
 ENV_KEYS = ("BASE_DIR", "MLP_WORKER_0_HOST", "MLP_SOCKET_IFNAME")
@@ -158,7 +158,7 @@ def assert_one_error_line(rc: int, out: str, err: str, allow_stdout: bool = Fals
     assert rc != 0
     assert "Traceback" not in err and "Traceback" not in out
     assert err.startswith(PREFIX), err
-    assert err.endswith("\n") and len(err.splitlines()) == 1, repr(err)
+    assert err.endswith("\n") and len(err.splitlines()) == 1 and err[:-1].isprintable(), repr(err)
     if not allow_stdout:
         assert out == ""
 
@@ -264,6 +264,15 @@ def test_hostfile_injection_examples(workdir: Path) -> None:
         rc, out, err = run_cli(["plan", "--hostfile", str(path)], GOOD_ENV)
         assert_one_error_line(rc, out, err)
         assert err.startswith(f"{PREFIX}{path}:2: ") and reason in err, err
+
+
+def test_error_line_escapes_control_characters(workdir: Path) -> None:
+    """A message quoting user input stays one printable line (no \\r, escape sequences...)."""
+    for bad in ("a\rb", "x\x1b[2Jy", "p\u2028q", "t\x0bu\x85v", "s\udcffz", "n\nm"):
+        rc, out, err = run_cli(["plan", "--hostfile", str(workdir / bad)], GOOD_ENV)
+        assert_one_error_line(rc, out, err)
+        assert err.isascii() or err.rstrip("\n").isprintable(), repr(err)
+        assert "no such hostfile" in err
 
 
 def test_bash_format_is_valid_shell(workdir: Path) -> None:

@@ -328,7 +328,7 @@ def need(module: str) -> None:
 
     if importlib.util.find_spec(module) is not None:
         return
-    reason = f"{module} not installed (pip install 'glm45-launch[validate]')"
+    reason = f"{module} not installed (pip install 'glm45-launch[validate]'; pip install --no-deps sglang)"
     if IN_CI:
         pytest.fail(reason + " (CI=true: these checks must run)", pytrace=False)
     pytest.skip(reason)
@@ -410,7 +410,7 @@ def test_missing_libraries_are_skipped_not_crashed(monkeypatch: pytest.MonkeyPat
     assert report.problems == []
     assert report.notes == [
         "skipped: megatron-core not installed (pip install 'glm45-launch[validate]')",
-        "skipped: sglang not installed (pip install 'glm45-launch[validate]')",
+        "skipped: sglang not installed (pip install --no-deps sglang: its source is read, not imported)",
     ]
 
 
@@ -422,3 +422,44 @@ def test_validate_command_with_libraries(golden_env: Path, capsys: pytest.Captur
     assert out.startswith("OK: glm45-bash / glm4.5-355B-A32B")
     assert "TransformerConfig accepted" in out and "11 of 11 --sglang-* option(s) known" in out
     assert "Rank layout (megatron-core RankGenerator" in out
+
+
+# --- exposure: the Ray dashboard -------------------------------------------------------------
+
+EXPOSED = ("the Ray dashboard on the head listens on {bind}:8265 (all interfaces, as in the bash recipe) and "
+           "accepts job submissions without authentication from anyone who can reach it: "
+           "--dashboard-host 127.0.0.1 (or the head's address) limits it")
+
+
+def submit_address(plan: Plan) -> str:
+    return next(w for w in plan.submit_argv if w.startswith("--address="))
+
+
+@pytest.mark.parametrize(("host", "warned", "address"), [
+    (None, "0.0.0.0", "--address=http://127.0.0.1:8265"),  # the bash recipe
+    ("::", "[::]", "--address=http://127.0.0.1:8265"),
+    ("127.0.0.1", None, "--address=http://127.0.0.1:8265"),
+    ("localhost", None, "--address=http://127.0.0.1:8265"),
+    # bound to one address only, the job server is not on 127.0.0.1: submit there
+    (HEAD, None, f"--address=http://{HEAD}:8265"),
+    ("::1", None, "--address=http://[::1]:8265"),
+])
+def test_dashboard_exposure(host: str | None, warned: str | None, address: str) -> None:
+    plan = plan_with(dashboard_host=host)
+    exposure = [w for w in plan.warnings if "without authentication" in w]
+    assert exposure == ([EXPOSED.format(bind=warned)] if warned else [])
+    assert submit_address(plan) == address
+    bind = f"--dashboard-host={host or '0.0.0.0'}"
+    assert bind in plan.step("head-start").commands[0]
+    assert all(bind in s.commands[-1] for s in plan.worker_steps)
+    redirected = [n for n in plan.notes if n.startswith("--dashboard-host ")]
+    assert redirected == ([] if address.endswith("//127.0.0.1:8265") else
+                          [f"--dashboard-host {host}: the job is submitted to {address.removeprefix('--address=')} "
+                           "(the dashboard does not listen on 127.0.0.1)"])
+
+
+def test_dashboard_warning_in_plan_output(golden_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--hostfile", str(golden_env)]) == 0
+    assert f"  ! {EXPOSED.format(bind='0.0.0.0')}\n" in capsys.readouterr().out
+    assert main(["plan", "--hostfile", str(golden_env), "--dashboard-host", "127.0.0.1", "--format", "json"]) == 0
+    assert not [w for w in json.loads(capsys.readouterr().out)["warnings"] if "dashboard" in w]

@@ -37,7 +37,8 @@ def import_script(script: str, **kwargs: Any) -> int:
     from ..errors import LaunchError
     from ..hostfile import load_hostfile
     from ..importer import import_run, verify
-    from ..parity import run_script
+    from ..masking import mask_text
+    from ..parity import run_script, secrets_of
     from ..recipe_file import save_recipe
     from .parity import script_env
 
@@ -68,18 +69,25 @@ def import_script(script: str, **kwargs: Any) -> int:
     header += [f"WARNING: {w}" for w in imported.warnings]
     header += [f"NOT IMPORTED: {u}" for u in imported.unrepresentable]
     save_recipe(imported.recipe, out, header)
-    click.echo(f"wrote {out} (recipe {imported.recipe.name}, {sum(1 for w in imported.recipe.groups.values() if w)} "
+    secrets = secrets_of(None, run)
+
+    def echo(text: str) -> None:
+        click.echo(mask_text(text, secrets))
+
+    echo(f"wrote {out} (recipe {imported.recipe.name}, {sum(1 for w in imported.recipe.groups.values() if w)} "
                f"non-empty groups, {len(imported.recipe.env_vars)} runtime env vars)")
     for note in run.notes:
-        click.echo(f"  ? {note}")
+        echo(f"  ? {note}")
     for w in imported.warnings:
-        click.echo(f"  ! {w}")
+        echo(f"  ! {w}")
     for u in imported.unrepresentable:
-        click.echo(f"  not imported: {u}")
+        echo(f"  not imported: {u}")
+    if any(secrets):
+        echo(f"  ! {out} holds the script's API keys/tokens as they were: keep it private")
     if report.identical and not imported.unrepresentable:
-        click.echo(f"round trip: identical ({report.plan_invocations} invocations)")
+        echo(f"round trip: identical ({report.plan_invocations} invocations)")
         return 0
-    click.echo("round trip: NOT identical")
+    echo("round trip: NOT identical")
     for d in report.differences:
-        click.echo(f"  {d}")
+        echo(f"  {d}")
     return 1

@@ -37,6 +37,7 @@ def script_env(opts: dict[str, Any]) -> dict[str, str]:
               help="A hostfile path the script hard-codes (besides /root/mpi_rack_hostfile and "
                    "$HOSTFILE, always redirected): redirected to --hostfile too.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--show-secrets", is_flag=True, help="Print API keys/tokens instead of ***.")
 def parity(script: str, **kwargs: Any) -> int:
     """Run SCRIPT under argv-recording shims and compare what it runs with the plan.
 
@@ -50,7 +51,8 @@ def parity(script: str, **kwargs: Any) -> int:
     """
     import json
 
-    from ..parity import compare, run_script
+    from ..masking import mask_text
+    from ..parity import compare, run_script, secrets_of
     from ..plan import build_plan
 
     opts = pop_plan_options(kwargs)
@@ -59,8 +61,6 @@ def parity(script: str, **kwargs: Any) -> int:
     run = run_script(script, env=env, hostfile=opts["hostfile"], timeout=kwargs["timeout"],
                      script_hostfile=kwargs["script_hostfile"])
     report = compare(plan, run, script)
-    if kwargs["fmt"] == "json":
-        click.echo(json.dumps(report.to_json(), indent=2))
-    else:
-        click.echo(report.render(), nl=False)
+    text = json.dumps(report.to_json(), indent=2) + "\n" if kwargs["fmt"] == "json" else report.render()
+    click.echo(text if kwargs["show_secrets"] else mask_text(text, secrets_of(plan, run)), nl=False)
     return 0 if report.identical else 1

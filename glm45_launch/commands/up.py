@@ -22,6 +22,8 @@ from ..options import plan_options, pop_plan_options, spec_from_options, ssh_fro
               help="Seconds to wait for every node and GPU to join.")
 @click.option("--no-wait", is_flag=True, help="Submit the job and print its id (ray job submit --no-wait).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and exit: nothing runs.")
+@click.option("--skip-preflight", is_flag=True,
+              help="Start without `glm45-launch preflight` (by default up starts nothing if a host fails it).")
 def up(**kwargs: Any) -> int:
     """Bring up the Ray cluster over SSH and run the training job on the head.
 
@@ -41,4 +43,12 @@ def up(**kwargs: Any) -> int:
     run_dir = Path(kwargs["run_dir"]).resolve() if kwargs["run_dir"] else default_run_dir()
     opts = ExecOptions(run_dir=run_dir, parallel=kwargs["parallel"], serial=kwargs["serial"],
                        join_timeout=kwargs["join_timeout"], no_wait=kwargs["no_wait"])
+    if not kwargs["skip_preflight"]:
+        from ..executor import Console
+        from ..preflight import PreflightOptions, preflight_or_raise
+
+        # Host checks first: a failure raises before anything is started or stopped. The
+        # megatron-core/sglang config checks (~10 s of imports) are `preflight`/`validate`'s.
+        preflight_or_raise(plan, ssh, PreflightOptions(parallel=kwargs["parallel"], libs=False), run_dir,
+                           Console().rich)
     return Executor(plan, ssh, opts).up().exit_code

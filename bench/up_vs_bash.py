@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): `glm45-launch up` against the reference bash recipe, side by side.
+
+On one rack-in-a-box (root needed), alternating runs of
+  A. glm45-launch up --entry smoke_entry.py (preflight, cleanup, parallel SSH, join wait, job)
+  B. examples/run-glm4.5-355B-A32B.sh with real `ssh` as the transport, same smoke entry
+each run on the head (h1) of a live cluster left by the previous run (both clean up first).
+Prints every time, the median ratio A/B, and the time of `glm45-launch plan`.
+
+    python3 bench/up_vs_bash.py [--hosts 3] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from glm45_launch.testing.rackbox import RackBox, free_prefix
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def timed(box: RackBox, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int]:
+    start = time.monotonic()
+    res = box.run_on(1, argv, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    took = time.monotonic() - start
+    if res.returncode != 0:
+        print(f"  ! {argv[:3]} exited {res.returncode}: {res.stderr.strip().splitlines()[-1:]}")
+    return took, res.returncode
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+
+    with RackBox(args.hosts, prefix=free_prefix("g45bench")) as box:
+        checkout = box.workdir / "checkout"
+        checkout.mkdir()
+        shutil.copy(REPO / "glm45_launch" / "smoke_entry.py", checkout / "train.py")
+        base = box.workdir / "base"
+        for rel in ("GLM-4.5-355B-A32B/config.json", "GLM-4.5-355B-A32B_torch_dist/latest_checkpointed_iteration.txt",
+                    "dapo-math-17k/dapo-math-17k.jsonl", "rl_data/aime-2024.jsonl"):
+            (base / rel).parent.mkdir(parents=True, exist_ok=True)
+            (base / rel).write_text("1\n")
+        hostfile = box.hostfile(box.workdir / "hostfile")
+        # The bash recipe hard-codes --actor-num-nodes 8: a copy says how many hosts the box has,
+        # so the smoke entry waits for exactly the nodes that exist, in both arms.
+        scripts = box.workdir / "scripts"
+        shutil.copytree(REPO / "examples", scripts)
+        bash = scripts / "run-glm4.5-355B-A32B.sh"
+        bash.write_text(bash.read_text().replace("--actor-num-nodes 8", f"--actor-num-nodes {args.hosts}"))
+        env = {**box.host_environ(1), "BASE_DIR": str(base), "HOSTFILE": str(hostfile)}
+
+        up = [sys.executable, "-m", "glm45_launch", "up", "--hostfile", str(hostfile), "--base-dir", str(base),
+              "--workdir", str(checkout), "--actor-num-nodes", str(args.hosts)]
+        arms = {"glm45-launch up": up, "bash recipe": ["bash", str(bash)]}
+        times: dict[str, list[float]] = {name: [] for name in arms}
+        # Warm-up (first Ray start pays for cold caches), not counted.
+        timed(box, arms["bash recipe"], checkout, env)
+        for i in range(args.runs):
+            order = list(arms) if i % 2 == 0 else list(reversed(arms))
+            for name in order:
+                took, rc = timed(box, arms[name], checkout, env)
+                times[name].append(took)
+                print(f"run {i + 1} {name:<16} {took:6.1f}s  exit {rc}", flush=True)
+
+        plan_argv = [sys.executable, "-m", "glm45_launch", "plan", "--hostfile", str(hostfile),
+                     "--base-dir", str(base), "--head", box.head]
+        plan_times = []
+        for _ in range(10):
+            start = time.monotonic()
+            subprocess.run(plan_argv, stdout=subprocess.DEVNULL, check=True)
+            plan_times.append(time.monotonic() - start)
+        box.run_on(1, [sys.executable, "-m", "glm45_launch", "down", "--hostfile", str(hostfile)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    a = statistics.median(times["glm45-launch up"])
+    b = statistics.median(times["bash recipe"])
+    print(f"\nmedian over {args.runs} alternating runs on {args.hosts} hosts:")
+    print(f"  glm45-launch up   {a:6.1f}s")
+    print(f"  bash recipe       {b:6.1f}s")
+    print(f"  ratio up/bash     {a / b:6.2f}")
+    print(f"  glm45-launch plan {statistics.median(plan_times) * 1000:6.0f} ms (median of 10)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
