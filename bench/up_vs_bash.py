@@ -60,7 +60,7 @@ def main() -> int:
         env = {**box.host_environ(1), "BASE_DIR": str(base), "HOSTFILE": str(hostfile)}
 
         up = [sys.executable, "-m", "glm45_launch", "up", "--hostfile", str(hostfile), "--base-dir", str(base),
-              "--workdir", str(checkout), "--actor-num-nodes", str(args.hosts)]
+              "--workdir", str(checkout), "--actor-num-nodes", str(args.hosts), "--force"]
         arms = {"glm45-launch up": up, "bash recipe": ["bash", str(bash)]}
         times: dict[str, list[float]] = {name: [] for name in arms}
         # Warm-up (first Ray start pays for cold caches), not counted.

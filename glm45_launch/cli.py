@@ -12,9 +12,8 @@ import sys
 
 import click
 
-from .errors import LaunchError
+from .errors import PROG, LaunchError
 
-PROG = "glm45-launch"
 # click >= 8.2 raises this for a bare group (help, not an error); click 8.1 has no such
 # class and exits 0 after printing the help itself. An empty tuple catches nothing.
 _NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())

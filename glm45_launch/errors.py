@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+PROG = "glm45-launch"  # the name every message starts with
+
 
 class LaunchError(Exception):
     """A user-facing failure: bad input, unreachable host, failed step.

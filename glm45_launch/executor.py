@@ -194,7 +194,11 @@ class Executor:
         self.plan = plan
         self.opts = opts
         self.console = console or Console(opts.quiet)
-        self.local = local or LocalRunner()
+        from .masking import mask_text, plan_secrets
+
+        secrets = plan_secrets(plan)
+        # Logs and the live output never show a secret; the commands themselves get it raw.
+        self.local = local or LocalRunner(mask=(lambda text: mask_text(text, secrets)) if secrets else None)
         self.remote = remote or SshRunner(ssh)
         self.outcomes: list[Outcome] = []
         self.started: list[str] = []  # hosts where `ray start` ran: what teardown must stop
@@ -208,11 +212,12 @@ class Executor:
         return self.run_dir / "hosts" / f"{name}.log"
 
     def write_plan(self) -> None:
-        from .render import render_text
+        """plan.json / plan.txt in the run directory, secrets masked like `plan` prints them."""
+        from .render import render
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "plan.json").write_text(json.dumps(self.plan.to_json(), indent=2))
-        (self.run_dir / "plan.txt").write_text(render_text(self.plan))
+        (self.run_dir / "plan.json").write_text(render(self.plan, "json"))
+        (self.run_dir / "plan.txt").write_text(render(self.plan, "text"))
 
     # -- head side ----------------------------------------------------------------------
     def _run_head_step(self, step: Step) -> bool:

@@ -43,7 +43,8 @@ def ancestors(pid: int | None = None) -> set[int]:
 class LocalRunner:
     """Runs argv lists here, streaming output line by line; tracks children for Ctrl-C."""
 
-    def __init__(self) -> None:
+    def __init__(self, mask: Callable[[str], str] | None = None) -> None:
+        self.mask = mask or (lambda text: text)  # applied to everything logged or echoed
         self._children: set[subprocess.Popen[str]] = set()
         self._lock = threading.Lock()
 
@@ -61,7 +62,7 @@ class LocalRunner:
         start = time.monotonic()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a") as log:
-            log.write("$ " + " ".join(argv) + "\n")
+            log.write(self.mask("$ " + " ".join(argv)) + "\n")
             log.flush()
             try:
                 # A session of its own: Ctrl-C reaches the launcher, which decides what to
@@ -83,7 +84,7 @@ class LocalRunner:
             try:
                 assert proc.stdout is not None
                 for raw in proc.stdout:
-                    line = raw.rstrip("\n")
+                    line = self.mask(raw.rstrip("\n"))
                     log.write(line + "\n")
                     log.flush()
                     result.output_tail.append(line)

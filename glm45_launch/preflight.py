@@ -51,6 +51,7 @@ GIB = 1024**3
 # whole remote `timeout`.
 PROBE_SCRIPT = r'''
 import json, os, shutil, socket, stat, subprocess, sys
+os.dup2(1, 2)  # one stream: ssh's stdout and stderr readers never interleave inside the report line
 cfg = json.loads(sys.argv[1])
 out = {"python": sys.version.split()[0], "python_path": sys.executable, "hostname": socket.gethostname(),
        "errors": []}
@@ -59,7 +60,7 @@ def run(argv):
     try:
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                            universal_newlines=True, timeout=cfg["cmd_timeout"])
-        return [p.returncode, p.stdout[-4000:]]
+        return [p.returncode, p.stdout[-2000:]]
     except subprocess.TimeoutExpired:
         return [None, "timed out after %ss" % cfg["cmd_timeout"]]
     except OSError as e:

@@ -123,6 +123,11 @@ class _LineSink:
             self.echo(line)
 
     def flush(self) -> None:
+        # invoke flushes after every chunk it reads (1000 bytes): emitting the partial line
+        # here would split long lines (a probe's JSON report) in two. finish() ends the last one.
+        pass
+
+    def finish(self) -> None:
         if self.buf:
             self._emit(self.buf)
             self.buf = ""
@@ -215,13 +220,13 @@ class SshRunner:
                         wrap_remote(command, timeout_s), hide=True, warn=True, in_stream=False,
                         out_stream=sink, err_stream=sink, timeout=timeout_s + 2 * _REMOTE_GRACE_S,
                     )
-                    sink.flush()
+                    sink.finish()
                     result.exit_code = res.exited
                     if res.exited == 124:
                         result.error = f"remote command timed out after {timeout_s:.0f}s on {host}"
                     break
                 except Exception as exc:  # noqa: BLE001 - one line per host, never a traceback
-                    sink.flush()
+                    sink.finish()
                     reason, retryable = describe_ssh_error(exc, host, self.opts)
                     log.write(f"! attempt {attempt}: {reason}\n")
                     result.error = reason

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .errors import LaunchError
@@ -262,16 +262,38 @@ def _times(pairs: Iterable[tuple[str, int]]) -> str:
 TP, PP, CP = "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--context-parallel-size"
 EP, ETP = "--expert-model-parallel-size", "--expert-tensor-parallel-size"
 NODES, GPUS = "--actor-num-nodes", "--actor-num-gpus-per-node"
+_Add = Callable[[str, Sequence[str], str], None]
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    """Parallel sizes as the trainer reads them (None: unreadable), and what follows."""
+
+    tp: int | None
+    pp: int | None
+    ep: int | None
+    world: int | None
+    dp: int | None
+    colocated: str  # "the 64 colocated GPUs (...)", for messages
 
 
 def check_args(args: TrainArgs) -> list[Problem]:
-    """Every pure rule on train.py's arguments alone (no hostfile)."""
+    """Every pure rule on train.py's arguments alone (no hostfile); preflight reuses it."""
     out: list[Problem] = []
 
     def add(code: str, flags: Sequence[str], message: str) -> None:
         out.append(Problem(code, tuple(flags), message))
 
     args.check_numbers()
+    sizes = _parallel(args, add)
+    _model(args, add, sizes)
+    _rollout(args, add, sizes)
+    _trainer(args, add, sizes)
+    return args.problems + out
+
+
+def _parallel(args: TrainArgs, add: _Add) -> _Sizes:
+    """World size vs TP/PP/CP/EP/ETP."""
     # slime/miles --actor-num-nodes default 1, --actor-num-gpus-per-node default 8.
     nodes, gpus = args.int(NODES, 1), args.int(GPUS, 8)
     # Megatron defaults: every parallel size 1; ETP defaults to TP.
@@ -308,6 +330,12 @@ def check_args(args: TrainArgs) -> list[Problem]:
                 f"{_times([(ETP, etp), (EP, ep), (PP, pp)])} = {expert} does not divide the {world_text} "
                 "(Megatron lays experts out as ETP × EP × PP × expert-DP)")
 
+    return _Sizes(tp, pp, ep, world, dp, colocated)
+
+
+def _model(args: TrainArgs, add: _Add, sizes: _Sizes) -> None:
+    """Model shape vs parallelism: experts, heads, query groups, SP, layer splits, recompute."""
+    tp, pp, ep = sizes.tp, sizes.pp, sizes.ep
     # Model shape vs parallelism.
     layers = args.int("--num-layers")
     heads = args.int("--num-attention-heads")
@@ -384,6 +412,10 @@ def check_args(args: TrainArgs) -> list[Problem]:
         add("recompute", ["--recompute-granularity", "--recompute-num-layers"],
             "--recompute-granularity full needs --recompute-num-layers")
 
+
+def _rollout(args: TrainArgs, add: _Add, sizes: _Sizes) -> None:
+    """Rollout engines and the SGLang parallelism inside one engine."""
+    world, colocated = sizes.world, sizes.colocated
     # Rollout engines: colocated, the engines use the actor's GPUs (slime: rollout_num_gpus =
     # actor_num_gpus_per_node * actor_num_nodes unless given).
     engine = args.int("--rollout-num-gpus-per-engine", 1)
@@ -417,6 +449,10 @@ def check_args(args: TrainArgs) -> list[Problem]:
         add("sglang-ep", [ep_flag, "--rollout-num-gpus-per-engine"],
             f"{ep_flag} {sg_ep} must be between 1 and the engine size --rollout-num-gpus-per-engine {engine}")
 
+
+def _trainer(args: TrainArgs, add: _Add, sizes: _Sizes) -> None:
+    """The trainer's batch, sampling, KL, checkpoint and eval rules."""
+    dp = sizes.dp
     # Trainer batch rules (slime/miles validate_args).
     rbs = args.int("--rollout-batch-size")
     n = args.int("--n-samples-per-prompt", 1)
@@ -487,7 +523,6 @@ def check_args(args: TrainArgs) -> list[Problem]:
         add("dispatcher", ["--moe-enable-deepep", "--moe-token-dispatcher-type"],
             f"--moe-enable-deepep needs --moe-token-dispatcher-type flex (the last one given is "
             f"{args.text('--moe-token-dispatcher-type')})")
-    return args.problems + out
 
 
 def check_plan(plan: Plan) -> list[Problem]:
@@ -516,17 +551,6 @@ def check_plan(plan: Plan) -> list[Problem]:
             out.append(Problem("runtime-env", (name,), f"runtime env: {name} holds a NUL byte"))
         seen.add(name)
     return out
-
-
-def layer_pattern_summary(pattern: Sequence[int]) -> str:
-    """``[0]*3+[1]*89`` style text for a 0/1 list (for messages and --show-layout)."""
-    runs: list[tuple[int, int]] = []
-    for value in pattern:
-        if runs and runs[-1][0] == value:
-            runs[-1] = (value, runs[-1][1] + 1)
-        else:
-            runs.append((value, 1))
-    return "+".join(f"[{v}]*{k}" for v, k in runs)
 
 
 def require_valid(plan: Plan, force: bool = False) -> list[Problem]:

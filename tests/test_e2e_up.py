@@ -41,8 +41,10 @@ class Rack:
         return [
             "up", "--hostfile", str(self.hostfile), "--base-dir", str(self.box.workdir / "base"),
             "--workdir", str(self.checkout),
-            "--entry", "smoke_entry.py", "--actor-num-nodes", "3", "--join-timeout", "90",
-            "--run-dir", str(self.runs / run), "--retries", "2", *self.ssh_args(), *extra,
+            "--entry", "smoke_entry.py", "--actor-num-nodes", "3", "--force", "--join-timeout", "90",
+            "--run-dir", str(self.runs / run), "--retries", "2", *self.ssh_args(),
+            "--force",  # the recipe's TP8xPP4xCP2 needs 64 GPUs; the box has 24: run anyway
+            *extra,
         ]
 
     def launch(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:

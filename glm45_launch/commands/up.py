@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..errors import PROG
 from ..options import plan_options, pop_plan_options, spec_from_options, ssh_from_options, ssh_options
 
 
@@ -22,6 +23,9 @@ from ..options import plan_options, pop_plan_options, spec_from_options, ssh_fro
               help="Seconds to wait for every node and GPU to join.")
 @click.option("--no-wait", is_flag=True, help="Submit the job and print its id (ray job submit --no-wait).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and exit: nothing runs.")
+@click.option("--force", is_flag=True, help="Launch even when `glm45-launch validate` finds problems.")
+@click.option("--no-overlap", is_flag=True,
+              help="Start workers only after `ray start --head` returns (the bash recipe's order).")
 @click.option("--skip-preflight", is_flag=True,
               help="Start without `glm45-launch preflight` (by default up starts nothing if a host fails it).")
 def up(**kwargs: Any) -> int:
@@ -33,16 +37,21 @@ def up(**kwargs: Any) -> int:
     from ..executor import ExecOptions, Executor, default_run_dir
     from ..plan import build_plan
     from ..render import render_text
+    from ..validate import require_valid
 
     spec = spec_from_options(pop_plan_options(kwargs))
     plan = build_plan(spec)
     if kwargs["dry_run"]:
         click.echo(render_text(plan), nl=False)
         return 0
+    # Invalid configs die here in milliseconds, not ten minutes into the job.
+    for problem in require_valid(plan, force=kwargs["force"]):
+        click.echo(f"{PROG}: warning: invalid config (--force): {problem.message}", err=True)
     ssh = ssh_from_options(kwargs, spec.ssh_user)
     run_dir = Path(kwargs["run_dir"]).resolve() if kwargs["run_dir"] else default_run_dir()
     opts = ExecOptions(run_dir=run_dir, parallel=kwargs["parallel"], serial=kwargs["serial"],
-                       join_timeout=kwargs["join_timeout"], no_wait=kwargs["no_wait"])
+                       join_timeout=kwargs["join_timeout"], no_wait=kwargs["no_wait"],
+                       overlap=not kwargs["no_overlap"])
     if not kwargs["skip_preflight"]:
         from ..executor import Console
         from ..preflight import PreflightOptions, preflight_or_raise

@@ -1,0 +1,404 @@
+"""Host preflight: the pure rules (no SSH), the probe script itself, and faults on the rack-in-a-box."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+from boxhelpers import BASE_FILES, make_base_dir, ray_processes
+
+from glm45_launch.hostfile import parse_hostfile_text
+from glm45_launch.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.preflight import (
+    FAIL,
+    OK,
+    WARN,
+    Check,
+    HostReport,
+    PathSpec,
+    PreflightOptions,
+    PreflightReport,
+    disk_check,
+    env_checks,
+    evaluate,
+    flag_values,
+    gpu_checks,
+    head_checks,
+    lib_checks,
+    parse_probe_output,
+    path_checks,
+    plan_paths,
+    probe_argv,
+    version_checks,
+)
+from glm45_launch.quoting import remote_command
+from glm45_launch.testing.rackbox import RackBox
+
+HEAD, W2 = "10.0.0.1", "10.0.0.2"
+CKPT = "/b/GLM-4.5-355B-A32B"
+TORCH_DIST = "/b/GLM-4.5-355B-A32B_torch_dist/"
+PROMPTS = "/b/dapo-math-17k/dapo-math-17k.jsonl"
+AIME = "/b/rl_data/aime-2024.jsonl"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_plan(**kw: Any) -> Plan:
+    hosts = parse_hostfile_text(f"{HEAD} slots=8\n{W2} slots=8\n", "hosts")
+    return build_plan(LaunchSpec(hostfile=hosts, head=HEAD, base_dir="/b", workdir="/w", **kw))
+
+
+def facts(**kw: Any) -> dict[str, Any]:
+    """A healthy host as the probe reports it."""
+    base: dict[str, Any] = {
+        "python": "3.11.7", "python_path": "/usr/bin/python3", "hostname": "n", "errors": [],
+        "packages": {"ray": "2.60.0", "torch": "2.8.0", "sglang": "0.5.2", "megatron-core": None},
+        "ray_path": "/usr/bin/ray", "ray_version": [0, "ray, version 2.60.0\n"], "nvidia_smi": None,
+        "env": {"MASTER_ADDR": "set", "MLP_SOCKET_IFNAME": "set", "MLP_WORKER_0_HOST": "set"},
+        "ifname_own": "eth0", "ifnames": {"eth0": True}, "disk_free": 100 * 1024**3,
+        "ports": {f"{HEAD}:6379": False, "127.0.0.1:8265": False},
+        "paths": {CKPT: "dir", CKPT + "/config.json": "file", TORCH_DIST: "dir",
+                  TORCH_DIST + "latest_checkpointed_iteration.txt": "file", PROMPTS: "file", AIME: "file",
+                  "/w/train.py": "file"},
+    }
+    base.update(kw)
+    return base
+
+
+def statuses(checks: list[Check]) -> dict[str, str]:
+    return {c.name: c.status for c in checks}
+
+
+# --- pure -------------------------------------------------------------------------------------
+
+
+def test_paths_come_from_the_filled_train_args() -> None:
+    assert plan_paths(make_plan()) == [
+        PathSpec("--hf-checkpoint", CKPT, "hf"), PathSpec("--ref-load", TORCH_DIST, "torch_dist"),
+        PathSpec("--prompt-data", PROMPTS, "file"), PathSpec("--eval-prompt-data aime", AIME, "file"),
+    ]
+    with_ckpt = plan_paths(make_plan(checkpoint_dir="/ck"))
+    assert PathSpec("--load", "/ck", "load") in with_ckpt
+    assert flag_values(["--load", "a", "--x", "--load=b", "c"], "--load") == ("b", "c")
+    assert flag_values(["--loadx", "a"], "--load") is None
+
+
+def test_healthy_facts_pass() -> None:
+    plan = make_plan()
+    head = evaluate(plan, HEAD, facts(), True, "ssh", PreflightOptions(), HEAD, facts())
+    assert {n: s for n, s in statuses(head).items() if s != OK} == {"gpus": WARN, "nvlink": WARN}
+    assert {"port 6379", "port 8265", "entry"} <= set(statuses(head))
+    worker = evaluate(plan, W2, facts(), False, "ssh", PreflightOptions(), HEAD, facts())
+    assert "entry" not in statuses(worker) and "port 6379" not in statuses(worker)
+
+
+def test_version_skew_names_host_package_and_both_versions() -> None:
+    skewed = facts(ray_version=[0, "ray, version 2.59.0\n"], ray_path="/opt/old/bin/ray",
+                   packages={"ray": "2.60.0", "torch": "2.7.1", "sglang": None, "megatron-core": None})
+    checks = {c.name: c for c in version_checks(W2, skewed, HEAD, facts())}
+    assert checks["ray"].status == FAIL
+    assert checks["ray"].detail == f"ray 2.59.0 (/opt/old/bin/ray) on {W2}, but 2.60.0 on {HEAD}"
+    assert checks["torch"].status == FAIL and "2.7.1" in checks["torch"].detail and "2.8.0" in checks["torch"].detail
+    # "not installed" is a version: sglang missing here but installed on the head is skew...
+    assert checks["sglang"].status == FAIL and "not installed" in checks["sglang"].detail
+    # ...and missing everywhere is consistent.
+    assert checks["megatron-core"].status == OK and checks["megatron-core"].detail == "not installed"
+    assert checks["python"].status == OK
+
+
+def test_ray_on_path_problems() -> None:
+    no_ray = {c.name: c for c in version_checks(HEAD, facts(ray_path=None, ray_version=None), HEAD, None)}
+    assert no_ray["ray"].status == FAIL and "not found on PATH" in no_ray["ray"].detail
+    broken = {c.name: c for c in version_checks(HEAD, facts(ray_version=[1, "Traceback"]), HEAD, None)}
+    assert broken["ray"].status == FAIL and "broken" in broken["ray"].detail
+    # The ray on PATH is not python3's: consistent with the head, but worth a warning.
+    other_env = facts(packages={"ray": "2.49.0", "torch": "2.8.0", "sglang": "0.5.2", "megatron-core": None})
+    mixed = {c.name: c for c in version_checks(HEAD, other_env, HEAD, other_env)}
+    assert mixed["ray"].status == WARN and "2.49.0" in mixed["ray"].detail
+
+
+def test_gpu_checks() -> None:
+    assert statuses(gpu_checks(facts(), 8, require=False)) == {"gpus": WARN, "nvlink": WARN}
+    assert statuses(gpu_checks(facts(), 8, require=True)) == {"gpus": FAIL, "nvlink": FAIL}
+    listing = "".join(f"GPU {i}: NVIDIA H200 (UUID: GPU-{i})\n" for i in range(8))
+    topo = "\tGPU0\tGPU1\nGPU0\t X \tNV18\nGPU1\tNV18\t X \n"
+    good = facts(nvidia_smi="/usr/bin/nvidia-smi", smi_list=[0, listing], smi_topo=[0, topo])
+    assert [(c.name, c.status, c.detail) for c in gpu_checks(good, 8, False)] == [
+        ("gpus", OK, "8 GPUs"), ("nvlink", OK, "NVLink NV18")]
+    four = gpu_checks({**good, "smi_list": [0, listing[: listing.index("GPU 4")]]}, 8, False)
+    assert four[0] == Check("gpus", FAIL, "4 GPUs, expected 8 per node")
+    pcie = gpu_checks({**good, "smi_topo": [0, "GPU0\t X \tPIX\n"]}, 8, False)
+    assert pcie[1].status == WARN and "no NVLink" in pcie[1].detail
+    broken = gpu_checks({**good, "smi_list": [9, "NVIDIA-SMI has failed\n"]}, 8, False)
+    assert broken[0].status == FAIL and "NVIDIA-SMI has failed" in broken[0].detail
+
+
+def test_path_checks() -> None:
+    specs = plan_paths(make_plan(checkpoint_dir="/ck"))
+    kinds = {CKPT: "dir", CKPT + "/config.json": "missing", TORCH_DIST: "dir", PROMPTS: "dir", AIME: "missing",
+             "/ck": "missing"}
+    got = {c.name: (c.status, c.detail) for c in path_checks(specs, kinds)}
+    assert got["path --hf-checkpoint"] == (FAIL, f"{CKPT}: not an HF checkpoint (no config.json)")
+    assert got["path --ref-load"][0] == FAIL and "glm45-launch convert" in got["path --ref-load"][1]
+    assert got["path --prompt-data"] == (FAIL, f"{PROMPTS}: a directory, not a file")
+    assert got["path --eval-prompt-data aime"] == (FAIL, f"{AIME}: missing")
+    assert got["path --load"][0] == WARN  # the trainer falls back to --ref-load (RECIPE.md §4)
+
+
+def test_env_and_interface() -> None:
+    plan = make_plan()
+    unset = facts(env={"MASTER_ADDR": None, "MLP_SOCKET_IFNAME": "set", "MLP_WORKER_0_HOST": "set"})
+    env, ifname = env_checks(plan, unset, False, "ssh")
+    assert env.status == WARN and "${MASTER_ADDR} unset (used by no_proxy)" in env.detail
+    assert "empty string" in env.detail and "--export-env" in env.detail and ifname.status == OK
+    # On the head the recipe exports MASTER_ADDR itself.
+    assert env_checks(plan, unset, True, "ssh")[0].status == OK
+    # Ray expands ${MLP_SOCKET_IFNAME} from the host's own environment: that interface must exist.
+    env, ifname = env_checks(plan, facts(ifname_own="ib9", ifnames={"ib9": False}), False, "ssh")
+    assert ifname == Check("ifname", FAIL, "ib9 (the host's MLP_SOCKET_IFNAME): no such interface "
+                                           "(/sys/class/net/ib9)")
+    # --export-env: the launcher provides the values; the interface is --socket-ifname's.
+    exported = make_plan(export_env=True, socket_ifname="eth1")
+    env, ifname = env_checks(exported, facts(env={}, ifnames={"eth1": True, "eth0": True}), False, "ssh")
+    assert env.status == OK and ifname == Check("ifname", OK, "eth1 (--socket-ifname)")
+
+
+def test_head_ports_cleanup_vs_no_cleanup() -> None:
+    held = facts(ports={f"{HEAD}:6379": True, "127.0.0.1:8265": False})
+    checks = {c.name: c for c in head_checks(make_plan(), held)}
+    assert checks["port 6379"].status == WARN and "cleanup will stop" in checks["port 6379"].detail
+    assert checks["port 8265"].status == OK and checks["entry"].status == OK
+    checks = {c.name: c for c in head_checks(make_plan(cleanup=False), held)}
+    assert checks["port 6379"].status == FAIL and "--no-cleanup" in checks["port 6379"].detail
+    missing = head_checks(make_plan(entry="smoke.py"), held)[-1]
+    assert missing.status == FAIL and missing.detail.startswith("/w/smoke.py: not probed")
+
+
+def test_disk_libs_and_report() -> None:
+    assert disk_check(facts(disk_free=2 * 1024**3), PreflightOptions()).status == FAIL
+    assert disk_check(facts(disk_free=2 * 1024**3), PreflightOptions(min_free_gb=1)).status == OK
+    assert lib_checks(["--sglang-x is not an option"], []).status == FAIL
+    assert lib_checks([], ["skipped: sglang not installed"]).status == WARN
+    report = PreflightReport([HostReport("a", "head", "ssh", [Check("ssh", OK, "x"), Check("gpus", WARN, "y")]),
+                              HostReport("b", "worker", "ssh", [Check("ssh", FAIL, "refused")])])
+    assert not report.ok and report.summary() == "1 failed check(s): b ssh: refused"
+    assert report.hosts[0].group_status("gpus") == WARN and report.hosts[0].group_status("paths") is None
+    assert json.loads(json.dumps(report.to_json()))["hosts"][1]["checks"][0]["group"] == "ssh"
+
+
+def test_parse_probe_output_skips_noise() -> None:
+    assert parse_probe_output(["motd", 'GLM45-PREFLIGHT {"python": "3.11"}', "bye"]) == {"python": "3.11"}
+    assert parse_probe_output(["GLM45-PREFLIGHT {broken"]) is None
+    assert parse_probe_output(["command not found"]) is None
+
+
+def test_long_report_line_survives_chunked_ssh_output(tmp_path: Path) -> None:
+    """invoke writes remote output in 1000-byte chunks and flushes after each: still one line."""
+    from glm45_launch.ssh import _LineSink
+
+    tail: list[str] = []
+    line = "GLM45-PREFLIGHT " + json.dumps({"paths": {f"/p/{i}": "file" for i in range(400)}})
+    with (tmp_path / "log").open("w") as log:
+        sink = _LineSink(log, None, tail)
+        data = "noise\n" + line + "\n"
+        for i in range(0, len(data), 1000):
+            sink.write(data[i : i + 1000])
+            sink.flush()
+        sink.finish()
+    assert tail == ["noise", line] and parse_probe_output(tail) is not None
+
+
+def test_probe_script_through_a_shell(tmp_path: Path) -> None:
+    """The real probe, quoted by quoting.py and run by `sh -c` as ssh would, with fake tools first on PATH."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ray").write_text("#!/bin/sh\necho 'ray, version 9.9.9'\n")
+    (fake / "nvidia-smi").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = -L ]; then for i in 0 1 2 3 4 5 6 7; do echo "GPU $i: NVIDIA H200 (UUID: GPU-$i)"; done\n'
+        'else printf "\\tGPU0\\tGPU1\\nGPU0\\t X \\tNV18\\n"; fi\n')
+    for tool in ("ray", "nvidia-smi"):
+        (fake / tool).chmod(0o755)
+    base = make_base_dir(tmp_path / "base w space")  # quoting: a base dir with a space
+    (tmp_path / "train.py").write_text("")
+    hosts = parse_hostfile_text(f"{HEAD} slots=8\n", "hosts")
+    plan = build_plan(LaunchSpec(hostfile=hosts, head=HEAD, base_dir=str(base), workdir=str(tmp_path)))
+    env = {"PATH": f"{fake}:{Path(sys.executable).parent}:/usr/bin:/bin", "MLP_SOCKET_IFNAME": "lo",
+           "MLP_WORKER_0_HOST": HEAD, "HOME": str(tmp_path)}
+    out = subprocess.run(["sh", "-c", remote_command([probe_argv(plan, True, PreflightOptions())])],
+                         capture_output=True, text=True, env=env, timeout=60)
+    got = parse_probe_output(out.stdout.splitlines())
+    assert got is not None, out.stdout + out.stderr
+    assert got["errors"] == [] and got["ray_path"] == str(fake / "ray")
+    checks = {c.name: c for c in evaluate(plan, HEAD, got, True, "local", PreflightOptions(min_free_gb=0),
+                                          HEAD, got)}
+    bad = {n: c.detail for n, c in checks.items() if c.status != OK}
+    # The fake ray is not python3's ray: a warning on the head itself (no skew with itself).
+    assert set(bad) <= {"ray", "port 6379", "port 8265"}, bad
+    assert checks["ray"].detail.startswith(f"9.9.9 ({fake}/ray)")
+    assert checks["gpus"].detail == "8 GPUs" and checks["nvlink"].detail == "NVLink NV18"
+    assert checks["ifname"].detail == "lo (the host's MLP_SOCKET_IFNAME)"
+    assert checks["path --hf-checkpoint"].detail == str(base / "GLM-4.5-355B-A32B")
+
+
+# --- rack-in-a-box ----------------------------------------------------------------------------
+
+
+@dataclass
+class Rack:
+    box: RackBox
+    checkout: Path
+    hostfile: Path
+    runs: Path
+
+    def args(self, command: str, *extra: str, hostfile: Path | None = None) -> list[str]:
+        # --base-dir under /tmp: each host sees its own copy (its private /tmp), so one can lack a file.
+        return [
+            command, "--hostfile", str(hostfile or self.hostfile), "--base-dir", "/tmp/base",
+            "--workdir", str(self.checkout), "--entry", "smoke_entry.py", "--actor-num-nodes", "3",
+            "--retries", "2", "--identity", str(self.box.identity), "--known-hosts", str(self.box.known_hosts),
+            *extra,
+        ]
+
+    def launch(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """glm45-launch on the head, like a user logged in there."""
+        return self.box.run_on(1, [sys.executable, "-m", "glm45_launch", *args], cwd=str(self.checkout),
+                               capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def preflight(self, *extra: str, hostfile: Path | None = None) -> tuple[int, dict[str, dict[str, Check]], str]:
+        res = self.launch(*self.args("preflight", "--json", *extra, hostfile=hostfile))
+        assert "Traceback" not in res.stderr, res.stderr
+        report = json.loads(res.stdout)
+        rows = {h["host"]: {c["name"]: Check(c["name"], c["status"], c["detail"]) for c in h["checks"]}
+                for h in report["hosts"]}
+        assert [h["via"] for h in report["hosts"]]  # every row says how it was probed
+        return res.returncode, rows, res.stderr
+
+
+@pytest.fixture
+def rack(rackbox: RackBox) -> Iterator[Rack]:
+    rackbox.reset()
+    checkout = rackbox.workdir / "checkout"
+    checkout.mkdir(exist_ok=True)
+    shutil.copy(REPO / "glm45_launch" / "smoke_entry.py", checkout / "smoke_entry.py")
+    for k in range(1, rackbox.n_hosts + 1):
+        make_base_dir(rackbox.host_dir(k) / "tmp" / "base")
+    yield Rack(rackbox, checkout, rackbox.hostfile(rackbox.workdir / "hostfile"), rackbox.workdir / "runs")
+    rackbox.reset()
+
+
+def not_ok(rows: dict[str, dict[str, Check]]) -> dict[tuple[str, str], str]:
+    return {(host, c.name): c.status for host, checks in rows.items() for c in checks.values() if c.status != OK}
+
+
+@pytest.mark.rackbox
+def test_healthy_box(rack: Rack) -> None:
+    h1, h2, h3 = rack.box.hosts
+    t0 = time.monotonic()
+    code, rows, err = rack.preflight()  # with the megatron-core/sglang checks on the head
+    took = time.monotonic() - t0
+    assert code == 0, err
+    warnings = {(h, n): s for (h, n), s in not_ok(rows).items() if n != "libs"}
+    # No nvidia-smi in the box: warnings. Workers: the recipe's ${MASTER_ADDR} is never set there.
+    assert warnings == {**{(h, n): WARN for h in (h1, h2, h3) for n in ("gpus", "nvlink")},
+                        (h2, "env"): WARN, (h3, "env"): WARN}, rows
+    assert "${MASTER_ADDR} unset" in rows[h2]["env"].detail
+    assert rows[h1]["libs"].status in (OK, WARN)  # warn only where megatron-core/sglang are missing
+    assert rows[h1]["ray"].detail.startswith(version("ray"))
+    assert rows[h1]["ssh"].detail == f"root@{h1}" and rows[h1]["ifname"].detail == "eth0 (the host's MLP_SOCKET_IFNAME)"
+    assert set(rows[h2]) >= {"python", "torch", "sglang", "megatron-core", "path --ref-load", "disk"}
+    assert "entry" not in rows[h2] and rows[h1]["entry"].status == OK
+    print(f"preflight, 3 hosts, with library checks: {took:.1f}s")
+
+    # A head outside the hostfile is probed here (the launcher runs on it), the rest over SSH.
+    workers = rack.box.hostfile(rack.box.workdir / "hostfile-workers", hosts=[2, 3])
+    code, rows, err = rack.preflight("--no-libs", "--export-env", hostfile=workers)
+    assert code == 0, err
+    assert rows[h1]["ssh"].detail.startswith("not needed") and "libs" not in rows[h1]
+    assert not_ok(rows) == {(h, n): WARN for h in (h1, h2, h3) for n in ("gpus", "nvlink")}
+
+
+def _stop_sshd(rack: Rack) -> None:
+    rack.box.stop_sshd(3)
+
+
+def _rotate_key(rack: Rack) -> None:
+    rack.box.rotate_host_key(2)
+
+
+def _missing_checkpoint(rack: Rack) -> None:
+    (rack.box.host_dir(3) / "tmp" / "base" / BASE_FILES[0]).unlink()
+
+
+def _old_ray(rack: Rack) -> None:
+    fake = rack.box.workdir / "oldray"
+    fake.mkdir(exist_ok=True)
+    (fake / "ray").write_text("#!/bin/sh\necho 'ray, version 2.9.3'\n")
+    (fake / "ray").chmod(0o755)
+    rack.box.set_shell_env(2, path_prepend=fake)
+
+
+def _hold_ray_port(rack: Rack) -> subprocess.Popen[str]:
+    # A foreign service on the head's Ray port, renamed so no pkill pattern could match it.
+    holder = rack.box.popen_on(1, [sys.executable, "-c", (
+        "import socket, time\n"
+        "open('/proc/self/comm', 'w').write('portholder')\n"
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('10.123.0.1', 6379)); s.listen(); print('ready', flush=True); time.sleep(600)\n"
+    )], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+FAULTS: dict[str, tuple[Callable[[Rack], Any], str, str, str, tuple[str, ...]]] = {
+    # name: (inject, host, check, detail needle, extra args)
+    "sshd-stopped": (_stop_sshd, "10.123.0.3", "ssh", "connection refused", ()),
+    "host-key-changed": (_rotate_key, "10.123.0.2", "ssh", "CHANGED", ()),
+    "checkpoint-missing-on-one-host": (_missing_checkpoint, "10.123.0.3", "path --hf-checkpoint",
+                                       "no config.json", ()),
+    "ray-version-skew": (_old_ray, "10.123.0.2", "ray", f"ray 2.9.3 ({{box}}/oldray/ray) on 10.123.0.2, but "
+                         f"{version('ray')}", ()),
+    "ray-port-held-no-cleanup": (_hold_ray_port, "10.123.0.1", "port 6379", "held and --no-cleanup",
+                                 ("--no-cleanup",)),
+}
+
+
+@pytest.mark.rackbox
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_fault_is_named_and_up_starts_nothing(rack: Rack, fault: str) -> None:
+    inject, host, check, needle, extra = FAULTS[fault]
+    needle = needle.replace("{box}", str(rack.box.workdir))
+    holder = inject(rack)
+    try:
+        code, rows, err = rack.preflight("--no-libs", *extra)
+        assert code == 1, err
+        failed = {k for k, s in not_ok(rows).items() if s == FAIL}
+        assert failed == {(host, check)}, rows
+        assert needle in rows[host][check].detail, rows[host][check]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("glm45-launch: error: preflight failed") and f"{host} {check}:" in last, last
+
+        run_dir = rack.runs / f"pf-{fault}"
+        # --force: the recipe's layout wants 64 GPUs, the box has 24 (validation would stop up first).
+        res = rack.launch(*rack.args("up", "--run-dir", str(run_dir), "--force", *extra))
+        assert res.returncode == 1, res.stderr[-3000:]
+        last = res.stderr.strip().splitlines()[-1]
+        assert "preflight failed, nothing was started" in last and f"{host} {check}:" in last, last
+        assert "Traceback" not in res.stderr
+        # Stopped before the executor: no plan written, no cleanup, no `ray start` anywhere.
+        assert (run_dir / "preflight.json").exists() and not (run_dir / "plan.json").exists()
+        assert not os.path.exists(run_dir / "hosts")
+        assert ray_processes(rack.box) == []
+    finally:
+        if isinstance(holder, subprocess.Popen):
+            holder.kill()
+            holder.wait()
