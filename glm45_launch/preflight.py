@@ -45,10 +45,10 @@ NOT_INSTALLED = "not installed"
 NO_RAY = "not found on PATH"
 GIB = 1024**3
 
-# The probe: standard library only, no f-strings beyond 3.6, never raises (each part is
-# guarded), and its last stdout line is MARKER + JSON. argv[1] is the JSON config of
-# probe_config(). Subprocesses get their own timeout so one hung nvidia-smi cannot eat the
-# whole remote `timeout`.
+# The probe: standard library only (Python >= 3.6 syntax: whatever python3 a node has),
+# never raises (each part is guarded), and its last stdout line is MARKER + JSON. argv[1] is
+# the JSON config of probe_config(). Subprocesses get their own timeout so one hung
+# nvidia-smi cannot eat the whole remote `timeout` and lose the rest of the report.
 PROBE_SCRIPT = r'''
 import json, os, shutil, socket, stat, subprocess, sys
 os.dup2(1, 2)  # one stream: ssh's stdout and stderr readers never interleave inside the report line
@@ -296,7 +296,7 @@ def probe_config(plan: Plan, is_head: bool, opts: PreflightOptions) -> dict[str,
         "ifnames": [plan.spec.socket_ifname] if plan.spec.socket_ifname else [],
         "tmp_dir": opts.tmp_dir,
         "ports": [[h, p] for h, p, _ in head_ports(plan)] if is_head else [],
-        "cmd_timeout": max(5, int(opts.timeout_s) - 10),
+        "cmd_timeout": max(5, int(opts.timeout_s - 10) // 2),
     }
 
 

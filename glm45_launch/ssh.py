@@ -102,10 +102,15 @@ class RemoteResult:
 
 
 class _LineSink:
-    """A file-like stream that writes each complete line to the log and to ``echo``."""
+    """A file-like stream that writes each complete line to the log and to ``echo``.
 
-    def __init__(self, log: IO[str], echo: Callable[[str], None] | None, tail: list[str]) -> None:
-        self.log, self.echo, self.tail, self.buf = log, echo, tail, ""
+    invoke reads stdout and stderr in two threads: each gets its own sink (its own partial
+    line), and the sinks of one command share ``lock`` so whole lines never interleave.
+    """
+
+    def __init__(self, log: IO[str], echo: Callable[[str], None] | None, tail: list[str],
+                 lock: threading.Lock) -> None:
+        self.log, self.echo, self.tail, self.buf, self.lock = log, echo, tail, "", lock
 
     def write(self, data: str) -> int:
         self.buf += data
@@ -115,10 +120,11 @@ class _LineSink:
         return len(data)
 
     def _emit(self, line: str) -> None:
-        self.log.write(line + "\n")
-        self.log.flush()
-        self.tail.append(line)
-        del self.tail[:-20]
+        with self.lock:
+            self.log.write(line + "\n")
+            self.log.flush()
+            self.tail.append(line)
+            del self.tail[:-20]
         if self.echo:
             self.echo(line)
 
@@ -209,7 +215,9 @@ class SshRunner:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a") as log:
             log.write(f"$ {command}\n")
-            sink = _LineSink(log, echo, result.output_tail)
+            lock = threading.Lock()
+            out = _LineSink(log, echo, result.output_tail, lock)
+            err = _LineSink(log, echo, result.output_tail, lock)
             for attempt in range(1, self.opts.retries + 1):
                 result.attempts = attempt
                 conn = self.connection(host)
@@ -218,15 +226,17 @@ class SshRunner:
                     conn.open()
                     res = conn.run(
                         wrap_remote(command, timeout_s), hide=True, warn=True, in_stream=False,
-                        out_stream=sink, err_stream=sink, timeout=timeout_s + 2 * _REMOTE_GRACE_S,
+                        out_stream=out, err_stream=err, timeout=timeout_s + 2 * _REMOTE_GRACE_S,
                     )
-                    sink.finish()
+                    out.finish()
+                    err.finish()
                     result.exit_code = res.exited
                     if res.exited == 124:
                         result.error = f"remote command timed out after {timeout_s:.0f}s on {host}"
                     break
                 except Exception as exc:  # noqa: BLE001 - one line per host, never a traceback
-                    sink.finish()
+                    out.finish()
+                    err.finish()
                     reason, retryable = describe_ssh_error(exc, host, self.opts)
                     log.write(f"! attempt {attempt}: {reason}\n")
                     result.error = reason

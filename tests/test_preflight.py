@@ -203,12 +203,14 @@ def test_parse_probe_output_skips_noise() -> None:
 
 def test_long_report_line_survives_chunked_ssh_output(tmp_path: Path) -> None:
     """invoke writes remote output in 1000-byte chunks and flushes after each: still one line."""
+    import threading
+
     from glm45_launch.ssh import _LineSink
 
     tail: list[str] = []
     line = "GLM45-PREFLIGHT " + json.dumps({"paths": {f"/p/{i}": "file" for i in range(400)}})
     with (tmp_path / "log").open("w") as log:
-        sink = _LineSink(log, None, tail)
+        sink = _LineSink(log, None, tail, threading.Lock())
         data = "noise\n" + line + "\n"
         for i in range(0, len(data), 1000):
             sink.write(data[i : i + 1000])
