@@ -57,6 +57,12 @@ class Outcome:
     def ok(self) -> bool:
         return self.error is None and self.exit_code == 0
 
+    @classmethod
+    def of(cls, host: str, what: str, res: LocalResult | RemoteResult, duration_s: float | None = None) -> Outcome:
+        """The row for a command's result: a non-zero exit is an error of its own."""
+        error = res.error or (None if res.ok else f"exit {res.exit_code}")
+        return cls(host, what, res.exit_code, res.duration_s if duration_s is None else duration_s, error)
+
 
 @dataclass
 class UpResult:
@@ -239,8 +245,7 @@ class Executor:
                     cwd=step.cwd, timeout_s=self.opts.head_timeout,
                 )
             if not step.ignore_errors and not res.ok:
-                self.outcomes.append(Outcome("head", shell_join(argv)[:60], res.exit_code, res.duration_s,
-                                             res.error or f"exit {res.exit_code}"))
+                self.outcomes.append(Outcome.of("head", shell_join(argv)[:60], res))
                 self._tail("head", res.output_tail)
                 return False
         return True
@@ -425,11 +430,9 @@ class Executor:
                                  + (" one by one" if self.opts.serial else f", {min(len(workers), self.opts.parallel)} at a time"))
                 results = self._fan_out(workers)
             res = head.wait()
-            self.outcomes.append(Outcome(plan.head, "ray start --head", res.exit_code, head.duration_s,
-                                         res.error or (None if res.ok else f"exit {res.exit_code}")))
+            self.outcomes.append(Outcome.of(plan.head, "ray start --head", res, head.duration_s))
             for r in sorted(results, key=lambda r: r.host):
-                self.outcomes.append(Outcome(r.host, "ray start (worker)", r.exit_code, r.duration_s,
-                                             r.error or (None if r.ok else f"exit {r.exit_code}")))
+                self.outcomes.append(Outcome.of(r.host, "ray start (worker)", r))
             if not res.ok:
                 self._tail("head", res.output_tail)
                 return self._fail(f"ray start --head failed on {plan.head}")

@@ -20,6 +20,7 @@ import ast
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import LaunchError
 from .plan import Plan
@@ -121,19 +122,13 @@ class TrainArgs:
             self.problems.append(Problem("bad-value", (flag,), message))
 
     def int(self, flag: str, default: int | None = None) -> int | None:
-        values = self.last.get(flag)
-        if values is None:
-            return default
-        if not values:
-            self._bad(flag, f"{flag} needs a value")
-            return None
-        try:
-            return int(values[0])
-        except ValueError:
-            self._bad(flag, f"{flag} {values[0]!r} is not a whole number")
-            return None
+        return self._number(flag, default, int, "a whole number")
 
     def float(self, flag: str, default: float | None = None) -> float | None:
+        return self._number(flag, default, float, "a number")
+
+    def _number(self, flag: str, default: Any, parse: Callable[[str], Any], noun: str) -> Any:
+        """The flag's last value parsed, ``default`` when absent; a bad value is a problem."""
         values = self.last.get(flag)
         if values is None:
             return default
@@ -141,9 +136,9 @@ class TrainArgs:
             self._bad(flag, f"{flag} needs a value")
             return None
         try:
-            return float(values[0])
+            return parse(values[0])
         except ValueError:
-            self._bad(flag, f"{flag} {values[0]!r} is not a number")
+            self._bad(flag, f"{flag} {values[0]!r} is not {noun}")
             return None
 
     def check_numbers(self) -> None:

@@ -94,11 +94,9 @@ def _run(cplan: Any, kwargs: dict[str, Any]) -> int:
                                max(1, len(remote_steps)), log_path, console.echo_for, timeout)
         for step, fut in zip(local_steps, futures, strict=True):
             res = fut.result()
-            outcomes.append(Outcome(step.host, "convert (here)", res.exit_code, res.duration_s,
-                                    res.error or (None if res.ok else f"exit {res.exit_code}")))
+            outcomes.append(Outcome.of(step.host, "convert (here)", res))
     for r in results:
-        outcomes.append(Outcome(r.host, "convert", r.exit_code, r.duration_s,
-                                r.error or (None if r.ok else f"exit {r.exit_code}")))
+        outcomes.append(Outcome.of(r.host, "convert", r))
     console.table("glm45-launch convert", outcomes)
     failed = [o.host for o in outcomes if not o.ok]
     if failed:

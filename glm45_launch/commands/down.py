@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +42,13 @@ def down(**kwargs: Any) -> int:
         return run_dir / "down" / f"{host.replace(':', '_')}.log"
 
     for step in (s for s in steps if s.where != WORKER):
-        t0 = time.monotonic()
         res = LocalRunner().run(step.commands[0], log_path(step.host), timeout_s=60)
-        outcomes.append(Outcome(step.host, "ray stop --force (here)", res.exit_code, time.monotonic() - t0,
-                                res.error or (None if res.ok else f"exit {res.exit_code}")))
+        outcomes.append(Outcome.of(step.host, "ray stop --force (here)", res))
     remote = [s for s in steps if s.where == WORKER]
     results = run_on_hosts(SshRunner(ssh), [(s.host, remote_command(s.commands)) for s in remote],
                            kwargs["parallel"], log_path, console.echo_for)
     for r in results:
-        outcomes.append(Outcome(r.host, "ray stop --force", r.exit_code, r.duration_s,
-                                r.error or (None if r.ok else f"exit {r.exit_code}")))
+        outcomes.append(Outcome.of(r.host, "ray stop --force", r))
     console.table("glm45-launch down", outcomes)
     failed = [o.host for o in outcomes if not o.ok]
     if failed:

@@ -179,6 +179,11 @@ class RackBox:
             self._state.remove_dir = workdir
         self.workdir = Path(workdir).resolve()
         self._share = [self.workdir, *(Path(p).resolve() for p in share)]
+        # The hosts run this package (an editable install points into its checkout) and this
+        # Python: if either lives under /tmp (a CI clone, a venv), the private /tmp would hide it.
+        for needed in (Path(__file__).resolve().parents[2], Path(sys.prefix).resolve()):
+            if needed.is_relative_to("/tmp") and not any(needed.is_relative_to(p) for p in self._share):
+                self._share.append(needed)
         self._home = Path(pwd.getpwuid(os.geteuid()).pw_dir)
         self._hosts = [
             _Host(i, f"{prefix}-h{i}", str(net[i]), self.workdir / f"h{i}") for i in range(1, n_hosts + 1)
