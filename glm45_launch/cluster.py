@@ -9,6 +9,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def dashboard_url(port: int | str) -> str:
@@ -40,17 +41,41 @@ def resolve(host: str) -> set[str]:
     return out
 
 
+def local_addresses() -> set[str]:
+    """Every address of this machine (this network namespace), from /proc: no tools needed."""
+    out: set[str] = set()
+    try:
+        # IPv4: the kernel's local routing table marks each own address "/32 host LOCAL".
+        lines = Path("/proc/net/fib_trie").read_text().splitlines()
+        out |= {prev.split()[-1] for prev, line in zip(lines, lines[1:], strict=False) if "/32 host LOCAL" in line}
+    except OSError:
+        pass
+    try:
+        rows = Path("/proc/net/if_inet6").read_text().splitlines()
+        out |= {str(ipaddress.IPv6Address(bytes.fromhex(row.split()[0]))) for row in rows if row.strip()}
+    except OSError:
+        pass
+    return out
+
+
 def is_local_address(host: str) -> bool:
-    """True when ``host`` is an address of this machine (we can bind to it)."""
-    for addr in resolve(host):
-        try:
-            family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as s:
-                s.bind((addr, 0))
-            return True
-        except OSError:
-            continue
-    return False
+    """True when ``host`` is an address of this machine.
+
+    Not a bind() test: with net.ipv4.ip_nonlocal_bind=1 (common beside keepalived) any
+    address binds. The interface list is the truth.
+    """
+    addrs = resolve(host)
+    if any(ipaddress.ip_address(a).is_loopback for a in addrs if _is_ip(a)):
+        return True
+    return bool(addrs & local_addresses())
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

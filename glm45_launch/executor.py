@@ -126,6 +126,15 @@ class Console:
             self.rich.print(table)
 
 
+def require_head_here(plan: Plan) -> None:
+    """The launcher runs on the head, like the bash recipe: refuse anywhere else."""
+    if not cluster.is_local_address(plan.head):
+        raise LaunchError(
+            f"--head {plan.head} is not an address of this machine: run glm45-launch on the head "
+            "(the recipe's head-side commands run where the launcher runs)"
+        )
+
+
 def run_on_hosts(
     remote: SshRunner,
     jobs: Sequence[tuple[str, str]],
@@ -264,12 +273,6 @@ class Executor:
         found = subprocess.run(["pgrep", "-c", "raylet|gcs_server|sglang"], capture_output=True, text=True)
         return found.stdout.strip() in ("", "0")
 
-    def _check_head_is_here(self) -> None:
-        if not cluster.is_local_address(self.plan.head):
-            raise LaunchError(
-                f"--head {self.plan.head} is not an address of this machine: run glm45-launch on the head "
-                "(the recipe's head-side commands run where the launcher runs)"
-            )
 
     def _check_ports_free(self) -> None:
         ray_port = int(self.plan.spec.recipe.defaults.get("ray_port", "6379"))
@@ -398,7 +401,7 @@ class Executor:
     # -- the whole launch -----------------------------------------------------------------
     def up(self) -> UpResult:
         plan = self.plan
-        self._check_head_is_here()
+        require_head_here(self.plan)
         self.write_plan()
         self.console.say(f"run directory: {self.run_dir}")
         head_started = False

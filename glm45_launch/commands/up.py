@@ -34,7 +34,7 @@ def up(**kwargs: Any) -> int:
     Run it on the head (MLP_WORKER_0_HOST), like the bash recipe: head-side commands run
     here, worker commands over SSH, in parallel. Exits with the job's outcome.
     """
-    from ..executor import ExecOptions, Executor, default_run_dir
+    from ..executor import ExecOptions, Executor, default_run_dir, require_head_here
     from ..plan import build_plan
     from ..render import render_text
     from ..validate import require_valid
@@ -47,6 +47,7 @@ def up(**kwargs: Any) -> int:
     # Invalid configs die here in milliseconds, not ten minutes into the job.
     for problem in require_valid(plan, force=kwargs["force"]):
         click.echo(f"{PROG}: warning: invalid config (--force): {problem.message}", err=True)
+    require_head_here(plan)  # before preflight contacts any host
     ssh = ssh_from_options(kwargs, spec.ssh_user)
     run_dir = Path(kwargs["run_dir"]).resolve() if kwargs["run_dir"] else default_run_dir()
     opts = ExecOptions(run_dir=run_dir, parallel=kwargs["parallel"], serial=kwargs["serial"],

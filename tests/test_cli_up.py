@@ -1,0 +1,40 @@
+"""`up` refuses to run anywhere but on the head, before it contacts any host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from glm45_launch import cluster
+
+
+def test_local_addresses_are_this_machines() -> None:
+    addrs = cluster.local_addresses()
+    assert "127.0.0.1" in addrs
+    assert cluster.is_local_address("127.0.0.1") and cluster.is_local_address("localhost")
+    # A documentation address (RFC 5737) is never ours; nothing is sent to find out.
+    assert not cluster.is_local_address("192.0.2.10")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+def test_up_off_the_head_fails_before_preflight(tmp_path: Path) -> None:
+    # An empty network namespace: even a regression could not reach any host from here.
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("192.0.2.10 slots=8\n192.0.2.11 slots=8\n")
+    res = subprocess.run(
+        ["unshare", "--net", sys.executable, "-m", "glm45_launch", "up", "--hostfile", str(hostfile),
+         "--head", "192.0.2.10", "--base-dir", "/data", "--actor-num-nodes", "2", "--force",
+         "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert res.returncode == 2, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last == ("glm45-launch: error: --head 192.0.2.10 is not an address of this machine: run "
+                    "glm45-launch on the head (the recipe's head-side commands run where the launcher runs)")
+    assert "preflight" not in res.stderr
+    assert not (tmp_path / "run").exists()
