@@ -302,7 +302,8 @@ def build_plan(spec: LaunchSpec) -> Plan:
     elif refs:
         notes.append(
             "Ray expands " + ", ".join(f"${{{r}}}" for r in refs)
-            + " in the runtime env from each node's own environment (an unset one stays literal)"
+            + " in the runtime env from each node's own environment"
+            " (Ray 2.60 makes an unset one empty; older Ray left it literal)"
         )
     exports: tuple[tuple[str, str], ...] = ()
     if spec.export_env:

@@ -349,7 +349,7 @@ def test_resolve_env_needs_the_socket_ifname() -> None:
 def test_default_keeps_refs_and_says_so(default: Plan) -> None:
     assert default.notes[1] == (
         "Ray expands ${MASTER_ADDR}, ${MLP_SOCKET_IFNAME}, ${MLP_WORKER_0_HOST} in the runtime env "
-        "from each node's own environment (an unset one stays literal)"
+        "from each node's own environment (Ray 2.60 makes an unset one empty; older Ray left it literal)"
     )
     # a socket ifname alone changes nothing: ${MLP_SOCKET_IFNAME} stays for Ray
     assert make(socket_ifname="eth0").invocations() == default.invocations()

@@ -57,7 +57,8 @@ def demo(n_hosts: int, keep_dir: str | None, up_args: tuple[str, ...]) -> int:
             (base / rel).parent.mkdir(parents=True, exist_ok=True)
             (base / rel).write_text("{}\n" if rel.endswith(".json") else "1\n")
         hostfile = box.hostfile(box.workdir / "mpi_rack_hostfile")
-        extra = [] if n_hosts == 8 else ["--actor-num-nodes", str(n_hosts)]
+        # The recipe's layout (TP8 x PP4 x CP2) needs 64 GPUs: a smaller box runs it anyway.
+        extra = [] if n_hosts == 8 else ["--actor-num-nodes", str(n_hosts), "--force"]
         argv = [sys.executable, "-m", "glm45_launch", "up", "--hostfile", str(hostfile),
                 "--base-dir", str(base), "--workdir", str(checkout), "--run-dir", str(box.workdir / "run"),
                 *extra, *up_args]

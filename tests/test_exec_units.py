@@ -1,0 +1,101 @@
+"""The executor's parts without a rack: local runner, launcher-sparing pkill, ssh options."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from glm45_launch.executor import Outcome
+from glm45_launch.local import LocalResult, LocalRunner, ancestors
+from glm45_launch.ssh import SshOptions, connect_kwargs, known_hosts_files, wrap_remote
+
+
+def test_ancestors_reach_init() -> None:
+    mine = ancestors()
+    assert os.getpid() in mine and os.getppid() in mine and 1 in mine
+
+
+def test_local_runner_streams_logs_and_exit_code(tmp_path: Path) -> None:
+    seen: list[str] = []
+    res = LocalRunner().run([sys.executable, "-c", "print('a'); print('b'); raise SystemExit(3)"],
+                            tmp_path / "log", seen.append, env={"X": "1"})
+    assert (res.exit_code, seen) == (3, ["a", "b"])
+    log = (tmp_path / "log").read_text()
+    assert "a\nb\n" in log and "# exit=3" in log
+
+
+def test_local_runner_timeout_kills_the_process_group(tmp_path: Path) -> None:
+    marker = tmp_path / "child.pid"
+    script = f"import subprocess, pathlib; p = subprocess.Popen(['sleep', '300']); " \
+             f"pathlib.Path({str(marker)!r}).write_text(str(p.pid)); p.wait()"
+    start = time.monotonic()
+    res = LocalRunner().run([sys.executable, "-c", script], tmp_path / "log", timeout_s=2)
+    assert time.monotonic() - start < 20
+    assert res.error and "timed out" in res.error
+    child = int(marker.read_text())
+    time.sleep(0.2)
+    # The grandchild went with its group: a zombie at most, never still sleeping.
+    state = Path(f"/proc/{child}/stat").read_text().split()[2] if Path(f"/proc/{child}").exists() else "gone"
+    assert state in ("gone", "Z")
+
+
+def test_local_runner_masks_secrets(tmp_path: Path) -> None:
+    seen: list[str] = []
+    runner = LocalRunner(mask=lambda text: text.replace("hunter22", "***"))
+    runner.run(["echo", "key=hunter22"], tmp_path / "log", seen.append)
+    assert seen == ["key=***"]
+    assert "hunter22" not in (tmp_path / "log").read_text()
+
+
+def test_pkill_sparing_spares_what_it_is_told(tmp_path: Path) -> None:
+    # Two processes of ours with a unique name: only the one not spared is killed.
+    name = f"g45t{uuid.uuid4().hex[:8]}"
+    code = f"open('/proc/self/comm', 'w').write({name!r}); import time; time.sleep(120)"
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{p.pid}/comm").read_text().strip() != name for p in procs):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        res = LocalRunner().pkill_sparing(["pkill", "-9", name], tmp_path / "log", spare={procs[0].pid})
+        assert res.exit_code == 0
+        assert procs[1].wait(timeout=10) == -9
+        assert procs[0].poll() is None
+        assert f"spared [{procs[0].pid}]" in (tmp_path / "log").read_text()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_remote_wrapper_keeps_the_command_word_for_word() -> None:
+    command = "pkill -9 sglang ; ray stop --force ; ray start --address=10.0.0.1:6379 --num-gpus 8"
+    wrapped = wrap_remote(command, 300)
+    argv = shlex.split(wrapped)
+    assert argv[:4] == ["timeout", "--kill-after=5", "300", "sh"] and argv[4:] == ["-c", command]
+
+
+def test_ssh_options_are_pure() -> None:
+    opts = SshOptions(identity=("/k",), connect_timeout=7, known_hosts=("/extra",))
+    kwargs = connect_kwargs(opts)
+    assert kwargs["key_filename"] == ["/k"] and kwargs["look_for_keys"] is False
+    assert kwargs["banner_timeout"] == kwargs["auth_timeout"] == 7
+    files = known_hosts_files(opts)
+    assert files[0].name == "known_hosts" and files[-1] == Path("/extra")
+
+
+@pytest.mark.parametrize(("res", "error"), [
+    (LocalResult(argv=["x"], exit_code=0), None),
+    (LocalResult(argv=["x"], exit_code=2), "exit 2"),
+    (LocalResult(argv=["x"], error="cannot run x"), "cannot run x"),
+])
+def test_outcome_rows(res: LocalResult, error: str | None) -> None:
+    row = Outcome.of("h", "what", res)
+    assert row.error == error and row.ok is (error is None)
