@@ -9,7 +9,7 @@ each with the smoke entry as train.py, on the head (h1) of the live cluster the 
 left (every arm cleans up first). Prints every time, the median ratios to B, and the time
 of `glm45-launch plan`.
 
-    python3 bench/up_vs_bash.py [--hosts 3] [--runs 3]
+    python3 bench/up_vs_bash.py [--hosts 3] [--runs 3] [--job smoke|trivial]
 """
 
 from __future__ import annotations
@@ -41,12 +41,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=3)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--job", choices=("smoke", "trivial"), default="smoke",
+                    help="smoke: the smoke entry (a Ray driver probing every node); trivial: a train.py "
+                         "that only prints its argc, so the launch overhead dominates")
     args = ap.parse_args()
 
     with RackBox(args.hosts, prefix=free_prefix("g45bench")) as box:
         checkout = box.workdir / "checkout"
         checkout.mkdir()
-        shutil.copy(REPO / "glm45_launch" / "smoke_entry.py", checkout / "train.py")
+        if args.job == "smoke":
+            shutil.copy(REPO / "glm45_launch" / "smoke_entry.py", checkout / "train.py")
+        else:
+            (checkout / "train.py").write_text("import sys\nprint('train.py got', len(sys.argv) - 1, 'arguments')\n")
         base = box.workdir / "base"
         for rel in ("GLM-4.5-355B-A32B/config.json", "GLM-4.5-355B-A32B_torch_dist/latest_checkpointed_iteration.txt",
                     "dapo-math-17k/dapo-math-17k.jsonl", "rl_data/aime-2024.jsonl"):
@@ -87,7 +93,7 @@ def main() -> int:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     bash_median = statistics.median(times["bash recipe"])
-    print(f"\nmedian over {args.runs} alternating runs on {args.hosts} hosts:")
+    print(f"\nmedian over {args.runs} alternating runs on {args.hosts} hosts, {args.job} job:")
     for name, values in times.items():
         median = statistics.median(values)
         print(f"  {name:<20} {median:6.1f}s   ratio to bash {median / bash_median:5.2f}")
