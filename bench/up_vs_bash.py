@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from glm45_launch.testing.rackbox import RackBox, free_prefix
+from glm45_launch.testing.rackbox import RackBox, free_prefix, make_base_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,11 +53,7 @@ def main() -> int:
             shutil.copy(REPO / "glm45_launch" / "smoke_entry.py", checkout / "train.py")
         else:
             (checkout / "train.py").write_text("import sys\nprint('train.py got', len(sys.argv) - 1, 'arguments')\n")
-        base = box.workdir / "base"
-        for rel in ("GLM-4.5-355B-A32B/config.json", "GLM-4.5-355B-A32B_torch_dist/latest_checkpointed_iteration.txt",
-                    "dapo-math-17k/dapo-math-17k.jsonl", "rl_data/aime-2024.jsonl"):
-            (base / rel).parent.mkdir(parents=True, exist_ok=True)
-            (base / rel).write_text("1\n")
+        base = make_base_dir(box.workdir / "base")
         hostfile = box.hostfile(box.workdir / "hostfile")
         # The bash recipe hard-codes --actor-num-nodes 8: a copy says how many hosts the box has,
         # so the smoke entry waits for exactly the nodes that exist, in both arms.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glm45_launch.testing.rackbox import RackBox
+from glm45_launch.testing.rackbox import BASE_FILES, RackBox, make_base_dir
+
+__all__ = ["BASE_FILES", "make_base_dir", "ray_processes"]
 
 
 def ray_processes(box: RackBox, host: int | None = None) -> list[str]:
@@ -19,21 +21,3 @@ def ray_processes(box: RackBox, host: int | None = None) -> list[str]:
         if comm in ("raylet", "gcs_server") or comm.startswith("ray::") or "/site-packages/ray/" in cmd:
             found.append(f"{pid}:{comm}")
     return found
-
-
-# The checkpoint and data files the default plan refers to, relative to --base-dir.
-BASE_FILES = (
-    "GLM-4.5-355B-A32B/config.json",
-    "GLM-4.5-355B-A32B_torch_dist/latest_checkpointed_iteration.txt",
-    "dapo-math-17k/dapo-math-17k.jsonl",
-    "rl_data/aime-2024.jsonl",
-)
-
-
-def make_base_dir(root: Path) -> Path:
-    """Create the default plan's checkpoint/data files under ``root`` (a --base-dir)."""
-    for rel in BASE_FILES:
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("1\n" if rel.endswith(".txt") else "{}\n")
-    return root

@@ -18,14 +18,6 @@ import click
 
 from ..errors import LaunchError
 
-# The files the default plan's train args point at, so preflight finds a complete rack.
-_DATA_FILES = (
-    "GLM-4.5-355B-A32B/config.json",
-    "GLM-4.5-355B-A32B_torch_dist/latest_checkpointed_iteration.txt",
-    "dapo-math-17k/dapo-math-17k.jsonl",
-    "rl_data/aime-2024.jsonl",
-)
-
 
 @click.command()
 @click.option("--hosts", "n_hosts", type=click.IntRange(1, 16), default=8, show_default=True,
@@ -38,7 +30,7 @@ def demo(n_hosts: int, keep_dir: str | None, up_args: tuple[str, ...]) -> int:
 
     Extra arguments after `--` go to `up` (e.g. `-- --model glm4.5-106B-A12B`).
     """
-    from ..testing.rackbox import RackBox, requirements_missing
+    from ..testing.rackbox import RackBox, make_base_dir, requirements_missing
 
     missing = requirements_missing()
     if missing:
@@ -52,10 +44,8 @@ def demo(n_hosts: int, keep_dir: str | None, up_args: tuple[str, ...]) -> int:
         checkout.mkdir(exist_ok=True)
         # The framework checkout: its train.py is the smoke entry.
         shutil.copy(Path(__file__).resolve().parent.parent / "smoke_entry.py", checkout / "train.py")
-        base = box.workdir / "base"
-        for rel in _DATA_FILES:
-            (base / rel).parent.mkdir(parents=True, exist_ok=True)
-            (base / rel).write_text("{}\n" if rel.endswith(".json") else "1\n")
+        # The files the default plan's train args point at, so preflight finds a complete rack.
+        base = make_base_dir(box.workdir / "base")
         hostfile = box.hostfile(box.workdir / "mpi_rack_hostfile")
         # The recipe's layout (TP8 x PP4 x CP2) needs 64 GPUs: a smaller box runs it anyway.
         extra = [] if n_hosts == 8 else ["--actor-num-nodes", str(n_hosts), "--force"]

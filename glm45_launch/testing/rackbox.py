@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BASE_FILES",
     "HostRef",
     "MemoryUsage",
     "RackBox",
@@ -52,6 +53,7 @@ __all__ = [
     "RackBoxUnavailable",
     "free_prefix",
     "live_box_pids",
+    "make_base_dir",
     "remove_stale_namespaces",
     "requirements_missing",
 ]
@@ -884,6 +886,24 @@ def _init_main(cfg: dict[str, Any]) -> None:
             time.sleep(0.2)  # no children right now; orphans may be re-parented to us later
         except InterruptedError:
             pass
+
+
+# The checkpoint and data files the default plan refers to, relative to --base-dir.
+BASE_FILES = (
+    "GLM-4.5-355B-A32B/config.json",
+    "GLM-4.5-355B-A32B_torch_dist/latest_checkpointed_iteration.txt",
+    "dapo-math-17k/dapo-math-17k.jsonl",
+    "rl_data/aime-2024.jsonl",
+)
+
+
+def make_base_dir(root: Path) -> Path:
+    """Create the default plan's checkpoint/data files under ``root`` (a --base-dir)."""
+    for rel in BASE_FILES:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("1\n" if rel.endswith(".txt") else "{}\n")
+    return root
 
 
 if __name__ == "__main__":
