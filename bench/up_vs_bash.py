@@ -75,8 +75,11 @@ def main() -> int:
             order = list(arms) if i % 2 == 0 else list(reversed(arms))  # alternate who goes first
             for name in order:
                 took, rc = timed(box, arms[name], checkout, env)
+                print(f"run {i + 1} {name:<20} {took:6.1f}s  exit {rc}", flush=True)
+                if rc != 0:  # a launch that failed fast must not make its arm look quick
+                    print(f"benchmark aborted: {name} failed")
+                    return 1
                 times[name].append(took)
-                print(f"run {i + 1} {name:<16} {took:6.1f}s  exit {rc}", flush=True)
 
         plan_argv = [sys.executable, "-m", "glm45_launch", "plan", "--hostfile", str(hostfile),
                      "--base-dir", str(base), "--head", box.head]

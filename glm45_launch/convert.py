@@ -17,13 +17,12 @@ conversion writes exactly the ``--ref-load`` directory the training run loads.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import LaunchError
 from .plan import HEAD, WORKER, LaunchSpec, Plan, Step, build_plan, flag_value
-from .quoting import shell_join
+from .quoting import quote, shell_command, shell_join
 from .variants import FP8_SUFFIX
 
 CONVERT_SCRIPT = "tools/convert_hf_to_torch_dist.py"
@@ -82,12 +81,8 @@ class ConvertPlan:
 
 
 def step_shell_command(step: Step) -> str:
-    """One shell string for ``step``: ``cd CWD && K=V ... argv`` (what ssh runs remotely)."""
-    parts = []
-    if step.cwd:
-        parts.append(f"cd {shlex.quote(step.cwd)} && ")
-    parts += [f"{k}={shlex.quote(v)} " for k, v in step.env]
-    return "".join(parts) + " && ".join(shell_join(c) for c in step.commands)
+    """One shell string for ``step``: ``cd CWD && env K=V argv`` (what ssh runs remotely)."""
+    return shell_command(step.commands, step.cwd, step.env)
 
 
 def plan_convert(
@@ -177,7 +172,7 @@ def render_convert(cplan: ConvertPlan) -> str:
         where = "head" if step.where == HEAD else step.host
         out.append(f"{n:>2}. [{where}] {step.purpose}")
         if step.where == WORKER:
-            out.append(f"      $ ssh {cplan.ssh_user}@{step.host} {shlex.quote(step_shell_command(step))}")
+            out.append(f"      $ ssh {cplan.ssh_user}@{step.host} {quote(step_shell_command(step))}")
         else:
             out.append(f"      $ {step_shell_command(step)}")
     return "\n".join(out) + "\n"

@@ -13,19 +13,19 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from . import cluster
 from .errors import LaunchError
-from .local import LocalResult, LocalRunner, ancestors
+from .local import KILLERS, LocalResult, LocalRunner, ancestors, parse_sleep
 from .plan import Plan, Step
 from .quoting import remote_command, shell_join
 from .ssh import RemoteResult, SshOptions, SshRunner
 
+T = TypeVar("T")
 _JOB_ID = re.compile(r"Job '([^']+)' submitted successfully")
 
 
@@ -38,7 +38,6 @@ class ExecOptions:
     serial: bool = False
     join_timeout: float = 180.0
     head_timeout: float = 300.0
-    no_wait: bool = False
     quiet: bool = False
     overlap: bool = True  # start workers once the head's GCS answers, not after the whole head
 
@@ -112,15 +111,17 @@ class Console:
         return lambda text: self.line(prefix, text)
 
     def table(self, title: str, outcomes: Sequence[Outcome]) -> None:
+        from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=title, title_justify="left")
+        table = Table(title=escape(title), title_justify="left")
         for col in ("host", "what", "exit", "time", "result"):
             table.add_column(col, justify="right" if col in ("exit", "time") else "left")
         for o in outcomes:
+            # Errors quote paths and output: escaped, "[/root/x]" is text, not rich markup.
             table.add_row(
-                o.host, o.what, "-" if o.exit_code is None else str(o.exit_code), f"{o.duration_s:.1f}s",
-                "[green]ok[/]" if o.ok else f"[red]{o.error or 'failed'}[/]",
+                escape(o.host), escape(o.what), "-" if o.exit_code is None else str(o.exit_code),
+                f"{o.duration_s:.1f}s", "[green]ok[/]" if o.ok else f"[red]{escape(o.error or 'failed')}[/]",
             )
         with self._lock:
             self.rich.print(table)
@@ -142,39 +143,64 @@ def run_on_hosts(
     log_path: Callable[[str], Path],
     echo_for: Callable[[str], Callable[[str], None]] | None = None,
     timeout_s: float | None = None,
+    on_dispatch: Callable[[str], None] | None = None,
 ) -> list[RemoteResult]:
     """Run (host, command) pairs with at most ``parallel`` at once; results in job order.
 
-    One hung host cannot block the rest: each command has its own timeouts. On Ctrl-C the
-    commands not yet started are cancelled and the pool is not waited for.
+    One hung host cannot block the rest: each command has its own timeouts. The threads are
+    daemons (a ThreadPoolExecutor's would be joined at exit, so Ctrl-C would wait for the
+    slowest host); on Ctrl-C the open connections are closed and nothing new starts.
     """
-    pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs) or 1)), thread_name_prefix="ssh")
-    futures = [pool.submit(remote.run, host, command, log_path(host),
-                           echo_for(host) if echo_for else None, timeout_s) for host, command in jobs]
-    interrupted = False
+    results: list[RemoteResult | None] = [None] * len(jobs)
+    slots = threading.BoundedSemaphore(max(1, parallel))
+    stop = threading.Event()
+
+    def work(i: int, host: str, command: str) -> None:
+        try:
+            if not stop.is_set():
+                if on_dispatch:
+                    on_dispatch(host)
+                results[i] = remote.run(host, command, log_path(host), echo_for(host) if echo_for else None,
+                                        timeout_s)
+        finally:
+            slots.release()
+
+    threads = []
     try:
-        pending = set(futures)
-        while pending:
-            _, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-        return [f.result() for f in futures]
+        for i, (host, command) in enumerate(jobs):
+            slots.acquire()
+            if stop.is_set():
+                slots.release()
+                break
+            t = threading.Thread(target=work, args=(i, host, command), name=f"ssh-{host}", daemon=True)
+            t.start()
+            threads.append(t)
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
     except KeyboardInterrupt:
-        interrupted = True
+        stop.set()
+        remote.close_all()
         raise
-    finally:
-        pool.shutdown(wait=not interrupted, cancel_futures=True)
+    return [r if r is not None else RemoteResult(host=h, command=c, error="not run")
+            for r, (h, c) in zip(results, jobs, strict=True)]
 
 
-class _Background:
-    """Run one call in a thread; keep its result, exception and duration."""
+class _ClusterUnreachable(Exception):
+    """The state API never answered while waiting for the nodes."""
 
-    def __init__(self, fn: Callable[[], LocalResult]) -> None:
-        self.result: LocalResult | None = None
+
+class _Background(Generic[T]):
+    """Run one call in a daemon thread; keep its result, exception and duration."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self.result: T | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
         self._start = time.monotonic()
         self.duration_s = 0.0
         self._fn = fn
-        threading.Thread(target=self._run, daemon=True).start()
+        threading.Thread(target=self._run, daemon=True).start()  # a daemon: Ctrl-C never waits for it
 
     def _run(self) -> None:
         try:
@@ -185,7 +211,7 @@ class _Background:
             self.duration_s = time.monotonic() - self._start
             self.done.set()
 
-    def wait(self) -> LocalResult:
+    def wait(self) -> T:
         while not self.done.wait(0.2):
             pass
         if self.error is not None:
@@ -241,13 +267,13 @@ class Executor:
         for argv in step.commands:
             if self._interrupted.is_set():
                 return False
-            if step.spare_launcher and argv[0] == "pkill":
+            if step.spare_launcher and argv[0] in KILLERS:
                 res = self.local.pkill_sparing(argv, self.log_path(step.host), spare)
                 killed_any = killed_any or res.exit_code == 0
             elif step.spare_launcher and argv[0] == "sleep":
                 # The recipe sleeps blindly so killed processes can exit; we wait for that
                 # (at most as long as the recipe would) instead of always waiting.
-                res = self._settle(float(argv[1]) if killed_any else 0.0)
+                res = self._settle(parse_sleep(argv[1:]) if killed_any else 0.0)
             else:
                 res = self.local.run(
                     argv, self.log_path(step.host), self.console.echo_for("head"), env=dict(step.env),
@@ -290,14 +316,13 @@ class Executor:
     def _fan_out(self, steps: list[Step]) -> list[RemoteResult]:
         jobs = [(s.host, remote_command(s.commands)) for s in steps]
         try:
-            results = run_on_hosts(self.remote, jobs, 1 if self.opts.serial else self.opts.parallel,
-                                   self.log_path, self.console.echo_for)
+            # A host counts as started once its command is sent: teardown and the Ctrl-C
+            # report must include hosts whose `ray start` was still running.
+            return run_on_hosts(self.remote, jobs, 1 if self.opts.serial else self.opts.parallel,
+                                self.log_path, self.console.echo_for, on_dispatch=self.started.append)
         except KeyboardInterrupt:
             self._interrupted.set()
             raise
-        # A host whose command ran (whatever its exit) may have a Ray node to stop later.
-        self.started += [r.host for r in results if r.exit_code is not None]
-        return results
 
     # -- readiness ------------------------------------------------------------------------
     def _wait_for_join(self) -> list[str]:
@@ -309,6 +334,7 @@ class Executor:
         deadline = time.monotonic() + self.opts.join_timeout
         missing = list(expected)
         last_error = ""
+        answered = False  # did the cluster ever answer? If not, say why, not "nobody joined"
         with Progress(TextColumn("[bold]joining"), BarColumn(), TextColumn("{task.completed}/{task.total} nodes"),
                       TextColumn("{task.fields[gpus]}"), TimeElapsedColumn(), console=self.console.rich,
                       transient=self.opts.quiet, disable=self.opts.quiet) as progress:
@@ -316,6 +342,7 @@ class Executor:
             while True:
                 try:
                     nodes = cluster.alive_nodes(self.dashboard)
+                    answered = True
                     missing = cluster.missing_hosts(expected, nodes)
                     gpus = sum(n.gpus for n in nodes if n.alive)
                     progress.update(task, completed=len(expected) - len(missing), gpus=f"{gpus:.0f}/{want_gpus} GPUs")
@@ -324,8 +351,13 @@ class Executor:
                     if not missing:
                         last_error = f"{gpus:.0f} of {want_gpus} GPUs"
                 except Exception as exc:  # noqa: BLE001 - the dashboard may still be starting
-                    last_error = f"{type(exc).__name__}: {exc}"
+                    last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 if time.monotonic() > deadline:
+                    if not answered:
+                        raise _ClusterUnreachable(
+                            f"cannot query the cluster at {self.dashboard} (Ray's state API, needs ray[default] "
+                            f"on the head): {last_error}"
+                        )
                     if last_error and not missing:
                         missing = [f"(all nodes joined but only {last_error})"]
                     return missing
@@ -334,8 +366,6 @@ class Executor:
     # -- submission -----------------------------------------------------------------------
     def _submit(self, step: Step) -> UpResult:
         argv = list(step.commands[0])
-        if self.opts.no_wait:
-            argv.insert(argv.index("submit") + 1, "--no-wait")
         job: dict[str, str] = {}
 
         def on_line(line: str) -> None:
@@ -354,7 +384,7 @@ class Executor:
             raise
         job_id = job.get("id")
         self.outcomes.append(Outcome("head", "ray job submit", res.exit_code, res.duration_s, res.error))
-        if self.opts.no_wait:
+        if self.plan.spec.no_wait:
             if res.ok and job_id:
                 self.console.say(f"submitted job {job_id} (not waiting: `ray job logs -f {job_id}`)")
                 print(job_id)
@@ -385,14 +415,12 @@ class Executor:
         self.console.say(f"stopping what this run started ({reason})", "bold yellow")
         workers = [h for h in dict.fromkeys(self.started) if h != self.plan.head]
         stop = remote_command([("ray", "stop", "--force")])
-        pool = ThreadPoolExecutor(max_workers=1)
-        remote = pool.submit(run_on_hosts, self.remote, [(h, stop) for h in workers], self.opts.parallel,
-                             self.log_path, None, 60)
+        remote = _Background(lambda: run_on_hosts(self.remote, [(h, stop) for h in workers], self.opts.parallel,
+                                                  self.log_path, None, 60))
         self.local.run(["ray", "stop", "--force"], self.log_path(self.plan.head), timeout_s=60)
-        for r in remote.result():
+        for r in remote.wait():
             if not r.ok:
                 self.console.say(f"  could not stop Ray on {r.host}: {r.error or f'exit {r.exit_code}'}", "red")
-        pool.shutdown()
 
     def _tail(self, host: str, lines: Sequence[str]) -> None:
         for line in list(lines)[-10:]:
@@ -446,7 +474,10 @@ class Executor:
                     self._tail(r.host, r.output_tail)
                 names = ", ".join(sorted(r.host for r in failed))
                 return self._fail(f"{len(failed)} worker(s) failed to start: {names}")
-            missing = self._wait_for_join()
+            try:
+                missing = self._wait_for_join()
+            except _ClusterUnreachable as exc:
+                return self._fail(str(exc))
             if missing:
                 for host in missing:
                     log = self.log_path(host)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -10,6 +11,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .errors import LaunchError
 
 
 @dataclass
@@ -126,21 +129,24 @@ class LocalRunner:
         return [p.pid for p in children]
 
     def pkill_sparing(self, argv: Sequence[str], log_path: Path, spare: set[int]) -> LocalResult:
-        """``pkill -SIG PATTERN`` that never signals a PID in ``spare``.
+        """``pkill``/``killall`` that never signals a PID in ``spare``.
 
-        pgrep matches exactly as pkill does (same procps code); the spared PIDs are removed
-        before signalling, so the launcher and the shell that started it survive.
+        pgrep matches exactly as pkill does (same procps code; ``killall NAME`` is
+        ``pgrep -x NAME``); the spared PIDs are removed before signalling, so the launcher
+        and the shell that started it survive.
         """
-        args = list(argv[1:])
-        sig = signal.SIGTERM
-        if args and args[0].startswith("-") and args[0][1:].isdigit():
-            sig = signal.Signals(int(args.pop(0)[1:]))
+        sig, queries = parse_kill(argv)
         result = LocalResult(argv=list(argv))
         start = time.monotonic()
-        found = subprocess.run(["pgrep", *args], capture_output=True, text=True, check=False)
-        pids = [int(p) for p in found.stdout.split()]
+        pids: list[int] = []
+        for query in queries:
+            try:
+                found = subprocess.run(["pgrep", *query], capture_output=True, text=True, check=False)
+            except FileNotFoundError:
+                raise LaunchError("pgrep not found on the head (install procps): the cleanup needs it") from None
+            pids += [int(p) for p in found.stdout.split()]
         killed, spared = [], []
-        for pid in pids:
+        for pid in dict.fromkeys(pids):
             if pid in spare or pid == os.getpid():
                 spared.append(pid)
                 continue
@@ -156,3 +162,67 @@ class LocalRunner:
         result.exit_code = 0 if killed else 1
         result.duration_s = time.monotonic() - start
         return result
+
+
+KILLERS = ("pkill", "killall")
+
+
+def _signal(name: str) -> signal.Signals:
+    name = name.upper()
+    try:
+        if name.isdigit():
+            return signal.Signals(int(name))
+        return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+    except (KeyError, ValueError):
+        raise LaunchError(f"cleanup: unknown signal {name!r}") from None
+
+
+def parse_kill(argv: Sequence[str]) -> tuple[signal.Signals, list[list[str]]]:
+    """(signal, pgrep argument lists) for a ``pkill``/``killall`` argv.
+
+    Signal forms: ``-9``, ``-KILL``, ``-SIGKILL``, ``--signal SIG``, ``--signal=SIG`` and
+    killall's ``-s SIG``. pkill's other options pass to pgrep unchanged; killall's names
+    become exact-name queries (``pgrep -x``).
+    """
+    args = list(argv[1:])
+    sig = signal.SIGTERM
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        word = args[i]
+        # pkill's -s is a session id; killall's -s is the signal.
+        if (word == "--signal" or (word == "-s" and argv[0] == "killall")) and i + 1 < len(args):
+            sig = _signal(args[i + 1])
+            i += 2
+            continue
+        if word.startswith("--signal="):
+            sig = _signal(word.split("=", 1)[1])
+        elif re.fullmatch(r"-(\d+|[A-Za-z]+[0-9+-]*)", word) and (word[1:].isdigit() or _is_signal(word[1:])):
+            sig = _signal(word[1:])
+        else:
+            rest.append(word)
+        i += 1
+    if argv[0] == "killall":
+        names = [w for w in rest if not w.startswith("-")]
+        return sig, [["-x", name] for name in names]
+    return sig, [rest]
+
+
+def _is_signal(name: str) -> bool:
+    try:
+        _signal(name)
+        return True
+    except LaunchError:
+        return False
+
+
+def parse_sleep(args: Sequence[str]) -> float:
+    """Seconds of ``sleep ARGS`` as coreutils reads them (``3``, ``0.5``, ``3s``, ``1m``; summed)."""
+    units = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    total = 0.0
+    for arg in args:
+        m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)([smhd]?)", arg)
+        if not m:
+            raise LaunchError(f"cleanup: `sleep {arg}` is not a duration")
+        total += float(m.group(1)) * units[m.group(2)]
+    return total

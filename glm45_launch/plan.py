@@ -50,6 +50,7 @@ class LaunchSpec:
     entry: str = "train.py"
     dashboard_host: str | None = None  # None: the recipe's 0.0.0.0
     cleanup: bool = True
+    no_wait: bool = False  # `ray job submit --no-wait`: return the job id instead of following it
     recipe: Recipe = BASH_RECIPE
     variant: Variant = Variant()  # profile, hardware, MTP/MIS/R3/FP8 (variants.py)
     overrides: Overrides = Overrides()  # --set/--unset/--extra-args/--env (overrides.py)
@@ -364,9 +365,11 @@ def build_plan(spec: LaunchSpec) -> Plan:
         if exports:
             commands = [("env", *(f"{k}={v}" for k, v in exports), *c) if c[:2] == ("ray", "start") else c
                         for c in commands]
+        # The " ; " inside the remote command ignores the cleanup's errors, as in the recipe;
+        # the step's own status is `ray start`'s, and a failure stops the launch (never silent).
         steps.append(Step(
             kind="worker-start", where=WORKER, host=host, commands=tuple(commands),
-            ignore_errors=True, purpose=f"join {host} to the cluster at {head}",
+            purpose=f"join {host} to the cluster at {head}",
         ))
     steps.append(Step(
         kind="join", where=HEAD, host=head,
@@ -378,6 +381,10 @@ def build_plan(spec: LaunchSpec) -> Plan:
         fill_all(recipe.submit, submit_values) + fill_all(recipe.entry, values)
         + fill_all(recipe.train_prefix, values) + tuple(train_words)
     )
+    if spec.no_wait:
+        cut = submit.index("submit") + 1
+        submit = submit[:cut] + ("--no-wait",) + submit[cut:]
+        notes.append("--no-wait: `ray job submit --no-wait` prints the job id and returns (deviation)")
     if dashboard not in _WILDCARDS + _LOOPBACK:
         # The job server listens on that address only: submit there, not to 127.0.0.1.
         url_host = f"[{dashboard}]" if ":" in dashboard else dashboard

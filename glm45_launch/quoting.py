@@ -25,3 +25,14 @@ def remote_command(commands: Iterable[Sequence[str]]) -> str:
 
 def quote(word: str) -> str:
     return shlex.quote(word)
+
+
+def shell_command(commands: Iterable[Sequence[str]], cwd: str | None = None,
+                  env: Iterable[tuple[str, str]] = ()) -> str:
+    """``cd CWD && env K=V argv && ...``: stop at the first failure; every command gets the env
+    (as ``env`` argv words, so it applies to each command, not just the first)."""
+    prefix = ("env", *(f"{k}={v}" for k, v in env))
+    parts = [shell_join((*prefix, *c) if len(prefix) > 1 else c) for c in commands]
+    if cwd:
+        parts.insert(0, shell_join(["cd", cwd]))
+    return " && ".join(parts)

@@ -8,6 +8,7 @@ changed key is still refused).
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ from .errors import LaunchError
 from .quoting import quote
 
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 
 # Why both ends: Fabric's timeout closes our side of the channel but leaves the remote
 # process running, so the remote command runs under coreutils `timeout`, which kills its
@@ -44,9 +46,11 @@ class SshOptions:
 
 
 def known_hosts_files(opts: SshOptions) -> list[Path]:
-    """Files whose keys are trusted: the user's known_hosts first, then the extra ones."""
-    files = [DEFAULT_KNOWN_HOSTS.expanduser()] + [Path(p).expanduser() for p in opts.known_hosts]
-    return [p for p in dict.fromkeys(files)]
+    """Files whose keys are trusted: the system's and the user's known_hosts, then the extra ones
+    (rack admins usually distribute host keys in /etc/ssh/ssh_known_hosts)."""
+    files = [SYSTEM_KNOWN_HOSTS, DEFAULT_KNOWN_HOSTS.expanduser()]
+    files += [Path(p).expanduser() for p in opts.known_hosts]
+    return list(dict.fromkeys(files))
 
 
 def connect_kwargs(opts: SshOptions) -> dict[str, Any]:
@@ -65,7 +69,7 @@ def connect_kwargs(opts: SshOptions) -> dict[str, Any]:
 
 def wrap_remote(command: str, timeout_s: float) -> str:
     """Run the plan's ``command`` word for word inside a remote ``timeout``."""
-    return f"timeout --kill-after={_REMOTE_GRACE_S} {int(timeout_s)} sh -c {quote(command)}"
+    return f"timeout --kill-after={_REMOTE_GRACE_S} {math.ceil(timeout_s)} sh -c {quote(command)}"
 
 
 class _RecordingPolicy:
@@ -172,6 +176,9 @@ class SshRunner:
 
     def __init__(self, opts: SshOptions) -> None:
         self.opts = opts
+        self._live: set[Any] = set()
+        self._lock = threading.Lock()
+        self._closed = False
         self._writable_known_hosts = (
             Path(opts.known_hosts[0]).expanduser() if opts.known_hosts else DEFAULT_KNOWN_HOSTS.expanduser()
         )
@@ -200,6 +207,43 @@ class SshRunner:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
         return conn
 
+    def _connect(self, host: str, result: RemoteResult, log: IO[str]) -> Any:
+        """An open connection, or None with ``result.error`` set; transient failures retried."""
+        for attempt in range(1, self.opts.retries + 1):
+            result.attempts = attempt
+            conn = self.connection(host)
+            with self._lock:
+                self._live.add(conn)
+            try:
+                conn.open()
+                result.error = None
+                return conn
+            except Exception as exc:  # noqa: BLE001 - one line per host, never a traceback
+                self._close(conn)
+                reason, retryable = describe_ssh_error(exc, host, self.opts)
+                log.write(f"! attempt {attempt}: {reason}\n")
+                result.error = reason
+                if not retryable or attempt == self.opts.retries or self._closed:
+                    return None
+                time.sleep(self.opts.backoff_s * 2 ** (attempt - 1))
+        return None
+
+    def _close(self, conn: Any) -> None:
+        with self._lock:
+            self._live.discard(conn)
+        conn.close()
+
+    def close_all(self) -> None:
+        """Ctrl-C: close every open connection so the threads using them return now."""
+        self._closed = True
+        with self._lock:
+            live = list(self._live)
+        for conn in live:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing is best effort on the way out
+                pass
+
     def run(
         self,
         host: str,
@@ -215,36 +259,27 @@ class SshRunner:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a") as log:
             log.write(f"$ {command}\n")
-            lock = threading.Lock()
-            out = _LineSink(log, echo, result.output_tail, lock)
-            err = _LineSink(log, echo, result.output_tail, lock)
-            for attempt in range(1, self.opts.retries + 1):
-                result.attempts = attempt
-                conn = self.connection(host)
-                result.error = None
+            conn = self._connect(host, result, log)
+            if conn is not None:
+                # Connected: the command runs once. Retrying after it started could run it
+                # twice (two conversions into one directory, two raylets).
+                lock = threading.Lock()
+                out = _LineSink(log, echo, result.output_tail, lock)
+                err = _LineSink(log, echo, result.output_tail, lock)
                 try:
-                    conn.open()
                     res = conn.run(
                         wrap_remote(command, timeout_s), hide=True, warn=True, in_stream=False,
                         out_stream=out, err_stream=err, timeout=timeout_s + 2 * _REMOTE_GRACE_S,
                     )
-                    out.finish()
-                    err.finish()
                     result.exit_code = res.exited
                     if res.exited == 124:
                         result.error = f"remote command timed out after {timeout_s:.0f}s on {host}"
-                    break
                 except Exception as exc:  # noqa: BLE001 - one line per host, never a traceback
+                    result.error = describe_ssh_error(exc, host, self.opts)[0]
+                finally:
                     out.finish()
                     err.finish()
-                    reason, retryable = describe_ssh_error(exc, host, self.opts)
-                    log.write(f"! attempt {attempt}: {reason}\n")
-                    result.error = reason
-                    if not retryable or attempt == self.opts.retries:
-                        break
-                    time.sleep(self.opts.backoff_s * 2 ** (attempt - 1))
-                finally:
-                    conn.close()
+                    self._close(conn)
             log.write(f"# exit={result.exit_code} error={result.error}\n")
         result.duration_s = time.monotonic() - start
         return result

@@ -62,7 +62,7 @@ def test_skip_check_and_invocations() -> None:
     assert inv[0] == torchrun(0)
     assert inv[5][:2] == ["ssh", "root@10.0.0.6"]
     remote = shlex.split(inv[5][2])
-    assert remote == ["cd", "/root/miles", "&&", "PYTHONPATH=/root/Megatron-LM", *torchrun(5)]
+    assert remote == ["cd", "/root/miles", "&&", "env", "PYTHONPATH=/root/Megatron-LM", *torchrun(5)]
 
 
 def test_single_node_is_recipe_md_one_node_form() -> None:
@@ -115,11 +115,11 @@ def test_cli_dry_run_text_and_json(capsys: pytest.CaptureFixture[str], tmp_path:
     assert code == 0
     assert f"  save           {SAVE}\n" in out and "  nodes          8 x 8 GPUs\n" in out
     assert f"      $ test -f {SAVE}/latest_checkpointed_iteration.txt\n" in out
-    assert "      $ cd /root/miles && PYTHONPATH=/root/Megatron-LM " + shlex.join(torchrun(0)) + "\n" in out
+    assert "      $ cd /root/miles && env PYTHONPATH=/root/Megatron-LM " + shlex.join(torchrun(0)) + "\n" in out
     code, out, _ = run_cli(capsys, tmp_path, EIGHT, "--dry-run", "--format", "json")
     data = json.loads(out)
     assert code == 0 and data["nodes"] == 8 and data["invocations"][0] == torchrun(0)
-    assert data["steps"][7]["shell_command"] == "cd /root/miles && PYTHONPATH=/root/Megatron-LM " + shlex.join(
+    assert data["steps"][7]["shell_command"] == "cd /root/miles && env PYTHONPATH=/root/Megatron-LM " + shlex.join(
         torchrun(7))
 
 

@@ -24,7 +24,7 @@ from glm45_launch.testing.rackbox import RackBox
 pytestmark = pytest.mark.rackbox
 
 REPO = Path(__file__).resolve().parent.parent
-SMOKE = REPO / "glm45_launch" / "smoke_entry.py"
+SMOKE = REPO / "examples" / "smoke_entry.py"  # the shipped stand-in for train.py
 
 
 @dataclass
@@ -104,6 +104,10 @@ def test_lifecycle_up_status_rerun_down(rack: Rack) -> None:
     assert _env_of(report, h1)["GLOO_SOCKET_IFNAME"] == "eth0"
     assert _env_of(report, h3)["GLOO_SOCKET_IFNAME"] == "ifh3"
     assert _env_of(report, h3)["MASTER_ADDR"] == h1
+    # Ray applies the env vars in sorted key order: MASTER_ADDR (from ${MLP_WORKER_0_HOST}) is
+    # set before no_proxy expands ${MASTER_ADDR}, even where the session has no MASTER_ADDR.
+    for host in (h1, h3):
+        assert _env_of(report, host)["no_proxy"] == f"localhost,127.0.0.1,0.0.0.0,{h1}"
     # Unset on h2: Ray 2.60 substitutes "" (older releases left the ${VAR} literal).
     assert _env_of(report, h2)["GLOO_SOCKET_IFNAME"] in ("", "${MLP_SOCKET_IFNAME}")
     assert _env_of(report, h2)["MASTER_ADDR"] in ("", "${MLP_WORKER_0_HOST}")

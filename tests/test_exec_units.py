@@ -88,7 +88,8 @@ def test_ssh_options_are_pure() -> None:
     assert kwargs["key_filename"] == ["/k"] and kwargs["look_for_keys"] is False
     assert kwargs["banner_timeout"] == kwargs["auth_timeout"] == 7
     files = known_hosts_files(opts)
-    assert files[0].name == "known_hosts" and files[-1] == Path("/extra")
+    assert files[:2] == [Path("/etc/ssh/ssh_known_hosts"), Path("~/.ssh/known_hosts").expanduser()]
+    assert files[-1] == Path("/extra")
 
 
 @pytest.mark.parametrize(("res", "error"), [
@@ -99,3 +100,31 @@ def test_ssh_options_are_pure() -> None:
 def test_outcome_rows(res: LocalResult, error: str | None) -> None:
     row = Outcome.of("h", "what", res)
     assert row.error == error and row.ok is (error is None)
+
+
+@pytest.mark.parametrize(("argv", "sig", "queries"), [
+    (["pkill", "-9", "python"], 9, [["python"]]),
+    (["pkill", "-KILL", "-f", "x"], 9, [["-f", "x"]]),
+    (["pkill", "--signal", "SIGKILL", "ray"], 9, [["ray"]]),
+    (["pkill", "--signal=TERM", "ray"], 15, [["ray"]]),
+    (["pkill", "-s", "42", "ray"], 15, [["-s", "42", "ray"]]),  # pkill -s is a session id
+    (["killall", "-s", "KILL", "python", "ray"], 9, [["-x", "python"], ["-x", "ray"]]),
+    (["killall", "-9", "sglang"], 9, [["-x", "sglang"]]),
+    (["pkill", "python"], 15, [["python"]]),
+])
+def test_kill_commands_parse_like_procps(argv: list[str], sig: int, queries: list[list[str]]) -> None:
+    from glm45_launch.local import parse_kill
+
+    got_sig, got = parse_kill(argv)
+    assert (int(got_sig), got) == (sig, queries)
+
+
+def test_sleep_durations_and_bad_input() -> None:
+    from glm45_launch.errors import LaunchError
+    from glm45_launch.local import parse_kill, parse_sleep
+
+    assert parse_sleep(["3"]) == 3 and parse_sleep(["3s", "1m"]) == 63 and parse_sleep([".5"]) == 0.5
+    with pytest.raises(LaunchError, match="not a duration"):
+        parse_sleep(["soon"])
+    with pytest.raises(LaunchError, match="unknown signal"):
+        parse_kill(["pkill", "--signal", "NOPE", "x"])

@@ -18,14 +18,18 @@ from ..options import ssh_from_options, ssh_options
 @click.option("--exclude", multiple=True, metavar="HOSTS")
 @click.option("--ssh-user", default="root", show_default=True)
 @ssh_options
-@click.option("--dashboard-port", type=int, default=8265, show_default=True,
+@click.option("--dashboard-port", type=click.IntRange(1, 65535), default=8265, show_default=True,
               help="Job server port on the head (status runs on the head, like up).")
+@click.option("--dashboard-address", default=None, metavar="URL",
+              help="Job server URL instead of http://127.0.0.1:PORT (after `up --dashboard-host ADDR`, "
+                   "or from another machine).")
 @click.option("--parallel", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def status(**kwargs: Any) -> int:
     """Show every host's state and the cluster's jobs. Exit 0 when every host is in the cluster."""
     import json
 
+    from rich.markup import escape
     from rich.table import Table
 
     from .. import cluster
@@ -35,17 +39,18 @@ def status(**kwargs: Any) -> int:
 
     hostfile = load_hostfile(kwargs["hostfile"]).select(kwargs["include"], kwargs["exclude"])
     ssh = ssh_from_options(kwargs, kwargs["ssh_user"])
-    dashboard = cluster.dashboard_url(kwargs["dashboard_port"])
-    logs = Path(tempfile.mkdtemp(prefix="glm45-status-"))
+    dashboard = kwargs["dashboard_address"] or cluster.dashboard_url(kwargs["dashboard_port"])
     # pgrep exits 0 when a raylet runs, 1 when none does: no shell logic on the remote side.
     probe = remote_command([("pgrep", "-x", "raylet")])
-    results = run_on_hosts(SshRunner(ssh), [(h, probe) for h in hostfile.names], kwargs["parallel"],
-                           lambda h: logs / f"{h.replace(':', '_')}.log")
+    with tempfile.TemporaryDirectory(prefix="glm45-status-") as tmp:
+        logs = Path(tmp)
+        results = run_on_hosts(SshRunner(ssh), [(h, probe) for h in hostfile.names], kwargs["parallel"],
+                               lambda h: logs / f"{h.replace(':', '_')}.log")
     try:
         nodes = cluster.alive_nodes(dashboard)
         cluster_error = None
     except Exception as exc:  # noqa: BLE001 - no cluster is a state to report, not a crash
-        nodes, cluster_error = [], f"{type(exc).__name__}"
+        nodes, cluster_error = [], f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     rows = []
     for r in results:
         addrs = cluster.resolve(r.host)
@@ -63,14 +68,14 @@ def status(**kwargs: Any) -> int:
         try:
             jobs = [{"id": j, "status": s, "entrypoint": e} for j, s, e in cluster.list_jobs(dashboard)]
         except Exception as exc:  # noqa: BLE001
-            cluster_error = f"jobs: {type(exc).__name__}"
+            cluster_error = f"jobs: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     healthy = all(r["reachable"] and r["ray_running"] and r["alive_in_cluster"] for r in rows)
     if kwargs["as_json"]:
         click.echo(json.dumps({"hosts": rows, "jobs": jobs, "cluster_error": cluster_error,
                                "alive_nodes": sum(n.alive for n in nodes)}, indent=2))
         return 0 if healthy else 1
     console = Console()
-    table = Table(title=f"hosts of {hostfile.path}", title_justify="left")
+    table = Table(title=escape(f"hosts of {hostfile.path}"), title_justify="left")
     for col in ("host", "reachable", "ray running", "in cluster", "GPUs"):
         table.add_column(col)
 
@@ -78,7 +83,7 @@ def status(**kwargs: Any) -> int:
         return "[green]yes[/]" if ok else "[red]no[/]"
 
     for row in rows:
-        table.add_row(row["host"], mark(row["reachable"]) + (f" ({row['error']})" if row["error"] else ""),
+        table.add_row(escape(row["host"]), mark(row["reachable"]) + (f" ({escape(row['error'])})" if row["error"] else ""),
                       mark(row["ray_running"]), mark(row["alive_in_cluster"]), f"{row['gpus']:.0f}")
     console.rich.print(table)
     if cluster_error:
@@ -90,6 +95,6 @@ def status(**kwargs: Any) -> int:
         for col in ("submission id", "status", "entrypoint"):
             jt.add_column(col)
         for j in jobs:
-            jt.add_row(j["id"], j["status"], j["entrypoint"][:80])
+            jt.add_row(escape(j["id"]), escape(j["status"]), escape(j["entrypoint"][:80]))
         console.rich.print(jt)
     return 0 if healthy else 1

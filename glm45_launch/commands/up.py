@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,19 @@ def up(**kwargs: Any) -> int:
     from ..render import render_text
     from ..validate import require_valid
 
-    spec = spec_from_options(pop_plan_options(kwargs))
+    spec = replace(spec_from_options(pop_plan_options(kwargs)), no_wait=kwargs["no_wait"])
     plan = build_plan(spec)
     if kwargs["dry_run"]:
         click.echo(render_text(plan), nl=False)
         return 0
+    # What `plan` would say (the dashboard exposure, the checkpoint quirk...) before anything runs.
+    from ..masking import mask_text, plan_secrets
+
+    secrets = plan_secrets(plan)
+    for note in plan.notes:
+        click.echo(f"{PROG}: note: {mask_text(note, secrets)}", err=True)
+    for warning in plan.warnings:
+        click.echo(f"{PROG}: warning: {mask_text(warning, secrets)}", err=True)
     # Invalid configs die here in milliseconds, not ten minutes into the job.
     for problem in require_valid(plan, force=kwargs["force"]):
         click.echo(f"{PROG}: warning: invalid config (--force): {problem.message}", err=True)
@@ -51,8 +60,7 @@ def up(**kwargs: Any) -> int:
     ssh = ssh_from_options(kwargs, spec.ssh_user)
     run_dir = Path(kwargs["run_dir"]).resolve() if kwargs["run_dir"] else default_run_dir()
     opts = ExecOptions(run_dir=run_dir, parallel=kwargs["parallel"], serial=kwargs["serial"],
-                       join_timeout=kwargs["join_timeout"], no_wait=kwargs["no_wait"],
-                       overlap=not kwargs["no_overlap"])
+                       join_timeout=kwargs["join_timeout"], overlap=not kwargs["no_overlap"])
     if not kwargs["skip_preflight"]:
         from ..executor import Console
         from ..preflight import PreflightOptions, preflight_or_raise
