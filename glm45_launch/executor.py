@@ -128,12 +128,21 @@ class Console:
 
 
 def require_head_here(plan: Plan) -> None:
-    """The launcher runs on the head, like the bash recipe: refuse anywhere else."""
+    """The launcher runs on the head, like the bash recipe: refuse anywhere else, and refuse a
+    worker that is this machine under another name (its cleanup would kill the head)."""
     if not cluster.is_local_address(plan.head):
         raise LaunchError(
             f"--head {plan.head} is not an address of this machine: run glm45-launch on the head "
             "(the recipe's head-side commands run where the launcher runs)"
         )
+    for step in plan.worker_steps:
+        if cluster.is_local_address(step.host):
+            line = next((h.line for h in plan.spec.hostfile.hosts if h.name == step.host), 0)
+            raise LaunchError(
+                f"{plan.spec.hostfile.path}:{line}: {step.host} is this machine (the head, --head "
+                f"{plan.head}) under another name: its worker command (`pkill -9 python ; ray stop "
+                "--force`) would kill the head; name the head the same way in both"
+            )
 
 
 def run_on_hosts(

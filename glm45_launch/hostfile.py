@@ -120,6 +120,16 @@ def valid_hostname(name: str) -> bool:
     return all(_LABEL.match(label) for label in labels)
 
 
+def host_key(name: str) -> str:
+    """One spelling per host: DNS names are case-insensitive and may end in a root dot
+    (NODE1, node1., node1), IPv6 has many forms (FE80:0::1, fe80::1). Two spellings of one
+    host would start Ray twice on it, or run a worker's cleanup on the head."""
+    try:
+        return ipaddress.ip_address(name.split("%")[0]).compressed
+    except ValueError:
+        return name.lower().removesuffix(".")
+
+
 def _parse_int(where: str, key: str, value: str) -> int:
     if not re.fullmatch(r"[0-9]{1,6}", value) or int(value) < 1:
         raise LaunchError(f"{where}: malformed {key} value {value!r} (want a whole number >= 1)")
@@ -177,9 +187,7 @@ def parse_hostfile_text(text: str, path: str = "<hostfile>") -> Hostfile:
                 max_slots = number
         if max_slots is not None and slots is not None and max_slots < slots:
             raise LaunchError(f"{where}: max_slots={max_slots} is less than slots={slots}")
-        # DNS names are case-insensitive and may end in a root dot: NODE1, node1. and
-        # node1 are one host, and starting Ray twice on it would break the cluster.
-        key = name.lower().removesuffix(".")
+        key = host_key(name)
         if key in seen:
             raise LaunchError(f"{where}: duplicate host {name!r} (first on line {seen[key]})")
         seen[key] = lineno

@@ -150,9 +150,10 @@ _SSH_OPTIONS: list[Callable[[F], F]] = [
     click.option("--accept-new-host-keys", is_flag=True,
                  help="Record unknown host keys (a changed key is still refused)."),
     click.option("--ssh-port", type=int, default=None, help="SSH port (default: 22 / ~/.ssh/config)."),
-    click.option("--connect-timeout", type=float, default=10.0, show_default=True,
+    # At least 1 s: Fabric drops a connect timeout that rounds to 0, and `timeout 0` never fires.
+    click.option("--connect-timeout", type=click.FloatRange(min=1), default=10.0, show_default=True,
                  help="Seconds to connect to a host."),
-    click.option("--command-timeout", type=float, default=300.0, show_default=True,
+    click.option("--command-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
                  help="Seconds a remote command may run (enforced on both ends)."),
     click.option("--retries", type=int, default=3, show_default=True,
                  help="Connection attempts per host (with backoff)."),

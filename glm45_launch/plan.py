@@ -14,7 +14,7 @@ from typing import Any
 
 from .argdiff import ArgChange, EnvChange
 from .errors import LaunchError
-from .hostfile import Hostfile, valid_hostname
+from .hostfile import Hostfile, host_key, valid_hostname
 from .overrides import Overrides
 from .quoting import remote_command
 from .recipes import BASH_RECIPE, Argv, Recipe, fill, fill_all, get_model, split_flags
@@ -253,7 +253,7 @@ def build_plan(spec: LaunchSpec) -> Plan:
     # The recipe this launch runs: MODEL filled, then the variant, then the overrides.
     shaped = shape_recipe(
         spec.recipe, model=model, variant=spec.variant, overrides=spec.overrides, hostfile=spec.hostfile,
-        gpus_per_node=spec.gpus_per_node, nodes=1 + sum(h != head for h in spec.hostfile.names),
+        gpus_per_node=spec.gpus_per_node, nodes=1 + sum(host_key(h) != host_key(head) for h in spec.hostfile.names),
         actor_num_nodes=spec.actor_num_nodes,
     )
     recipe = shaped.recipe
@@ -333,8 +333,8 @@ def build_plan(spec: LaunchSpec) -> Plan:
         )
 
     hosts = spec.hostfile.names
-    workers = [h for h in hosts if h != head]
-    if head not in hosts:
+    workers = [h for h in hosts if host_key(h) != host_key(head)]
+    if len(workers) == len(hosts):
         notes.append(f"head {head} is not in {spec.hostfile.path}: every listed host joins as a worker")
     if spec.gpus_per_node is None and gpus != 8 and {h.slots for h in spec.hostfile.hosts} == {gpus}:
         notes.append(f"{gpus} GPUs per node from the hostfile's slots= (the bash recipe ignores slots and uses 8)")
@@ -407,7 +407,7 @@ def build_plan(spec: LaunchSpec) -> Plan:
         ("model", model.name),
         ("framework", spec.framework),
         ("hostfile", f"{spec.hostfile.path} ({len(hosts)} host(s))"),
-        ("head", head + ("" if head in hosts else " (not in the hostfile)")),
+        ("head", head + ("" if len(workers) < len(hosts) else " (not in the hostfile)")),
         ("nodes", str(nodes)),
         ("GPUs per node", str(gpus)),
         ("actor nodes", str(actor_nodes)),

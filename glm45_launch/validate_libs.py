@@ -443,3 +443,16 @@ def check_libraries(plan: Plan, show_layout: bool = False) -> LibReport:
     check_megatron(args, report, show_layout=show_layout, gpus_per_node=plan.gpus_per_node)
     check_sglang(args, report)
     return report
+
+
+def require_sglang_options(plan: Plan, force: bool = False) -> list[Problem]:
+    """``up``'s fast library gate (~0.15 s, source only): a misspelt ``--sglang-*`` option
+    raises ``LaunchError`` unless ``force``; the megatron-core build (~8 s) stays in ``validate``."""
+    from .errors import LaunchError
+
+    report = LibReport()
+    check_sglang(TrainArgs(plan.train_argv), report)
+    if report.problems and not force:
+        more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+        raise LaunchError(f"invalid config: {report.problems[0].message}{more}; --force runs anyway")
+    return report.problems

@@ -38,3 +38,30 @@ def test_up_off_the_head_fails_before_preflight(tmp_path: Path) -> None:
                     "glm45-launch on the head (the recipe's head-side commands run where the launcher runs)")
     assert "preflight" not in res.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+def test_up_refuses_the_head_listed_under_another_name(tmp_path: Path) -> None:
+    # In an empty network namespace only loopback is local: 127.0.0.1 is the head, and
+    # "localhost" in the hostfile is the same machine, which must not get a worker's cleanup.
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("127.0.0.1\nlocalhost\n")
+    res = subprocess.run(
+        ["unshare", "--net", sys.executable, "-m", "glm45_launch", "up", "--hostfile", str(hostfile),
+         "--head", "127.0.0.1", "--base-dir", "/data", "--actor-num-nodes", "2", "--force",
+         "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert res.returncode == 2, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"glm45-launch: error: {hostfile}:2: localhost is this machine (the head")
+    assert not (tmp_path / "run").exists()
+
+
+def test_one_spelling_per_host() -> None:
+    from glm45_launch.hostfile import host_key, parse_hostfile_text
+    from glm45_launch.plan import LaunchSpec, build_plan
+
+    assert host_key("FE80:0::1") == host_key("fe80::1") and host_key("NODE1.") == host_key("node1")
+    plan = build_plan(LaunchSpec(hostfile=parse_hostfile_text("Node-1\nnode-2\n"), head="node-1", base_dir="/d"))
+    assert [s.host for s in plan.worker_steps] == ["node-2"]

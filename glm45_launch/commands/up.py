@@ -54,7 +54,9 @@ def up(**kwargs: Any) -> int:
     for warning in plan.warnings:
         click.echo(f"{PROG}: warning: {mask_text(warning, secrets)}", err=True)
     # Invalid configs die here in milliseconds, not ten minutes into the job.
-    for problem in require_valid(plan, force=kwargs["force"]):
+    from ..validate_libs import require_sglang_options
+
+    for problem in require_valid(plan, force=kwargs["force"]) + require_sglang_options(plan, kwargs["force"]):
         click.echo(f"{PROG}: warning: invalid config (--force): {problem.message}", err=True)
     require_head_here(plan)  # before preflight contacts any host
     ssh = ssh_from_options(kwargs, spec.ssh_user)
