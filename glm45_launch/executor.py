@@ -309,11 +309,28 @@ class Executor:
         return found.stdout.strip() in ("", "0")
 
 
-    def _check_ports_free(self) -> None:
+    def _ports(self) -> list[tuple[str, int, str]]:
         ray_port = int(self.plan.spec.recipe.defaults.get("ray_port", "6379"))
         dash = urlsplit(self.dashboard)
-        for host, port, what in ((self.plan.head, ray_port, "Ray GCS port"),
-                                 (dash.hostname or "127.0.0.1", dash.port or 8265, "dashboard port")):
+        return [(self.plan.head, ray_port, "Ray GCS port"),
+                (dash.hostname or "127.0.0.1", dash.port or 8265, "dashboard port")]
+
+    def _check_no_foreign_holder(self) -> None:
+        """Before the cleanup: a held port with no Ray here is someone else's service, which
+        the cleanup would not free (and whose machine it would still `pkill -9 python`)."""
+        import subprocess
+
+        ray_here = subprocess.run(["pgrep", "-x", "gcs_server|raylet"], capture_output=True).returncode == 0
+        for host, port, what in self._ports():
+            if not ray_here and cluster.port_in_use(host, port):
+                raise LaunchError(
+                    f"{what} {host}:{port} is already in use, and no Ray runs here: a foreign service holds it; "
+                    "refusing before the cleanup (stop it, or move Ray with a recipe file's [defaults])",
+                    exit_code=1,
+                )
+
+    def _check_ports_free(self) -> None:
+        for host, port, what in self._ports():
             if cluster.port_in_use(host, port):
                 hint = "" if self.plan.spec.cleanup else " (--no-cleanup left it running)"
                 raise LaunchError(
@@ -445,6 +462,7 @@ class Executor:
         try:
             cleanup = plan.step("cleanup")
             if cleanup:
+                self._check_no_foreign_holder()
                 self.console.say("cleanup on the head (sparing the launcher)")
                 self._run_head_step(cleanup)
             self._check_ports_free()

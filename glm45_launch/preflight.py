@@ -1,15 +1,17 @@
 """Host preflight: is every node ready for the plan, before anything is started?
 
 One self-contained Python probe (:data:`PROBE_SCRIPT`) runs on every host at once, over SSH
-as ``python3 -c SCRIPT CONFIG`` (quoted by ``quoting.py``), or here for a head that is not
-in the hostfile. It imports nothing heavy (versions come from ``importlib.metadata`` and
+as ``python3 -c SCRIPT CONFIG`` (quoted by ``quoting.py``), or here for the head when it is
+this machine or not in the hostfile (the bash recipe never needs SSH from the head to
+itself, so neither does preflight). It imports nothing heavy (versions come from ``importlib.metadata`` and
 ``ray --version``) and prints one JSON line; everything judged from it is pure
 (:func:`evaluate`), so the rules are unit-tested without SSH.
 
 Per host: SSH, versions (python3, the ``ray`` first on PATH, torch, sglang, megatron-core)
 against the head's, GPUs and NVLink (``nvidia-smi``), the checkpoint and data paths of the
 train args, the socket interface, the ``${VAR}``s of the runtime env, free space in /tmp.
-On the head also: the Ray and dashboard ports, the entry script, and (optionally) the
+On the head also: the Ray and dashboard ports (and, when held, whether the holder is Ray's:
+``portowner.py``, pasted into the probe), the entry script, and (optionally) the
 megatron-core/sglang checks of ``validate_libs`` with the head's installed versions.
 """
 
@@ -20,13 +22,15 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import portowner
+from .cluster import is_local_address
 from .errors import LaunchError
 from .plan import Plan, env_refs
 from .quoting import remote_command
@@ -41,6 +45,7 @@ VERSIONED = ("python", "ray", "torch", "sglang", "megatron-core")
 GROUPS = ("ssh", "versions", "gpus", "nvlink", "paths", "ifname", "env", "disk", "ports", "entry", "libs")
 LATEST = "latest_checkpointed_iteration.txt"
 MARKER = "GLM45-PREFLIGHT "
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # as plan.env_refs reads them
 NOT_INSTALLED = "not installed"
 NO_RAY = "not found on PATH"
 GIB = 1024**3
@@ -53,6 +58,9 @@ PROBE_SCRIPT = r'''
 import json, os, shutil, socket, stat, subprocess, sys
 os.dup2(1, 2)  # one stream: ssh's stdout and stderr readers never interleave inside the report line
 cfg = json.loads(sys.argv[1])
+# --- glm45_launch/portowner.py ---
+@PORTOWNER@
+# ---
 out = {"python": sys.version.split()[0], "python_path": sys.executable, "hostname": socket.gethostname(),
        "errors": []}
 
@@ -121,13 +129,18 @@ def disk():
     out["disk_free"] = shutil.disk_usage(cfg["tmp_dir"]).free
 
 def ports():
+    # Held: it accepts connections, or anything listens on the port (any address: Ray binds
+    # the wildcard). Then who holds it, so the head's check can tell Ray from a foreign service.
     held = {}
     for host, port in cfg["ports"]:
+        report = port_report(port)
         try:
             socket.create_connection((host, port), timeout=1).close()
-            held["%s:%s" % (host, port)] = True
+            accepts = True
         except OSError:
-            held["%s:%s" % (host, port)] = False
+            accepts = False
+        report["held"] = accepts or bool(report["listeners"])
+        held["%s:%s" % (host, port)] = report
     out["ports"] = held
 
 for name, fn in (("packages", packages), ("ray", ray), ("gpus", gpus), ("env", env), ("disk", disk),
@@ -136,7 +149,7 @@ for name, fn in (("packages", packages), ("ray", ray), ("gpus", gpus), ("env", e
 guard("paths", lambda: out.__setitem__("paths", dict((p, kind(p)) for p in cfg["paths"])))
 sys.stdout.write("@MARKER@" + json.dumps(out) + "\n")
 sys.stdout.flush()
-'''.replace("@MARKER@", MARKER)
+'''.replace("@MARKER@", MARKER).replace("@PORTOWNER@", Path(portowner.__file__).read_text(encoding="utf-8"))
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -165,7 +178,7 @@ class Check:
 
 @dataclass
 class HostReport:
-    """Every check of one host (``via``: ssh, or local for a head outside the hostfile)."""
+    """Every check of one host (``via``: ssh, or local for the head probed on this machine)."""
 
     host: str
     role: str  # head | worker
@@ -423,8 +436,67 @@ def path_checks(specs: Sequence[PathSpec], kinds: Mapping[str, str]) -> list[Che
     return checks
 
 
+SESSION, RUNTIME_ENV = "session", "runtime env"
+
+
+def ray_env_order(env_vars: Sequence[tuple[str, str]]) -> list[str]:
+    """The order in which Ray sets the runtime env's variables in a worker process.
+
+    Not the JSON's order: ``RuntimeEnv.serialize`` (ray/runtime_env/runtime_env.py) is
+    ``json.dumps(..., sort_keys=True)``, which sorts the nested ``env_vars`` too; the runtime
+    env agent deserializes that string into ``RuntimeEnvContext(env_vars=...)`` and
+    ``update_envs`` (ray/_private/utils.py) sets them in that order, expanding each value
+    with ``os.path.expandvars`` against the environment as set so far. Sorted as Python
+    sorts str (code points: upper case before lower case), as ``json.dumps`` does.
+    """
+    return sorted(dict(env_vars))
+
+
+def env_ref_sources(
+    env_vars: Sequence[tuple[str, str]], available: Collection[str],
+) -> dict[str, dict[str, str | None]]:
+    """Where each ``${X}`` of each runtime-env value comes from when Ray expands it (pure).
+
+    ``{key: {X: source}}``: :data:`RUNTIME_ENV` when ``X`` is itself a runtime-env key that
+    Ray sets before ``key`` (:func:`ray_env_order`) and ``X``'s own value resolves;
+    :data:`SESSION` when ``X`` is in ``available`` (set where ``ray start`` ran); else None
+    (Ray 2.60 substitutes an empty string). ``X`` set earlier from an unresolved value is
+    None too, even when the session has ``X``: Ray's value replaced the session's.
+    """
+    values = dict(env_vars)
+    rank = {k: i for i, k in enumerate(ray_env_order(env_vars))}
+    resolved: dict[str, bool] = {}
+    out: dict[str, dict[str, str | None]] = {}
+
+    def sources(key: str) -> dict[str, str | None]:
+        if key not in out:
+            found: dict[str, str | None] = {}
+            for ref in _ENV_REF.findall(values[key]):
+                if ref in rank and rank[ref] < rank[key]:
+                    found[ref] = RUNTIME_ENV if resolves(ref) else None  # strictly earlier: terminates
+                else:
+                    found[ref] = SESSION if ref in available else None
+            out[key] = found
+        return out[key]
+
+    def resolves(key: str) -> bool:
+        if key not in resolved:
+            resolved[key] = all(s is not None for s in sources(key).values())
+        return resolved[key]
+
+    for key in values:
+        sources(key)
+    return {k: out[k] for k in values}
+
+
 def env_checks(plan: Plan, facts: Mapping[str, Any], is_head: bool, via: str) -> list[Check]:
-    """The runtime env's ``${VAR}``s are set where Ray expands them, and the socket interface exists."""
+    """The runtime env's ``${VAR}``s resolve where Ray expands them, and the socket interface exists.
+
+    A ``${X}`` resolves from the environment ``ray start`` ran in (the host's session, the
+    recipe's head exports, ``--export-env``) or from the runtime env's own ``X`` when Ray
+    sets that first (:func:`env_ref_sources`): the recipe's ``no_proxy=...${MASTER_ADDR}``
+    gets the ``MASTER_ADDR=${MLP_WORKER_0_HOST}`` set just before it on every worker.
+    """
     refs = env_refs(plan.env_vars)
     provided: dict[str, str] = {}
     if plan.spec.export_env:
@@ -434,19 +506,40 @@ def env_checks(plan: Plan, facts: Mapping[str, Any], is_head: bool, via: str) ->
         provided = {k: "the recipe's head exports" for k, _ in (head.env if head else ()) if k in refs}
     seen = facts.get("env") or {}
     session = "the non-interactive ssh session" if via == "ssh" else "the launcher's environment"
-    bad = [r for r in refs if r not in provided and seen.get(r) != "set"]
+    found = env_ref_sources(plan.env_vars, set(provided) | {r for r in refs if seen.get(r) == "set"})
+    # ${X} -> the keys that get "" for it: from the session, or from the runtime env's own X
+    # (set first but unresolved itself); and the keys that get it from the runtime env's X.
+    unset: dict[str, list[str]] = {}
+    broken_chain: dict[str, list[str]] = {}
+    chained: dict[str, list[str]] = {}
+    position = {k: i for i, k in enumerate(ray_env_order(plan.env_vars))}
+    for key, sources in found.items():
+        for ref, source in sources.items():
+            if source == RUNTIME_ENV:
+                chained.setdefault(ref, []).append(key)
+            elif source is None and ref in position and position[ref] < position[key]:
+                broken_chain.setdefault(ref, []).append(key)
+            elif source is None:
+                unset.setdefault(ref, []).append(key)
     if not refs:
         env = Check("env", OK, "the runtime env holds no ${VAR}s")
-    elif bad:
-        # A warning: the job still starts (the bash recipe never sets MASTER_ADDR on workers);
-        # a bad interface it leads to is the ifname check's failure.
-        users = {r: [k for k, v in plan.env_vars if "${" + r + "}" in v] for r in bad}
-        what = "; ".join(f"${{{r}}} {'empty' if seen.get(r) == 'empty' else 'unset'} (used by {', '.join(users[r])})"
-                         for r in bad)
-        env = Check("env", WARN, f"{what} in {session}: Ray substitutes an empty string "
+    elif unset or broken_chain:
+        # A warning: the job still starts (Ray substitutes ""); a bad interface it leads to is
+        # the ifname check's failure.
+        parts = [f"${{{r}}} {'empty' if seen.get(r) == 'empty' else 'unset'} (used by {', '.join(keys)})"
+                 for r, keys in unset.items()]
+        parts += [f"${{{r}}} empty (used by {', '.join(keys)}: the runtime env's {r}, which Ray sets first, "
+                  "does not resolve)" for r, keys in broken_chain.items()]
+        env = Check("env", WARN, f"{'; '.join(parts)} in {session}: Ray substitutes an empty string "
                     "(Ray 2.60 update_envs); set it there or pass --export-env")
     else:
-        env = Check("env", OK, ", ".join(f"${{{r}}}" + (f" ({provided[r]})" if r in provided else "") for r in refs))
+        def how(ref: str) -> str:
+            if ref in chained:
+                return (f"${{{ref}}} (the runtime env's {ref}, which Ray sets before "
+                        f"{', '.join(chained[ref])}: it applies the keys sorted)")
+            return f"${{{ref}}}" + (f" ({provided[ref]})" if ref in provided else "")
+
+        env = Check("env", OK, ", ".join(how(r) for r in refs))
 
     exists = facts.get("ifnames") or {}
     own = facts.get("ifname_own")
@@ -474,19 +567,63 @@ def disk_check(facts: Mapping[str, Any], opts: PreflightOptions) -> Check:
     return Check("disk", OK, text)
 
 
+RAY_DAEMONS = ("gcs_server", "raylet")  # /proc/PID/comm of Ray's native daemons
+RAY_PYTHON_MARKERS = ("ray/dashboard", "ray/_private")  # in the cmdline of Ray's Python daemons
+_PORT_KEYS = {"Ray GCS": "ray_port", "dashboard": "dashboard_port"}  # recipe [defaults] keys
+
+
+def is_ray_process(comm: str, cmdline: str) -> bool:
+    """A Ray daemon by its comm (gcs_server, raylet) or a Python one by its cmdline
+    (dashboard.py, the runtime env agent, log monitor: ``.../ray/dashboard/...``, ``.../ray/_private/...``)."""
+    if comm in RAY_DAEMONS:
+        return True
+    argv0 = os.path.basename(cmdline.split(" ", 1)[0]) if cmdline else ""
+    python = comm.startswith("python") or argv0.startswith("python")
+    return python and any(m in cmdline for m in RAY_PYTHON_MARKERS)
+
+
+def port_state(value: Any) -> dict[str, Any]:
+    """A probe's port entry as ``{"held", "listeners", "holders", "error"}`` (a bare bool: held or not)."""
+    if isinstance(value, Mapping):
+        return {"held": bool(value.get("held")), "listeners": list(value.get("listeners") or []),
+                "holders": list(value.get("holders") or []), "error": value.get("error")}
+    return {"held": bool(value), "listeners": [], "holders": [],
+            "error": None if not value else "the probe did not report who holds it"}
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def port_check(plan: Plan, host: str, port: int, what: str, value: Any) -> Check:
+    """One head port: free; or held by Ray (the cleanup stops it, unless --no-cleanup); or
+    held by something else, or by an unidentified process: then the cleanup would kill
+    Ray and sglang for nothing and ``ray start`` would still fail."""
+    name, where = f"port {port}", f"{what} {host}:{port}"
+    state = port_state(value)
+    if not state["held"]:
+        return Check(name, OK, f"{where} free")
+    holders = state["holders"]
+    if not holders:
+        return Check(name, FAIL, f"port {port} held ({where}), and the holder cannot be identified: "
+                     f"{state['error'] or 'no process found'}; the cleanup may not free it")
+    foreign = [h for h in holders if not is_ray_process(str(h.get("comm", "")), str(h.get("cmdline", "")))]
+    if foreign:
+        h = foreign[0]
+        return Check(name, FAIL, f"port {port} held by {h.get('comm')} (pid {h.get('pid')}), not Ray: the "
+                     f"cleanup would not free it ({where}; `{_short(str(h.get('cmdline', '')))}`): stop it, or "
+                     f"move Ray with a recipe file's [defaults] {_PORT_KEYS.get(what, 'ray_port')}")
+    ray = ", ".join(f"{h.get('comm')} (pid {h.get('pid')})" for h in holders)
+    if plan.spec.cleanup:
+        return Check(name, WARN, f"{where} held by Ray's {ray}: the cleanup will stop the running cluster")
+    return Check(name, FAIL, f"{where} held by Ray's {ray} and --no-cleanup: nothing stops it "
+                 "(`glm45-launch down`, or drop --no-cleanup)")
+
+
 def head_checks(plan: Plan, facts: Mapping[str, Any]) -> list[Check]:
-    """Head only: the Ray/dashboard ports are free (or the cleanup frees them) and the entry exists."""
+    """Head only: the Ray/dashboard ports are free (or held by a Ray the cleanup stops) and the entry exists."""
     held = facts.get("ports") or {}
-    checks = []
-    for host, port, what in head_ports(plan):
-        name = f"port {port}"
-        if not held.get(f"{host}:{port}"):
-            checks.append(Check(name, OK, f"{what} {host}:{port} free"))
-        elif plan.spec.cleanup:
-            checks.append(Check(name, WARN, f"{what} {host}:{port} held: the cleanup will stop the running cluster"))
-        else:
-            checks.append(Check(name, FAIL, f"{what} {host}:{port} held and --no-cleanup: nothing stops it "
-                                "(`glm45-launch down`, or drop --no-cleanup)"))
+    checks = [port_check(plan, host, port, what, held.get(f"{host}:{port}")) for host, port, what in head_ports(plan)]
     entry = entry_path(plan)
     kind = (facts.get("paths") or {}).get(entry, "not probed")
     checks.append(Check("entry", OK, entry) if kind == "file" else
@@ -540,8 +677,15 @@ def _probe_failure(host: str, code: int | None, tail: Sequence[str]) -> Check:
     return Check("probe", FAIL, f"probe exited {code} without a report: {text}")
 
 
+def head_probed_here(plan: Plan, head_is_local: bool) -> bool:
+    """The head is probed on this machine, not over SSH, when it is this machine (whether or
+    not the hostfile lists it: the recipe never SSHes from the head to itself) or when the
+    hostfile does not list it (the launcher runs on the head)."""
+    return head_is_local or plan.head not in plan.spec.hostfile.names
+
+
 def _probe_local(plan: Plan, opts: PreflightOptions, log: Path) -> _Probe:
-    """The probe on this machine (the head outside the hostfile: the launcher runs there)."""
+    """The probe on this machine (the head, where the launcher runs)."""
     host = plan.head
     argv = probe_argv(plan, True, opts)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -591,19 +735,23 @@ def _run_libs(plan: Plan) -> Check:
 def run_preflight(
     plan: Plan, ssh: SshOptions, opts: PreflightOptions, log_dir: Path, remote: SshRunner | None = None,
 ) -> PreflightReport:
-    """Probe every host at once (hostfile hosts over SSH, a head outside it here); judge the facts."""
+    """Probe every host at once and judge the facts: the head here when it is this machine
+    (:func:`cluster.is_local_address`, read from /proc) or not in the hostfile, the other
+    hostfile hosts over SSH."""
     start = time.monotonic()
     remote = remote or SshRunner(ssh)
     head = plan.head
-    ssh_hosts = list(dict.fromkeys(plan.spec.hostfile.names))
+    listed = list(dict.fromkeys(plan.spec.hostfile.names))
+    head_here = head_probed_here(plan, is_local_address(head))
+    ssh_hosts = [h for h in listed if not (h == head and head_here)]
 
     def log_path(host: str) -> Path:
         return log_dir / f"{'head' if host == head else host.replace(':', '_')}.log"
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="preflight") as pool:
-        local = pool.submit(_probe_local, plan, opts, log_path(head)) if head not in ssh_hosts else None
+        local = pool.submit(_probe_local, plan, opts, log_path(head)) if head_here else None
         libs = pool.submit(_run_libs, plan) if opts.libs else None
-        probes = _probe_ssh(remote, plan, ssh_hosts, opts, log_path)
+        probes = _probe_ssh(remote, plan, ssh_hosts, opts, log_path) if ssh_hosts else []
         if local is not None:
             probes.insert(0, local.result())
         lib_check = libs.result() if libs is not None else None
@@ -611,7 +759,7 @@ def run_preflight(
     by_host = {p.host: p for p in probes}
     ref = by_host[head] if head in by_host and by_host[head].facts else next((p for p in probes if p.facts), None)
     reports = []
-    for host in [head, *[h for h in ssh_hosts if h != head]]:
+    for host in [head, *[h for h in listed if h != head]]:
         probe = by_host[host]
         is_head = host == head
         report = HostReport(host, "head" if is_head else "worker", probe.via)
@@ -619,7 +767,8 @@ def run_preflight(
             report.checks.append(probe.error if probe.error and probe.error.name == "ssh"
                                  else Check("ssh", OK, f"{ssh.user}@{host}"))
         else:
-            report.checks.append(Check("ssh", OK, "not needed: the head is not in the hostfile (probed here)"))
+            why = "is this machine" if head in listed else "is not in the hostfile"
+            report.checks.append(Check("ssh", OK, f"not needed: the head {why} (probed here)"))
         if probe.error and probe.error.name != "ssh":
             report.checks.append(probe.error)
         if probe.facts is not None:

@@ -211,13 +211,19 @@ def test_up_refuses_a_held_ray_port(rack: Rack) -> None:
         "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
         "s.bind(('10.123.0.1', 6379)); s.listen(); print('ready', flush=True); time.sleep(600)\n"
     )], stdout=subprocess.PIPE, text=True)
+    # A plain python on the head: the recipe's cleanup (`pkill -9 python`) would kill it.
+    canary = rack.box.popen_on(1, [sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        res = rack.launch(*rack.up_args("held-port"))
-        _assert_failed_cleanly(rack, res, "10.123.0.1:6379", "already in use")
+        # Past preflight (which names the holder, see test_preflight.py): the executor itself
+        # refuses, before its cleanup touches anything.
+        res = rack.launch(*rack.up_args("held-port", "--skip-preflight"))
+        _assert_failed_cleanly(rack, res, "10.123.0.1:6379", "already in use", "before the cleanup")
+        assert canary.poll() is None, "the cleanup ran although the port was held by a foreign service"
     finally:
-        holder.kill()
-        holder.wait()
+        for proc in (holder, canary):
+            proc.kill()
+            proc.wait()
 
 
 def test_status_and_host_keys(rack: Rack) -> None:

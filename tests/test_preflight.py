@@ -17,11 +17,14 @@ from typing import Any
 import pytest
 from boxhelpers import BASE_FILES, make_base_dir, ray_processes
 
+from glm45_launch import portowner, preflight
 from glm45_launch.hostfile import parse_hostfile_text
 from glm45_launch.plan import LaunchSpec, Plan, build_plan
 from glm45_launch.preflight import (
     FAIL,
     OK,
+    RUNTIME_ENV,
+    SESSION,
     WARN,
     Check,
     HostReport,
@@ -30,18 +33,24 @@ from glm45_launch.preflight import (
     PreflightReport,
     disk_check,
     env_checks,
+    env_ref_sources,
     evaluate,
     flag_values,
     gpu_checks,
     head_checks,
+    head_probed_here,
+    is_ray_process,
     lib_checks,
     parse_probe_output,
     path_checks,
     plan_paths,
     probe_argv,
+    ray_env_order,
+    run_preflight,
     version_checks,
 )
 from glm45_launch.quoting import remote_command
+from glm45_launch.ssh import SshOptions
 from glm45_launch.testing.rackbox import RackBox
 
 HEAD, W2 = "10.0.0.1", "10.0.0.2"
@@ -154,14 +163,74 @@ def test_path_checks() -> None:
     assert got["path --load"][0] == WARN  # the trainer falls back to --ref-load (RECIPE.md §4)
 
 
+def test_ray_applies_the_runtime_env_sorted() -> None:
+    """Ray sets the keys sorted (RuntimeEnv.serialize: json.dumps(sort_keys=True)), upper case first."""
+    assert ray_env_order([("no_proxy", "x"), ("MASTER_ADDR", "y"), ("GLOO", "z")]) == ["GLOO", "MASTER_ADDR", "no_proxy"]
+    env = [("no_proxy", "l,${MASTER_ADDR}"), ("GLOO", "${MLP_SOCKET_IFNAME}"), ("MASTER_ADDR", "${MLP_WORKER_0_HOST}")]
+    # MASTER_ADDR sorts before no_proxy: no_proxy's ${MASTER_ADDR} is the runtime env's own,
+    # resolved from the session's MLP_WORKER_0_HOST; the session needs no MASTER_ADDR.
+    assert env_ref_sources(env, {"MLP_WORKER_0_HOST", "MLP_SOCKET_IFNAME"}) == {
+        "no_proxy": {"MASTER_ADDR": RUNTIME_ENV}, "GLOO": {"MLP_SOCKET_IFNAME": SESSION},
+        "MASTER_ADDR": {"MLP_WORKER_0_HOST": SESSION}}
+    # ...and when that value does not resolve, neither does the reference (the session's
+    # MASTER_ADDR does not help: Ray's empty one replaced it before no_proxy).
+    assert env_ref_sources(env, {"MASTER_ADDR"})["no_proxy"] == {"MASTER_ADDR": None}
+    # A key that sorts after the referencing one is not set yet: the session's value, or nothing.
+    later = [("A_KEY", "${Z_KEY}"), ("Z_KEY", "v")]
+    assert env_ref_sources(later, set())["A_KEY"] == {"Z_KEY": None}
+    assert env_ref_sources(later, {"Z_KEY"})["A_KEY"] == {"Z_KEY": SESSION}
+    # Chains resolve through several keys; a self-reference is the session's.
+    chain = [("C", "${B}"), ("B", "${A}"), ("A", "${ROOT}"), ("S", "${S}")]
+    assert env_ref_sources(chain, {"ROOT"}) == {"C": {"B": RUNTIME_ENV}, "B": {"A": RUNTIME_ENV},
+                                                "A": {"ROOT": SESSION}, "S": {"S": None}}
+    assert env_ref_sources(chain, set())["C"] == {"B": None}
+
+
+def test_ray_sorts_env_vars_in_the_installed_ray() -> None:
+    """The rule above, against the installed Ray: serialize, deserialize, update_envs."""
+    pytest.importorskip("ray")
+    code = (
+        "import json, os\n"
+        "from ray.runtime_env import RuntimeEnv\n"
+        "from ray._private.utils import update_envs\n"
+        "env = {'no_proxy': 'localhost,${MASTER_ADDR}', 'MASTER_ADDR': '${MLP_WORKER_0_HOST}', 'A_FIRST': '${Z_LAST}',"
+        " 'Z_LAST': 'z'}\n"
+        "ctx = RuntimeEnv.deserialize(RuntimeEnv(env_vars=env).serialize()).env_vars()\n"
+        "update_envs(ctx)\n"
+        "print(json.dumps([list(ctx), {k: os.environ[k] for k in env}]))\n"
+    )
+    clean = {"PATH": os.environ.get("PATH", ""), "MLP_WORKER_0_HOST": "10.9.9.9", "HOME": os.environ.get("HOME", "/")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean, timeout=120)
+    order, values = json.loads(out.stdout.strip().splitlines()[-1])
+    env = [("no_proxy", ""), ("MASTER_ADDR", ""), ("A_FIRST", ""), ("Z_LAST", "")]
+    assert order == ray_env_order(env) == ["A_FIRST", "MASTER_ADDR", "Z_LAST", "no_proxy"]
+    assert values["no_proxy"] == "localhost,10.9.9.9" and values["MASTER_ADDR"] == "10.9.9.9"
+    assert values["A_FIRST"] == "", values  # Z_LAST was not set yet: Ray 2.60 makes it empty
+
+
 def test_env_and_interface() -> None:
     plan = make_plan()
-    unset = facts(env={"MASTER_ADDR": None, "MLP_SOCKET_IFNAME": "set", "MLP_WORKER_0_HOST": "set"})
+    # The bash recipe's workers: no MASTER_ADDR in the session, but the runtime env's
+    # MASTER_ADDR=${MLP_WORKER_0_HOST} is set before no_proxy (Ray sorts the keys).
+    no_master = facts(env={"MASTER_ADDR": None, "MLP_SOCKET_IFNAME": "set", "MLP_WORKER_0_HOST": "set"})
+    env, ifname = env_checks(plan, no_master, False, "ssh")
+    assert env.status == OK and ifname.status == OK
+    assert "${MASTER_ADDR} (the runtime env's MASTER_ADDR, which Ray sets before no_proxy" in env.detail
+    # Without MLP_WORKER_0_HOST neither resolves: both are named.
+    unset = facts(env={"MASTER_ADDR": None, "MLP_SOCKET_IFNAME": "set", "MLP_WORKER_0_HOST": None})
     env, ifname = env_checks(plan, unset, False, "ssh")
-    assert env.status == WARN and "${MASTER_ADDR} unset (used by no_proxy)" in env.detail
+    assert env.status == WARN and env.detail.startswith(
+        "${MLP_WORKER_0_HOST} unset (used by MASTER_ADDR); ${MASTER_ADDR} empty (used by no_proxy: the runtime "
+        "env's MASTER_ADDR, which Ray sets first, does not resolve) in the non-interactive ssh session")
     assert "empty string" in env.detail and "--export-env" in env.detail and ifname.status == OK
-    # On the head the recipe exports MASTER_ADDR itself.
-    assert env_checks(plan, unset, True, "ssh")[0].status == OK
+    # ...a session MASTER_ADDR does not help (Ray's value replaces it before no_proxy).
+    assert env_checks(plan, facts(env={**unset["env"], "MASTER_ADDR": "set"}), False, "ssh")[0].status == WARN
+    # On the head the recipe exports MASTER_ADDR itself; MLP_WORKER_0_HOST must still be set there.
+    assert env_checks(plan, no_master, True, "ssh")[0].status == OK
+    empty_ifname = facts(env={"MASTER_ADDR": "set", "MLP_SOCKET_IFNAME": "empty", "MLP_WORKER_0_HOST": "set"})
+    env = env_checks(plan, empty_ifname, True, "local")[0]
+    assert env.detail.startswith("${MLP_SOCKET_IFNAME} empty (used by GLOO_SOCKET_IFNAME, TP_SOCKET_IFNAME, "
+                                 "OMPI_MCA_oob_tcp_if_include, OMPI_MCA_btl_tcp_if_include) in the launcher's")
     # Ray expands ${MLP_SOCKET_IFNAME} from the host's own environment: that interface must exist.
     env, ifname = env_checks(plan, facts(ifname_own="ib9", ifnames={"ib9": False}), False, "ssh")
     assert ifname == Check("ifname", FAIL, "ib9 (the host's MLP_SOCKET_IFNAME): no such interface "
@@ -172,15 +241,180 @@ def test_env_and_interface() -> None:
     assert env.status == OK and ifname == Check("ifname", OK, "eth1 (--socket-ifname)")
 
 
-def test_head_ports_cleanup_vs_no_cleanup() -> None:
-    held = facts(ports={f"{HEAD}:6379": True, "127.0.0.1:8265": False})
-    checks = {c.name: c for c in head_checks(make_plan(), held)}
-    assert checks["port 6379"].status == WARN and "cleanup will stop" in checks["port 6379"].detail
+GCS = {"pid": 41, "comm": "gcs_server", "cmdline": "/venv/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server "
+       "--gcs_server_port=6379"}
+DASHBOARD = {"pid": 42, "comm": "python3.11", "cmdline": "/venv/bin/python3.11 /venv/lib/python3.11/site-packages/ray/"
+             "dashboard/dashboard.py --host=0.0.0.0 --port=8265"}
+FOREIGN = {"pid": 77, "comm": "portholder", "cmdline": "python3 -c import socket, time"}
+
+
+def port(*holders: dict[str, Any], error: str | None = None) -> dict[str, Any]:
+    return {"held": True, "listeners": ["0.0.0.0:6379"], "holders": list(holders), "error": error}
+
+
+def test_is_ray_process() -> None:
+    # What a real `ray start --head` (Ray 2.60) leaves on the two ports: gcs_server on 6379,
+    # the dashboard (python3.11 .../ray/dashboard/dashboard.py) on 8265.
+    assert is_ray_process(GCS["comm"], GCS["cmdline"]) and is_ray_process(DASHBOARD["comm"], DASHBOARD["cmdline"])
+    assert is_ray_process("raylet", "")
+    assert is_ray_process("python3", "/usr/bin/python3 -u /x/site-packages/ray/_private/log_monitor.py")
+    assert not is_ray_process(FOREIGN["comm"], FOREIGN["cmdline"])
+    assert not is_ray_process("redis-server", "redis-server *:6379")
+    assert not is_ray_process("node", "node /srv/ray/dashboard/app.js")  # not a python
+    assert not is_ray_process("python3", "python3 -m http.server 8265")
+
+
+def test_head_ports_ray_foreign_or_unknown() -> None:
+    plan = make_plan()
+    ray_held = facts(ports={f"{HEAD}:6379": port(GCS), "127.0.0.1:8265": False})
+    checks = {c.name: c for c in head_checks(plan, ray_held)}
+    assert checks["port 6379"] == Check("port 6379", WARN, f"Ray GCS {HEAD}:6379 held by Ray's gcs_server (pid 41): "
+                                                           "the cleanup will stop the running cluster")
     assert checks["port 8265"].status == OK and checks["entry"].status == OK
-    checks = {c.name: c for c in head_checks(make_plan(cleanup=False), held)}
+    checks = {c.name: c for c in head_checks(make_plan(cleanup=False), ray_held)}
     assert checks["port 6379"].status == FAIL and "--no-cleanup" in checks["port 6379"].detail
-    missing = head_checks(make_plan(entry="smoke.py"), held)[-1]
+    # Something else: the cleanup (pkill sglang/ray/python, ray stop) would not free it, with or without it.
+    for p in (plan, make_plan(cleanup=False)):
+        foreign = {c.name: c for c in head_checks(p, facts(ports={f"{HEAD}:6379": port(GCS, FOREIGN),
+                                                                  "127.0.0.1:8265": port(DASHBOARD)}))}
+        assert foreign["port 6379"].status == FAIL and foreign["port 6379"].detail.startswith(
+            "port 6379 held by portholder (pid 77), not Ray: the cleanup would not free it "
+            f"(Ray GCS {HEAD}:6379; `python3 -c import socket, time`): stop it, or move Ray with a recipe "
+            "file's [defaults] ray_port")
+        assert foreign["port 8265"].status == (WARN if p.spec.cleanup else FAIL)
+    web = head_checks(plan, facts(ports={f"{HEAD}:6379": False, "127.0.0.1:8265": port(
+        {"pid": 9, "comm": "python3", "cmdline": "python3 -m http.server 8265"})}))[1]
+    assert web.status == FAIL and web.detail.endswith("[defaults] dashboard_port")
+    # Held, but nobody to name (another user's process without root): a failure that says why.
+    unknown = head_checks(plan, facts(ports={f"{HEAD}:6379": port(error="the open files of 3 process(es) are "
+                                                                        "unreadable (not root?)"),
+                                             "127.0.0.1:8265": True}))
+    assert [c.status for c in unknown[:2]] == [FAIL, FAIL]
+    assert unknown[0].detail == (f"port 6379 held (Ray GCS {HEAD}:6379), and the holder cannot be identified: the "
+                                 "open files of 3 process(es) are unreadable (not root?); the cleanup may not free it")
+    missing = head_checks(make_plan(entry="smoke.py"), ray_held)[-1]
     assert missing.status == FAIL and missing.detail.startswith("/w/smoke.py: not probed")
+
+
+# /proc/net/tcp{,6} as the kernel prints them (a LISTEN socket, an ESTABLISHED one on the same port).
+PROC_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 01007B0A:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 100 0 0 10 0
+   1: 0100007F:2049 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5151 1 0 100 0 0 10 0
+   2: 01007B0A:18EB 02007B0A:C350 01 00000000:00000000 00:00000000 00000000     0        0 6000 1 0 20 4 30 10 -1
+"""
+PROC_TCP6 = """\
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when \
+retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:18EB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 \
+00000000     0        0 7373 1 0 100 0 0 10 0
+   1: 00000000000000000000000001000000:2049 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 \
+00000000     0        0 8484 1 0 100 0 0 10 0
+"""
+
+
+def test_proc_parsers() -> None:
+    assert portowner.decode_address("0100007F") == "127.0.0.1"
+    assert portowner.decode_address("01007B0A") == "10.123.0.1"
+    assert portowner.decode_address("00000000000000000000000001000000") == "::1"
+    assert portowner.decode_address("0000000000000000FFFF00000100007F") == "::ffff:127.0.0.1"
+    with pytest.raises(ValueError):
+        portowner.decode_address("0100")
+    assert portowner.parse_listeners(PROC_TCP) == [("10.123.0.1", 6379, 4242), ("127.0.0.1", 8265, 5151)]
+    assert portowner.parse_listeners(PROC_TCP6) == [("::", 6379, 7373), ("::1", 8265, 8484)]
+    assert portowner.parse_listeners("header\n garbage line\n") == []
+    assert portowner.socket_inode("socket:[4242]") == 4242
+    assert portowner.socket_inode("pipe:[4242]") is None and portowner.socket_inode("/dev/null") is None
+    assert portowner.parse_cmdline(b"python3\0-c\0import x\nprint(1)\0") == "python3 -c import x print(1)"
+
+
+def fake_proc(root: Path, procs: dict[int, tuple[str, bytes, list[str]]]) -> Path:
+    """A /proc tree: net/tcp{,6} and, per pid, comm, cmdline and fd/N links."""
+    (root / "net").mkdir(parents=True)
+    (root / "net/tcp").write_text(PROC_TCP)
+    (root / "net/tcp6").write_text(PROC_TCP6)
+    for pid, (comm, cmdline, links) in procs.items():
+        (root / str(pid) / "fd").mkdir(parents=True)
+        (root / str(pid) / "comm").write_text(comm + "\n")
+        (root / str(pid) / "cmdline").write_bytes(cmdline)
+        for fd, target in enumerate(links):
+            os.symlink(target, root / str(pid) / "fd" / str(fd))
+    (root / "self").mkdir()  # not a pid: skipped
+    return root
+
+
+def test_port_report_on_a_fake_proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proc = fake_proc(tmp_path / "proc", {
+        12: ("portholder", b"python3\0-c\0...\0", ["/dev/null", "pipe:[1]", "socket:[4242]"]),
+        13: ("gcs_server", b"/x/ray/gcs_server\0", ["socket:[7373]"]),
+        14: ("bash", b"bash\0", ["socket:[999]"]),
+    })
+    got = portowner.port_report(6379, str(proc))
+    assert got == {"listeners": ["10.123.0.1:6379", "[::]:6379"], "error": None, "holders": [
+        {"pid": 12, "comm": "portholder", "cmdline": "python3 -c ..."},
+        {"pid": 13, "comm": "gcs_server", "cmdline": "/x/ray/gcs_server"}]}
+    assert portowner.port_report(8265, str(proc))["error"] == "no process in this PID namespace has it open"
+    assert portowner.port_report(1234, str(proc)) == {
+        "listeners": [], "holders": [], "error": "no LISTEN socket on that port in /proc/net/tcp{,6}"}
+    # fd lists of other users' processes are unreadable without root: say so, name nobody.
+    real = os.listdir
+
+    def denied(path: str) -> list[str]:
+        if str(path).endswith("/fd"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(portowner.os, "listdir", denied)
+    assert portowner.port_report(6379, str(proc))["error"] == \
+        "the open files of 3 process(es) are unreadable (not root?)"
+
+
+def test_port_report_on_this_machine() -> None:
+    """The real /proc: a listening socket of this very process is found, with its pid."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        number = s.getsockname()[1]
+        got = portowner.port_report(number)
+    assert got["listeners"] == [f"127.0.0.1:{number}"] and got["error"] is None
+    assert [h["pid"] for h in got["holders"]] == [os.getpid()]
+    assert got["holders"][0]["comm"] == Path("/proc/self/comm").read_text().strip()
+
+
+def test_probe_script_embeds_portowner() -> None:
+    assert Path(portowner.__file__).read_text() in preflight.PROBE_SCRIPT
+    assert "@PORTOWNER@" not in preflight.PROBE_SCRIPT
+
+
+def test_head_is_probed_here_when_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head is this machine: probed locally even when the hostfile lists it (no head->head SSH)."""
+    calls: dict[str, Any] = {}
+
+    def local(plan: Plan, opts: PreflightOptions, log: Path) -> Any:
+        calls["local"] = plan.head
+        return preflight._Probe(plan.head, "local", facts(), None)
+
+    def over_ssh(remote: Any, plan: Plan, hosts: list[str], opts: PreflightOptions, log_path: Any) -> list[Any]:
+        calls["ssh"] = list(hosts)
+        return [preflight._Probe(h, "ssh", facts(), None) for h in hosts]
+
+    monkeypatch.setattr(preflight, "_probe_local", local)
+    monkeypatch.setattr(preflight, "_probe_ssh", over_ssh)
+    plan = make_plan()  # HEAD is in the hostfile
+    for here, expected_ssh in ((True, [W2]), (False, [HEAD, W2])):
+        calls.clear()
+        monkeypatch.setattr(preflight, "is_local_address", lambda host, here=here: here and host == HEAD)
+        report = run_preflight(plan, SshOptions(), PreflightOptions(libs=False), tmp_path, remote=object())  # type: ignore[arg-type]
+        assert calls.get("ssh") == expected_ssh and ("local" in calls) == here
+        head = report.hosts[0]
+        assert head.host == HEAD and head.via == ("local" if here else "ssh")
+        if here:
+            assert head.checks[0] == Check("ssh", OK, "not needed: the head is this machine (probed here)")
+    assert head_probed_here(plan, True) and not head_probed_here(plan, False)
+    outside = build_plan(LaunchSpec(hostfile=parse_hostfile_text(f"{W2} slots=8\n", "h"), head=HEAD, base_dir="/b"))
+    assert head_probed_here(outside, False)
 
 
 def test_disk_libs_and_report() -> None:

@@ -32,8 +32,9 @@ def preflight(**kwargs: Any) -> int:
     megatron-core at the head's versions; GPU count and NVLink (nvidia-smi); the train
     args' checkpoint and data paths; the socket interface; every ${VAR} of the runtime
     env set in the host's ssh session; free space in /tmp. On the head: the Ray and
-    dashboard ports, the entry script, and the megatron-core/sglang config checks.
-    A head outside the hostfile is probed here. Exit 0 when nothing failed.
+    dashboard ports (a holder that is not Ray fails: the cleanup would not free it), the
+    entry script, and the megatron-core/sglang config checks. The head is probed here, not
+    over SSH, when it is this machine or not in the hostfile. Exit 0 when nothing failed.
     """
     from ..errors import LaunchError
     from ..executor import Console
