@@ -18,14 +18,16 @@ A recipe file is a serialisation of :class:`~glm45_launch.recipes.Recipe`::
     [env_vars]            # ordered: the runtime env's env_vars
     NCCL_CUMEM_ENABLE = "0"
 
-    [defaults]            # placeholder defaults
+    [defaults]            # placeholder defaults, merged over the bash recipe's
     actor_num_nodes = "8"
 
     [groups]              # train.py arguments by group
     CKPT = ["--hf-checkpoint", "{base_dir}/{ckpt_name}", ...]
 
-Every key is optional: a missing one (or a missing group of ``[groups]``) is taken from the
-bash recipe, so a file may hold only what it changes; ``X = []`` empties a group, and
+Every key is optional: a missing one (or a missing group of ``[groups]``, or a missing key
+of ``[defaults]``) is taken from the bash recipe, so a file may hold only what it changes.
+``[defaults]`` knows ``actor_num_nodes``, ``ray_port``, ``dashboard_port``,
+``dashboard_host`` and ``entry``, and checks their values; ``X = []`` empties a group, and
 ``group_order`` decides which groups are passed. An empty ``MODEL`` group is filled from ``--model``. Words keep ``{name}``
 placeholders (see ``recipes/base.py``); other braces are literal.
 """
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LaunchError
+from .hostfile import valid_hostname
 
 try:
     import tomllib
@@ -50,6 +53,7 @@ from .recipes import BASH_RECIPE, Argv, Recipe, split_flags
 _LISTS = ("group_order", "train_prefix", "entry", "head_start", "submit")
 _NESTED = ("head_cleanup", "worker_commands")
 _TABLES = ("head_exports", "env_vars", "defaults")
+_PORTS = ("ray_port", "dashboard_port")
 _KEYS = ("name", "description", *_LISTS, *_NESTED, *_TABLES, "groups")
 _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -101,12 +105,9 @@ def recipe_from_dict(data: Mapping[str, Any], source: str = "<recipe>", default_
             kw[key] = tuple(_words(c, source, f"{key}[{i}]") for i, c in enumerate(value))
         else:
             kw[key] = getattr(base, key)
-    for key in _TABLES:
-        if key in data:
-            kw[key] = _table(data[key], source, key)
-        else:
-            kw[key] = getattr(base, key)
-    kw["defaults"] = dict(kw["defaults"])
+    for key in ("head_exports", "env_vars"):
+        kw[key] = _table(data[key], source, key) if key in data else getattr(base, key)
+    kw["defaults"] = _defaults(data.get("defaults", {}), source)
     if "groups" in data:
         raw = data["groups"]
         if not isinstance(raw, dict):
@@ -131,10 +132,51 @@ def recipe_from_dict(data: Mapping[str, Any], source: str = "<recipe>", default_
         raise LaunchError(f"{source}: entry: empty (want e.g. [\"python3\", \"{{entry}}\"])")
     if "--" not in kw["submit"]:
         raise LaunchError(f"{source}: submit: must end with '--' (the entry follows it)")
-    for key, value in kw["defaults"].items():
-        if not isinstance(value, str):
-            raise LaunchError(f"{source}: defaults.{key}: expected a string")
     return Recipe(**kw)
+
+
+def default_problem(key: str, value: str) -> str | None:
+    """Why ``value`` cannot be the ``[defaults]`` ``key`` (None: it can)."""
+    if key in _PORTS:
+        if not (value.isascii() and value.isdigit() and len(value) <= 5 and 1 <= int(value) <= 65535):
+            return f"expected a port number 1-65535, got {value!r}"
+    elif key == "actor_num_nodes":
+        if not (value.isascii() and value.isdigit() and int(value) >= 1):
+            return f"expected a whole number >= 1, got {value!r}"
+    elif key == "dashboard_host":
+        if not valid_hostname(value):
+            return f"{value!r} is not an IPv4/IPv6 address or a DNS name"
+    elif key == "entry":
+        if not value.strip():
+            return "empty (want a script path, e.g. \"train.py\")"
+        if value != value.strip():
+            return f"{value!r}: leading or trailing whitespace"
+    return None
+
+
+def _defaults(value: object, source: str) -> dict[str, str]:
+    """``[defaults]`` merged over the bash recipe's, each value checked; errors are one line
+    ``FILE: [defaults] key: reason``."""
+    if not isinstance(value, dict):
+        raise LaunchError(f"{source}: [defaults]: expected a table of strings, got {_kind(value)}")
+    merged = dict(BASH_RECIPE.defaults)
+    for key, raw in value.items():
+        where = f"{source}: [defaults] {key}"
+        if key not in BASH_RECIPE.defaults:
+            raise LaunchError(f"{where}: unknown key (known: {', '.join(BASH_RECIPE.defaults)})")
+        if isinstance(raw, int) and not isinstance(raw, bool) and key in (*_PORTS, "actor_num_nodes"):
+            raw = str(raw)  # ray_port = 6380 reads as well as "6380"
+        if not isinstance(raw, str):
+            raise LaunchError(f"{where}: expected a string, got {_kind(raw)} {raw!r}")
+        reason = default_problem(key, raw)
+        if reason:
+            raise LaunchError(f"{where}: {reason}")
+        merged[key] = raw
+    if int(merged["ray_port"]) == int(merged["dashboard_port"]):
+        key = "dashboard_port" if "dashboard_port" in value else "ray_port"
+        raise LaunchError(f"{source}: [defaults] {key}: {merged[key]} is also the "
+                          f"{'ray_port' if key == 'dashboard_port' else 'dashboard_port'}")
+    return merged
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

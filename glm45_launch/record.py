@@ -1,15 +1,41 @@
 """Record the argv of the external commands a bash script runs, without running them.
 
-For every recorded command name a shim is put first on ``PATH``; it appends its argv as one
-JSON line to a log and exits 0 silently. Text tools (awk, sed, cat, dirname, ...) stay real,
-so the script's own word splitting, globbing and loops behave exactly as in production.
+Nothing the script asks for really runs except pure text tools. Layers:
 
-Limits: commands called by absolute path, shell builtins (``kill``, ``exec``, ``cd``) and
-processes that leave the script's process group (``setsid``) are not intercepted.
+1. ``PATH`` is the shim directory (one recording shim per recorded command name: it appends
+   its argv as one JSON line to a log and exits 0 silently) plus a directory of links to an
+   allowlist of text/inspection tools (``SAFE_TOOLS``: awk, sed, grep, cat, dirname, ...), so
+   the script's own word splitting, globbing, loops and text processing behave exactly as in
+   production. Nothing else of the real ``PATH`` is reachable.
+2. Bash hooks, loaded through ``BASH_ENV`` (and read again by any bash the script starts):
+   ``command_not_found_handle`` records every other command name (``rm``, ``mkdir``, ``curl``,
+   ``pgrep``, ...) in the same log, in the same format, instead of running it; ``kill`` is a
+   recording function; the tools of the allowlist that can write files or run commands
+   (``env CMD``, ``sed -i``, ``sort -o``, ``uniq IN OUT``, ``date -s``, ``hostname NAME``,
+   ``awk`` with ``system``/pipes/``print >``) record instead; and a DEBUG trap (``extdebug``,
+   inherited by functions, subshells and command substitutions) looks at every simple
+   command before it runs and records-and-skips one whose name contains a ``/``
+   (``/usr/bin/pkill``, ``./x.sh``) or that ``PATH`` finds outside the sandbox (the script
+   changed ``PATH``), ``command -p``, ``command kill``/``builtin kill``, ``exec`` of anything
+   but a shim, a command name computed by a command substitution, and ``/dev/tcp``
+   redirections. The script itself may run by path (its bash reads the hooks again), and
+   ``source``/``.`` work as usual (sourced commands pass the same trap).
+3. Where the kernel allows it (user namespaces), the script runs in new user, mount, PID and
+   network namespaces: the whole filesystem is remounted read-only except the recording's
+   temporary directory (and a caller's ``BASH_ENV`` directory when it is a temporary one), the
+   script sees only its own processes (``kill -9 -1`` or a ``pkill`` that slipped through
+   cannot reach a real process) and there is no network (loopback down), and it runs without
+   capabilities. Where it does not, a note says so and layers 1-2 still hold.
+
+The recording keeps the script's exit status, stdout and stderr. Limits without namespaces:
+output redirections (``> file``) write for real, and an allowlisted tool that can run
+commands in ways not recognised above (``awk -f prog``) is recorded rather than run, which
+may change what the script does next.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -75,6 +101,515 @@ finally:
 """
 
 
+SAFE_TOOLS: tuple[str, ...] = (
+    "awk", "sed", "grep", "egrep", "fgrep", "cut", "tr", "cat", "head", "tail", "sort", "uniq",
+    "wc", "tac", "paste", "comm", "join", "rev", "fold", "nl", "od", "column", "dirname",
+    "basename", "readlink", "realpath", "ls", "stat", "printf", "echo", "seq", "expr", "test",
+    "[", "true", "false", "date", "env", "printenv", "pwd", "which", "hostname", "id", "whoami",
+    "uname", "nproc", "getconf", "jq", "md5sum", "sha1sum", "sha256sum", "cksum",
+)
+"""The only real commands on the script's PATH (those installed here): they read and print.
+``tee``, ``mktemp``, ``find``, ``xargs``, shells and interpreters are deliberately absent."""
+
+# Allowlisted tools that can also write files or run commands: bash functions check their
+# arguments first (see _HOOKS); the real binaries live off PATH, in the "guarded" directory.
+_GUARDED = ("awk", "sed", "sort", "uniq", "date", "env", "hostname")
+
+# Bash-side sandbox, sourced through BASH_ENV (@NAME@ are filled in, shell-quoted). No
+# variable is exported: the script's environment stays what the caller gave it. Every
+# helper avoids `local` names a script could use and tolerates `set -eu`.
+_HOOKS = r"""# glm45-launch record: sandbox hooks, read by every bash through BASH_ENV
+@CALLER@
+__glm45_recorder=@RECORDER@
+__glm45_notes=@NOTES@
+__glm45_guarded=@GUARDED@
+__glm45_shims=@SHIMS@
+__glm45_sed_opts=(@SED_OPTS@)
+declare -A __glm45_ok=(@OK@)
+declare -A __glm45_builtin=(@BUILTINS@)
+__glm45_fast='^[[:space:]]*([[:alnum:]_][[:alnum:]_.+:@%,-]*)([[:space:]]|$)'
+__glm45_assign='^[[:alpha:]_][[:alnum:]_]*(\[.*\])?\+?='
+readonly __glm45_recorder __glm45_notes __glm45_guarded __glm45_shims __glm45_sed_opts \
+  __glm45_ok __glm45_builtin __glm45_fast __glm45_assign
+__glm45_s= __glm45_i=0 __glm45_n=0 __glm45_w= __glm45_ws=0 __glm45_f= __glm45_st= __glm45_c=
+__glm45_r= __glm45_eval= __glm45_mode= __glm45_p= __glm45_cmd=0 __glm45_e=() __glm45_argv=()
+__glm45_from=0 __glm45_why=
+
+__glm45_note() { printf '%s\n' "$*" >> "$__glm45_notes"; }
+
+# __glm45_record WHY ARGV...: append ARGV to the argv log (as a shim would) and note WHY.
+__glm45_record() {
+  __glm45_note "$1"
+  shift
+  "$__glm45_recorder" "$@"
+  return 0
+}
+
+command_not_found_handle() {
+  { local -; set +x; } 2>/dev/null
+  __glm45_record "recorded unknown command $1 (not on the sandbox PATH; not run)" "$@"
+}
+
+kill() {
+  { local -; set +x; } 2>/dev/null
+  __glm45_record "recorded kill (a shell builtin; not run)" kill "$@"
+}
+
+# NAME (no function, no builtin) is found by PATH nowhere or in the sandbox only.
+__glm45_path_ok() {
+  __glm45_p=
+  hash -- "$1" 2>/dev/null || return 0
+  __glm45_p=${BASH_CMDS[$1]-}
+  [[ -z $__glm45_p || -n ${__glm45_ok[$__glm45_p]-} ]]
+}
+
+env() {
+  { local -; set +x; } 2>/dev/null
+  local __glm45_a __glm45_c1= __glm45_skip=0 __glm45_safe=1
+  for __glm45_a in "$@"; do
+    if (( __glm45_skip )); then __glm45_skip=0; continue; fi
+    case $__glm45_a in
+      -u|--unset) __glm45_skip=1 ;;
+      -0|--null|-u?*|--unset=*) ;;
+      -*|PATH=*|BASH_ENV=*) __glm45_safe=0 ;;
+      *=*) ;;
+      *) __glm45_c1=$__glm45_a; break ;;
+    esac
+  done
+  if (( __glm45_safe )); then
+    if [[ -z $__glm45_c1 ]]; then "$__glm45_guarded/env" "$@"; return; fi
+    if [[ $__glm45_c1 != */* && -z ${__glm45_builtin[$__glm45_c1]-} ]] && __glm45_path_ok "$__glm45_c1" \
+      && [[ -n $__glm45_p ]]; then
+      "$__glm45_guarded/env" "$@"
+      return
+    fi
+  fi
+  __glm45_record "recorded env running ${__glm45_c1:-a command} (not run)" env "$@"
+}
+
+sed() {
+  { local -; set +x; } 2>/dev/null
+  local __glm45_a
+  for __glm45_a in "$@"; do
+    case $__glm45_a in
+      --in-place*|-i*|-[!-]*i*) __glm45_record "recorded sed -i (edits files; not run)" sed "$@"; return 0 ;;
+    esac
+  done
+  "$__glm45_guarded/sed" "${__glm45_sed_opts[@]}" "$@"
+}
+
+sort() {
+  { local -; set +x; } 2>/dev/null
+  local __glm45_a
+  for __glm45_a in "$@"; do
+    case $__glm45_a in
+      --output*|-o*|-[!-]*o*) __glm45_record "recorded sort -o (writes a file; not run)" sort "$@"; return 0 ;;
+    esac
+  done
+  "$__glm45_guarded/sort" "$@"
+}
+
+uniq() {
+  { local -; set +x; } 2>/dev/null
+  local __glm45_a __glm45_files=0 __glm45_skip=0
+  for __glm45_a in "$@"; do
+    if (( __glm45_skip )); then __glm45_skip=0; continue; fi
+    case $__glm45_a in
+      -f|-s|-w) __glm45_skip=1 ;;
+      -?*) ;;
+      *) (( ++__glm45_files )) ;;
+    esac
+  done
+  if (( __glm45_files > 1 )); then
+    __glm45_record "recorded uniq INPUT OUTPUT (writes a file; not run)" uniq "$@"
+    return 0
+  fi
+  "$__glm45_guarded/uniq" "$@"
+}
+
+date() {
+  { local -; set +x; } 2>/dev/null
+  local __glm45_a
+  for __glm45_a in "$@"; do
+    case $__glm45_a in
+      --set*|-s*|-[uR]s*|-[uR][uR]s*) __glm45_record "recorded date -s (sets the clock; not run)" date "$@"; return 0 ;;
+    esac
+  done
+  "$__glm45_guarded/date" "$@"
+}
+
+hostname() {
+  { local -; set +x; } 2>/dev/null
+  local __glm45_a
+  for __glm45_a in "$@"; do
+    case $__glm45_a in
+      -F*|--file*|-b|--boot|[!-]*) __glm45_record "recorded hostname NAME (sets the host name; not run)" hostname "$@"; return 0 ;;
+    esac
+  done
+  "$__glm45_guarded/hostname" "$@"
+}
+
+awk() {
+  { local -; set +x; } 2>/dev/null
+  local __glm45_a __glm45_skip=0 __glm45_prog=-
+  for __glm45_a in "$@"; do
+    if (( __glm45_skip )); then __glm45_skip=0; continue; fi
+    case $__glm45_a in
+      -F|-v) __glm45_skip=1 ;;
+      -F?*|-v?*|--) ;;
+      -*) break ;;
+      *) __glm45_prog=$__glm45_a; break ;;
+    esac
+  done
+  __glm45_a=${__glm45_prog//||/}
+  if [[ $__glm45_prog == - || $__glm45_prog == *system* || $__glm45_a == *'|'* \
+    || $__glm45_prog =~ print[^\;\}]*\> ]]; then
+    __glm45_record "recorded awk (its program may run commands or write files; not run)" awk "$@"
+    return 0
+  fi
+  "$__glm45_guarded/awk" "$@"
+}
+
+# One word of $__glm45_s from index $__glm45_i: its text in __glm45_w (starting at
+# __glm45_ws) and its flags in __glm45_f: q quoted, p parameter expansion, c command
+# substitution (or arithmetic), x not understood. Returns 1 where the words end (end of
+# text, an operator, a redirection: BASH_COMMAND lists redirections after the words).
+__glm45_word() {
+  __glm45_f= __glm45_st=
+  while (( __glm45_i < __glm45_n )) && [[ ${__glm45_s:__glm45_i:1} == [[:space:]] ]]; do (( ++__glm45_i )); done
+  __glm45_ws=$__glm45_i
+  while (( __glm45_i < __glm45_n )); do
+    __glm45_c=${__glm45_s:__glm45_i:1}
+    if [[ -z $__glm45_st ]]; then
+      case $__glm45_c in
+        [[:space:]]|';'|'&'|'|'|'<'|'>'|')') break ;;
+        '(')
+          if [[ ${__glm45_s:__glm45_ws:__glm45_i-__glm45_ws} =~ $__glm45_assign$ ]]; then
+            __glm45_st=a; (( ++__glm45_i )); continue
+          fi
+          break ;;
+      esac
+    fi
+    case ${__glm45_st: -1}$__glm45_c in
+      *\\) (( __glm45_i += 2 )); __glm45_f+=q ;;
+      d\") __glm45_st=${__glm45_st%?}; (( ++__glm45_i )) ;;
+      *\") __glm45_st+=d; __glm45_f+=q; (( ++__glm45_i )) ;;
+      d\') (( ++__glm45_i )) ;;
+      *\')
+        __glm45_r=${__glm45_s:__glm45_i+1}
+        if [[ $__glm45_r != *\'* ]]; then __glm45_f+=x; __glm45_i=$__glm45_n; break; fi
+        __glm45_r=${__glm45_r%%\'*}; (( __glm45_i += ${#__glm45_r} + 2 )); __glm45_f+=q ;;
+      *\`)
+        __glm45_r=${__glm45_s:__glm45_i+1}
+        if [[ $__glm45_r != *\`* ]]; then __glm45_f+=x; __glm45_i=$__glm45_n; break; fi
+        __glm45_r=${__glm45_r%%\`*}; (( __glm45_i += ${#__glm45_r} + 2 )); __glm45_f+=c ;;
+      *\$)
+        case ${__glm45_s:__glm45_i+1:1} in
+          '(') __glm45_st+=p; __glm45_f+=c; (( __glm45_i += 2 )) ;;
+          '{') __glm45_st+=b; __glm45_f+=p; (( __glm45_i += 2 )) ;;
+          *) __glm45_f+=p; (( ++__glm45_i )) ;;
+        esac ;;
+      [pa\(]\() __glm45_st+='('; (( ++__glm45_i )) ;;
+      [pa\(]\)|b\}) __glm45_st=${__glm45_st%?}; (( ++__glm45_i )) ;;
+      *) (( ++__glm45_i )) ;;
+    esac
+  done
+  [[ -z $__glm45_st ]] || __glm45_f+=x
+  __glm45_w=${__glm45_s:__glm45_ws:__glm45_i-__glm45_ws}
+  [[ -n $__glm45_w ]] || return 1
+  [[ ! ( $__glm45_w =~ ^[0-9]+$ && ${__glm45_s:__glm45_i:1} == [\<\>] ) ]]
+}
+
+# The words of $__glm45_s from index $__glm45_from into __glm45_argv, expanded as bash
+# would (in the caller's positional parameters) unless a word has a command substitution:
+# that one stays as written, as nothing may run here.
+__glm45_words_from() {
+  __glm45_argv=() __glm45_i=$__glm45_from
+  while __glm45_word; do
+    if [[ $__glm45_f != *[cx]* ]] && eval "__glm45_xp $__glm45_w" 2>/dev/null; then
+      __glm45_argv+=("${__glm45_e[@]}")
+    else
+      __glm45_argv+=("$__glm45_w")
+    fi
+  done
+}
+__glm45_xp() { __glm45_e=("$@"); }
+
+# Skip the command from word index $__glm45_from on: record its words, noting $__glm45_why.
+# Called with the positional parameters of the command's context, for the expansion.
+__glm45_block() {
+  __glm45_words_from "$@"
+  if (( ${#__glm45_argv[@]} )) && [[ ${__glm45_argv[0]} == "$__glm45_shims"/* ]]; then
+    __glm45_argv[0]=${__glm45_argv[0]##*/}
+  fi
+  __glm45_record "$__glm45_why" "${__glm45_argv[@]}"
+  if [[ $__glm45_mode == exec ]]; then __glm45_eval='exit 0'; fi
+  return 0
+}
+
+# Called by the DEBUG trap with the positional parameters of the command's context. Returns
+# 1: run $BASH_COMMAND; 0: skip it (the trap then evals $__glm45_eval).
+__glm45_check() {
+  __glm45_s=$BASH_COMMAND __glm45_eval= __glm45_mode=
+  case $__glm45_s in
+    *'/dev/tcp/'*|*'/dev/udp/'*)
+      __glm45_note "skipped a command using /dev/tcp or /dev/udp (network): ${__glm45_s:0:200}"
+      return 0 ;;
+  esac
+  if [[ $__glm45_s =~ $__glm45_fast ]]; then
+    __glm45_w=${BASH_REMATCH[1]}
+    case $__glm45_w in
+      exec|command|builtin|trap|set|shopt|enable) ;;
+      *)
+        if declare -F -- "$__glm45_w" >/dev/null || [[ -n ${__glm45_builtin[$__glm45_w]-} ]] \
+          || __glm45_path_ok "$__glm45_w"; then
+          return 1
+        fi ;;
+    esac
+  fi
+  case $__glm45_s in '(('*|'[['*) return 1 ;; esac
+  __glm45_i=0 __glm45_n=${#__glm45_s}
+  while __glm45_word; do
+    if [[ -z $__glm45_mode && $__glm45_w =~ $__glm45_assign ]]; then continue; fi
+    if [[ $__glm45_w == -* && $__glm45_f != *[pcx]* && -n $__glm45_mode ]]; then
+      case $__glm45_mode:$__glm45_w in
+        command:*[vV]*) return 1 ;;
+        command:*p*) __glm45_cmd=1 ;;
+        exec:-a) __glm45_word || return 1 ;;
+      esac
+      continue
+    fi
+    __glm45_c=$__glm45_ws
+    if [[ $__glm45_f == *[cx]* ]]; then
+      __glm45_from=$__glm45_c __glm45_why="recorded a command whose name comes from a command substitution (not checked; not run)"; __glm45_block "$@"
+      return 0
+    fi
+    if [[ $__glm45_f == *[pq]* || $__glm45_w == *[\*\?\[~{]* ]]; then
+      if ! eval "__glm45_xp $__glm45_w" 2>/dev/null; then
+        __glm45_from=$__glm45_c __glm45_why="recorded a command whose name could not be checked (not run)"; __glm45_block "$@"
+        return 0
+      fi
+      (( ${#__glm45_e[@]} )) || continue
+      __glm45_w=${__glm45_e[0]}
+      [[ -n $__glm45_w ]] || return 1
+    fi
+    if [[ $__glm45_w == */* ]]; then
+      [[ -n ${__glm45_ok[$__glm45_w]-} ]] && return 1
+      __glm45_from=$__glm45_c __glm45_why="recorded $__glm45_w (called by path; not run)"; __glm45_block "$@"
+      return 0
+    fi
+    case $__glm45_mode:$__glm45_w in
+      *:kill)
+        [[ -z $__glm45_mode ]] && return 1
+        __glm45_from=$__glm45_c __glm45_why="recorded kill (a shell builtin; not run)"; __glm45_block "$@"
+        return 0 ;;
+      builtin:enable|:enable|command:enable)
+        if [[ $__glm45_s =~ [[:space:]]-[[:alpha:]]*f ]]; then
+          __glm45_from=$__glm45_c __glm45_why="recorded enable -f (loads a builtin; not run)"; __glm45_block "$@"
+          return 0
+        fi
+        return 1 ;;
+      builtin:*) return 1 ;;
+      :exec|:command|:builtin) __glm45_mode=$__glm45_w; __glm45_cmd=0; continue ;;
+      *:trap)
+        if [[ $__glm45_s =~ [[:space:]][\"\']?DEBUG[\"\']?([[:space:]]|$) ]]; then
+          __glm45_note "skipped the script's \`${__glm45_s:0:120}\` (the sandbox keeps its DEBUG trap)"
+          return 0
+        fi
+        return 1 ;;
+      *:set)
+        if [[ $__glm45_s =~ [[:space:]]\+[[:alpha:]]*T || $__glm45_s =~ \+o[[:space:]]+functrace ]]; then
+          __glm45_note "skipped the script's \`${__glm45_s:0:120}\` (the sandbox keeps functrace)"
+          return 0
+        fi
+        return 1 ;;
+      *:shopt)
+        if [[ $__glm45_s == *extdebug* && $__glm45_s =~ [[:space:]]-u ]]; then
+          __glm45_note "skipped the script's \`${__glm45_s:0:120}\` (the sandbox keeps extdebug)"
+          return 0
+        fi
+        return 1 ;;
+    esac
+    if [[ $__glm45_mode == command ]] && (( __glm45_cmd )); then
+      __glm45_from=$__glm45_c __glm45_why="recorded command -p $__glm45_w (default PATH; not run)"; __glm45_block "$@"
+      return 0
+    fi
+    if [[ -z $__glm45_mode ]] && declare -F -- "$__glm45_w" >/dev/null; then return 1; fi
+    if [[ $__glm45_mode != exec && -n ${__glm45_builtin[$__glm45_w]-} ]]; then return 1; fi
+    if __glm45_path_ok "$__glm45_w"; then
+      [[ $__glm45_mode != exec || -n $__glm45_p ]] && return 1
+      __glm45_from=$__glm45_c __glm45_why="recorded exec $__glm45_w (not on the sandbox PATH; not run)"; __glm45_block "$@"
+      return 0
+    fi
+    __glm45_from=$__glm45_c __glm45_why="recorded $__glm45_w (PATH finds it at $__glm45_p, outside the sandbox; not run)"; __glm45_block "$@"
+    return 0
+  done
+  return 1
+}
+
+readonly -f __glm45_note __glm45_record command_not_found_handle kill __glm45_path_ok env sed sort \
+  uniq date hostname awk __glm45_word __glm45_words_from __glm45_xp __glm45_block __glm45_check
+set -T
+trap '{ shopt -s extdebug; ! __glm45_check "$@"; } 2>/dev/null || { eval "$__glm45_eval"; ! :; }' DEBUG
+"""
+
+# Run as `python -I -S LAUNCHER NOTES GRACE WRITABLE... -- BASH SCRIPT`, in its own session.
+# It tries new user, mount, PID and network namespaces; on failure it notes why and execs
+# BASH SCRIPT as is. Otherwise: the filesystem read-only but WRITABLE..., then a child (PID 1
+# of the new namespace: a fresh /proc, reaps orphans) runs the script without capabilities;
+# once the script ends, processes it left get GRACE seconds before the namespace dies (which
+# kills them all). Exit status: the script's (by the same signal when it was killed).
+_LAUNCHER = r"""
+import ctypes, os, re, signal, sys, time
+
+notes, grace = sys.argv[1], float(sys.argv[2])
+cut = sys.argv.index("--")
+writable, argv = sys.argv[3:cut], sys.argv[cut + 1:]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_void_p]
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
+KEEP = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024,
+        "nodiratime": 2048, "relatime": 1 << 21, "strictatime": 1 << 24}
+PSEUDO = {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs",
+          "securityfs", "pstore", "bpf", "autofs", "binfmt_misc", "fusectl", "configfs",
+          "hugetlbfs", "efivarfs", "nsfs", "rpc_pipefs", "selinuxfs"}
+
+
+def note(text):
+    with open(notes, "a") as f:
+        f.write(text + "\n")
+
+
+def fail(what):
+    return f"{what}: {os.strerror(ctypes.get_errno())}"
+
+
+def mount(src, target, fstype, flags):
+    enc = lambda s: None if s is None else os.fsencode(s)
+    return libc.mount(enc(src), enc(target), enc(fstype), flags, None) == 0
+
+
+def unshare():
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(0x10000000 | 0x20000 | 0x20000000 | 0x40000000) != 0:
+        problem = fail("unshare")
+        if uid != 0 or libc.unshare(0x20000 | 0x20000000 | 0x40000000) != 0:
+            return problem
+    else:
+        try:
+            with open("/proc/self/setgroups", "w") as f:
+                f.write("deny")
+            with open("/proc/self/uid_map", "w") as f:
+                f.write(f"{uid} {uid} {4294967295 if uid == 0 else 1}")
+            with open("/proc/self/gid_map", "w") as f:
+                f.write(f"{gid} {gid} {4294967295 if uid == 0 else 1}")
+        except OSError as exc:
+            return f"user namespace map: {exc.strerror}"
+    if not mount(None, "/", None, MS_REC | MS_PRIVATE):
+        return fail("mount")
+    return None
+
+
+def read_only():
+    # every mount read-only, except binds of the writable directories (made first)
+    with open("/proc/self/mountinfo", "rb") as f:
+        mounts = []
+        for line in f:
+            left, _, right = line.partition(b" - ")
+            fields = left.split()
+            target = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[4])
+            mounts.append((target, fields[5].split(b","), right.split()[0].decode()))
+    problems = []
+    for path in writable:
+        if not mount(path, path, None, MS_BIND | MS_REC):
+            problems.append(fail(f"could not keep {path} writable (bind)"))
+    marks = [os.fsencode(w).rstrip(b"/") + b"/" for w in writable]
+    for target, opts, fstype in mounts:
+        if b"ro" in opts or any((target + b"/").startswith(m) for m in marks):
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        for opt in opts:
+            flags |= KEEP.get(opt.decode(), 0)
+        if not mount(target, target, None, flags) and fstype not in PSEUDO:
+            problems.append(fail(f"could not make {os.fsdecode(target)} read-only"))
+    return problems
+
+
+def live_children():
+    try:
+        return sum(1 for p in os.listdir("/proc") if p.isdigit() and p != "1")
+    except OSError:
+        return -1
+
+
+def init(status_w):
+    # PID 1 of the new PID namespace
+    own_proc = mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    child = os.fork()
+    if child == 0:
+        last = 40
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                last = int(f.read())
+        except (OSError, ValueError):
+            pass
+        for cap in range(last + 1):
+            libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+        os.execv(argv[0], argv)
+    status = 0
+    while True:
+        pid, st = os.waitpid(-1, 0)
+        if pid == child:
+            status = st
+            break
+    deadline = time.monotonic() + grace
+    left = True
+    while left and time.monotonic() < deadline:
+        try:
+            while True:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+        except ChildProcessError:
+            left = False
+            break
+        time.sleep(0.02)
+    if left:
+        count = live_children() if own_proc else -1
+        note(f"killed {count if count > 0 else 'the'} process(es) left running by the script")
+    os.write(status_w, str(status).encode())
+    os._exit(0)
+
+
+problem = unshare()
+if problem:
+    note(f"ran without namespace isolation ({problem}): only the PATH allowlist and the bash hooks "
+         "kept commands from running")
+    os.execv(argv[0], argv)
+for problem in read_only():
+    note(problem)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    try:
+        init(w)
+    finally:
+        os._exit(70)
+os.close(w)
+os.waitpid(pid, 0)
+data = os.read(r, 64)
+status = int(data) if data else 70 << 8
+if os.WIFSIGNALED(status):
+    sig = os.WTERMSIG(status)
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 70)
+"""
+
+
 @dataclass
 class Recording:
     """What a script did under the shims."""
@@ -104,6 +639,89 @@ def canonical(invocations: Recording | Iterable[Sequence[str]]) -> list[list[str
     return head + fan_out
 
 
+_NAMESPACES = True
+"""Try the namespace layer (tests turn it off to check the bash layer on its own)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _bash_builtins(bash: str) -> tuple[str, ...]:
+    """Builtins and reserved words of ``bash``."""
+    try:
+        out = subprocess.run([bash, "-c", "compgen -b; compgen -k"], capture_output=True, text=True,
+                             timeout=10, stdin=subprocess.DEVNULL, env={"PATH": _DEFAULT_PATH}).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return tuple(sorted(set(out.split()) | {"kill", "exec", "command", "builtin", "eval", "source", "."}))
+
+
+@functools.lru_cache(maxsize=8)
+def _sed_sandbox(sed: str) -> bool:
+    """Whether ``sed`` has ``--sandbox`` (GNU sed: no e/r/w commands)."""
+    try:
+        return subprocess.run([sed, "--sandbox", "-n", "p"], input="", capture_output=True, timeout=10,
+                              text=True).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _bash_assoc(keys: Iterable[str]) -> str:
+    return " ".join(f"[{shlex.quote(k)}]=1" for k in keys)
+
+
+def _sandbox(root: Path, names: list[str], log: Path, inherited_path: str, scripts: Iterable[Path],
+             caller_bash_env: str | None, bash: str) -> tuple[str, Path]:
+    """Build shims, the tool allowlist and the hooks under ``root``: (PATH, hooks file)."""
+    shim_dir, safe_dir, guarded_dir = root / "bin", root / "safe", root / "guarded"
+    for d in (shim_dir, safe_dir, guarded_dir):
+        d.mkdir()
+    recorder = root / "recorder.py"
+    recorder.write_text(_RECORDER)
+    ok: list[str] = []
+    for name in names:
+        shim = shim_dir / name
+        words = [sys.executable, "-I", "-S", str(recorder), str(log), name]
+        shim.write_text("#!/bin/sh\nexec " + " ".join(map(shlex.quote, words)) + ' "$@"\n')
+        shim.chmod(0o755)
+        ok.append(str(shim))
+    hook_recorder = root / "record-argv"
+    words = [sys.executable, "-I", "-S", str(recorder), str(log)]
+    hook_recorder.write_text("#!/bin/sh\nexec " + " ".join(map(shlex.quote, words)) + ' "$@"\n')
+    hook_recorder.chmod(0o755)
+    ok.append(str(hook_recorder))
+    sed_opts = ""
+    for name in SAFE_TOOLS:
+        if name in names:
+            continue
+        real = shutil.which(name, path=inherited_path)
+        if real is None:
+            continue
+        if name in _GUARDED:
+            (guarded_dir / name).symlink_to(real)
+            ok.append(str(guarded_dir / name))
+            if name == "sed" and _sed_sandbox(real):
+                sed_opts = "--sandbox"
+        else:
+            (safe_dir / name).symlink_to(real)
+            ok += [str(safe_dir / name), real]
+    ok += [str(s) for s in scripts]
+    values = {
+        "@CALLER@": f"source {shlex.quote(caller_bash_env)}" if caller_bash_env else "",
+        "@RECORDER@": shlex.quote(str(hook_recorder)),
+        "@NOTES@": shlex.quote(str(root / "notes")),
+        "@GUARDED@": shlex.quote(str(guarded_dir)),
+        "@SHIMS@": shlex.quote(str(shim_dir)),
+        "@SED_OPTS@": sed_opts,
+        "@OK@": _bash_assoc(dict.fromkeys(ok)),
+        "@BUILTINS@": _bash_assoc(_bash_builtins(bash)),
+    }
+    hooks_text = _HOOKS
+    for key, value in values.items():
+        hooks_text = hooks_text.replace(key, value)
+    hooks = root / "hooks.bash"
+    hooks.write_text(hooks_text)
+    return f"{shim_dir}{os.pathsep}{safe_dir}", hooks
+
+
 def record_script(
     script: Path,
     *,
@@ -114,11 +732,13 @@ def record_script(
     timeout: float = 30,
     commands: Iterable[str] = DEFAULT_RECORDED,
 ) -> Recording:
-    """Run ``bash SCRIPT`` under argv-recording shims and return what it invoked.
+    """Run ``bash SCRIPT`` in the recording sandbox (see the module) and return what it invoked.
 
     Environment: ``env`` is the whole environment apart from a few basics taken from ours
-    (HOME, LANG, LC_*, TMPDIR, USER, LOGNAME, TERM) and ``PATH`` (shim dir first, then
-    ``env["PATH"]`` or ours). Nothing else leaks in, so unset variables really are unset.
+    (HOME, LANG, LC_*, TMPDIR, USER, LOGNAME, TERM), ``PATH`` (the shim directory, then the
+    allowlisted tools found on ``env["PATH"]`` or ours) and ``BASH_ENV`` (the hooks, which
+    first source ``env["BASH_ENV"]`` if given). Nothing else leaks in, so unset variables
+    really are unset.
 
     Hostfile: when ``hostfile`` is given, ``$hostfile_var`` (empty: none) is set to it, and if
     the script text contains the literal ``/root/mpi_rack_hostfile`` a rewritten copy runs
@@ -130,12 +750,13 @@ def record_script(
     rewritten. Choose a hostfile path without spaces or glob characters: the recipe expands
     it unquoted.
 
-    Process control: stdin is /dev/null; the script runs in its own session/process group,
-    with stdout/stderr sent to files (a background child keeping a pipe open cannot hang
-    us). On timeout the whole group is SIGKILLed; after a normal exit, processes still in the
-    group get a short grace period, then are SIGKILLed too.
+    Process control: stdin is /dev/null; the script runs in its own session/process group
+    (and PID namespace when available), with stdout/stderr sent to files (a background child
+    keeping a pipe open cannot hang us). On timeout the whole group is SIGKILLed; after a
+    normal exit, processes still running get a short grace period, then are SIGKILLed too.
 
-    ``cwd`` defaults to a fresh empty directory (globs like ``[0]*3+[1]*89`` stay literal).
+    ``cwd`` defaults to a fresh empty directory (globs like ``[0]*3+[1]*89`` stay literal);
+    with namespaces, a given ``cwd`` is read-only like the rest of the filesystem.
     """
     names = list(dict.fromkeys(commands))
     for name in names:
@@ -149,21 +770,8 @@ def record_script(
     with tempfile.TemporaryDirectory(prefix="glm45-record-") as tmp:
         root = Path(tmp)
         log = root / "argv.jsonl"
-        shim_dir = root / "bin"
-        shim_dir.mkdir()
-        recorder = root / "recorder.py"
-        recorder.write_text(_RECORDER)
-        for name in names:
-            shim = shim_dir / name
-            words = [sys.executable, "-I", "-S", str(recorder), str(log), name]
-            shim.write_text("#!/bin/sh\nexec " + " ".join(map(shlex.quote, words)) + ' "$@"\n')
-            shim.chmod(0o755)
-
         run_env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
         run_env.update(env)
-        inherited_path = env.get("PATH") or os.environ.get("PATH") or _DEFAULT_PATH
-        run_env["PATH"] = f"{shim_dir}{os.pathsep}{inherited_path}"
-
         target = script
         if hostfile is not None:
             hostfile_abs = Path(hostfile).absolute()
@@ -176,13 +784,32 @@ def record_script(
                 rewritten = text.replace(literal, os.fsencode(hostfile_abs))
                 target = _mirror(script, rewritten, root / "mirror", notes)
 
+        inherited_path = env.get("PATH") or os.environ.get("PATH") or _DEFAULT_PATH
+        caller_bash_env = env.get("BASH_ENV") or None
+        run_env["PATH"], hooks = _sandbox(root, names, log, inherited_path, dict.fromkeys([target, script]),
+                                          caller_bash_env, bash)
+        run_env["BASH_ENV"] = str(hooks)
+        writable = [str(root)]
+        if caller_bash_env:  # the caller's hook may write beside itself, in its own temporary dir
+            hook_dir = os.path.realpath(os.path.dirname(os.path.abspath(caller_bash_env)))
+            temp = os.path.realpath(tempfile.gettempdir())
+            if hook_dir != temp and os.path.commonpath([hook_dir, temp]) == temp:
+                writable.append(hook_dir)
+
         workdir = Path(cwd) if cwd is not None else root / "cwd"
         workdir.mkdir(exist_ok=True)
+        argv = [bash, str(target)]
+        if _NAMESPACES:
+            launcher = root / "launcher.py"
+            launcher.write_text(_LAUNCHER)
+            argv = [sys.executable, "-I", "-S", str(launcher), str(root / "notes"), str(_LEFTOVER_GRACE_S),
+                    *writable, "--", *argv]
         out_path, err_path = root / "stdout", root / "stderr"
         timed_out = False
+        after: list[str] = []
         with out_path.open("wb") as out_f, err_path.open("wb") as err_f:
             proc = subprocess.Popen(
-                [bash, str(target)],
+                argv,
                 cwd=workdir,
                 env=run_env,
                 stdin=subprocess.DEVNULL,
@@ -196,16 +823,21 @@ def record_script(
                 timed_out = True
                 _kill_group(proc.pid)
                 returncode = proc.wait()
-                notes.append(f"timed out after {timeout:g} s; process group killed")
+                after.append(f"timed out after {timeout:g} s; process group killed")
             deadline = time.monotonic() + _LEFTOVER_GRACE_S
             while (left := _group_members(proc.pid)) and time.monotonic() < deadline:
                 time.sleep(0.02)
             if left:
                 _kill_group(proc.pid)
                 if not timed_out:
-                    notes.append(f"killed {len(left)} process(es) left running by the script")
+                    after.append(f"killed {len(left)} process(es) left running by the script")
         if not timed_out and returncode != 0:
-            notes.append(f"script exited with status {returncode}")
+            after.append(f"script exited with status {returncode}")
+        notes_path = root / "notes"
+        if notes_path.exists():
+            sandbox_notes = notes_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            notes += [n for n in dict.fromkeys(sandbox_notes) if n]
+        notes += after
 
         invocations: list[list[str]] = []
         log_text = log.read_text(encoding="ascii", errors="replace") if log.exists() else ""

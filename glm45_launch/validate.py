@@ -17,6 +17,7 @@ and ``up`` (refusing unless ``--force``) run; preflight can reuse ``check_args``
 from __future__ import annotations
 
 import ast
+import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -505,19 +506,36 @@ def _trainer(args: TrainArgs, add: _Add, sizes: _Sizes) -> None:
 
     if args.has("--save-interval") and not args.text("--save"):
         add("save", ["--save-interval", "--save"], "--save-interval needs --save (a checkpoint directory)")
-    if args.has("--eval-interval"):
-        data = args.values("--eval-prompt-data")
-        if not data and not args.has("--eval-config"):
-            add("eval", ["--eval-interval", "--eval-prompt-data"],
-                "--eval-interval needs --eval-prompt-data NAME PATH [NAME PATH ...] (or --eval-config)")
     data = args.values("--eval-prompt-data")
-    if data and len(data) > 1 and len(data) % 2:
-        add("eval", ["--eval-prompt-data"],
-            f"--eval-prompt-data takes NAME PATH pairs, got {len(data)} words: {' '.join(data)}")
+    if args.has("--eval-interval") and not data and not args.has("--eval-config"):
+        add("eval", ["--eval-interval", "--eval-prompt-data"],
+            "--eval-interval needs --eval-prompt-data NAME PATH [NAME PATH ...] (or --eval-config)")
+    elif data is not None and (len(data) < 2 or len(data) % 2):
+        # slime/miles read it as NAME PATH pairs: an even number of words, at least two.
+        words = f"{len(data)} word{'' if len(data) == 1 else 's'}" + (f": {' '.join(data)}" if data else "")
+        add("eval", ["--eval-prompt-data"], f"--eval-prompt-data takes NAME PATH pairs, got {words}")
     if args.has("--moe-enable-deepep") and args.text("--moe-token-dispatcher-type") not in ("flex", None):
         add("dispatcher", ["--moe-enable-deepep", "--moe-token-dispatcher-type"],
             f"--moe-enable-deepep needs --moe-token-dispatcher-type flex (the last one given is "
             f"{args.text('--moe-token-dispatcher-type')})")
+
+
+def local_only_address(host: str) -> str | None:
+    """"a loopback" / "an unspecified" when ``host`` means this machine wherever it is used
+    (127.x, ::1, localhost, 0.0.0.0, ::), else None. Pure: names other than localhost are
+    not resolved."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return "a loopback"
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified:
+        return "an unspecified"
+    return "a loopback" if ip.is_loopback else None
 
 
 def check_plan(plan: Plan) -> list[Problem]:
@@ -536,6 +554,15 @@ def check_plan(plan: Plan) -> list[Problem]:
         out.append(Problem("gpus-per-node", (GPUS, "--gpus-per-node"),
                            f"{GPUS} {gpus} but the nodes have {plan.gpus_per_node} GPU(s) "
                            "(hostfile slots / --gpus-per-node): the job would wait for GPUs that never come"))
+    kind = local_only_address(plan.head)
+    workers = plan.worker_steps
+    if kind and workers:
+        join = next((w for c in workers[0].commands for w in c if w.startswith("--address=")),
+                    f"--address={plan.head}:{dict(plan.settings).get('ray port', '6379')}")
+        out.append(Problem("head-address", ("--head",),
+                           f"--head {plan.head} is {kind} address but {len(workers)} worker(s) join the cluster: "
+                           f"workers would run ray start {join} and join themselves (give the head's address "
+                           "on the cluster network: --head or MLP_WORKER_0_HOST)"))
     seen: set[str] = set()
     for name, value in plan.env_vars:
         if not _ENV_NAME.match(name):

@@ -370,7 +370,8 @@ def shape_recipe(
         if not has_flag(grpo, R3_FLAG):
             groups["GRPO"] = grpo + (R3_FLAG,)
 
-    shaped = replace(base, groups=groups, env_vars=env, defaults=defaults)
+    shaped = replace(base, groups=groups, env_vars=env, defaults=defaults,
+                     name=f"{recipe.name.removesuffix('-bash')}-python" if python else recipe.name)
     arg_changes, env_changes = group_changes(base, shaped) if not variant.is_default else ([], [])
     applied = apply_overrides(shaped, overrides)
     warnings += applied.warnings

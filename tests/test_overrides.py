@@ -227,12 +227,40 @@ def test_partial_recipe_file_takes_the_rest_from_the_bash_recipe() -> None:
     ("[env_vars]\nX = 1", "r.toml: env_vars.X: expected a string, got an integer 1"),
     ('submit = ["ray", "job", "submit"]', "r.toml: submit: must end with '--'"),
     ("entry = []", "r.toml: entry: empty"),
+    ("defaults = 1", "r.toml: [defaults]: expected a table of strings, got an integer"),
+    ('[defaults]\nray_port = "abc"', "r.toml: [defaults] ray_port: expected a port number 1-65535, got 'abc'"),
+    ("[defaults]\nray_port = 0", "r.toml: [defaults] ray_port: expected a port number 1-65535, got '0'"),
+    ('[defaults]\ndashboard_port = "65536"',
+     "r.toml: [defaults] dashboard_port: expected a port number 1-65535, got '65536'"),
+    ('[defaults]\ndashboard_port = "6379"', "r.toml: [defaults] dashboard_port: 6379 is also the ray_port"),
+    ('[defaults]\ndashboard_host = "not a host"',
+     "r.toml: [defaults] dashboard_host: 'not a host' is not an IPv4/IPv6 address or a DNS name"),
+    ('[defaults]\nactor_num_nodes = "0"', "r.toml: [defaults] actor_num_nodes: expected a whole number >= 1, got '0'"),
+    ("[defaults]\nactor_num_nodes = true", "r.toml: [defaults] actor_num_nodes: expected a string, got a boolean True"),
+    ('[defaults]\nentry = ""', 'r.toml: [defaults] entry: empty (want a script path, e.g. "train.py")'),
+    ('[defaults]\nentry = " train.py"', "r.toml: [defaults] entry: ' train.py': leading or trailing whitespace"),
+    ('[defaults]\nraypot = "1"', "r.toml: [defaults] raypot: unknown key (known: actor_num_nodes, ray_port, "
+                                 "dashboard_port, dashboard_host, entry)"),
 ])
 def test_recipe_file_errors(text: str, message: str) -> None:
     with pytest.raises(LaunchError) as err:
         parse_recipe_text(text, "r.toml")
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def test_recipe_file_defaults_merge_over_the_bash_recipe(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """[defaults] changes only the keys it names (it once replaced the table: KeyError, exit 70)."""
+    recipe = parse_recipe_text('[defaults]\nray_port = 6380\ndashboard_host = "127.0.0.1"\n', "d.toml")
+    assert recipe.defaults == {**BASH_RECIPE.defaults, "ray_port": "6380", "dashboard_host": "127.0.0.1"}
+    plan = plan_with(recipe=recipe)
+    assert dict(plan.settings)["ray port"] == "6380" and dict(plan.settings)["dashboard"] == "127.0.0.1:8265"
+    assert f"--address={HEAD}:6380" in plan.worker_steps[0].commands[-1]
+    path = tmp_path / "bad.toml"
+    path.write_text('[defaults]\nray_port = "abc"\n')
+    code, out, err = cli(capsys, tmp_path, "--recipe", str(path))
+    assert code == 2 and out == ""
+    assert err == f"glm45-launch: error: {path}: [defaults] ray_port: expected a port number 1-65535, got 'abc'\n"
 
 
 def test_recipe_file_io_errors(tmp_path: Path) -> None:
@@ -257,5 +285,6 @@ WORD = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
                                                                            fullmatch=True), WORD, max_size=4))
 def test_any_words_round_trip_through_toml(words: list[str], env: dict[str, str]) -> None:
     recipe = replace(BASH_RECIPE, groups={**BASH_RECIPE.groups, "MISC": tuple(words)},
-                     env_vars=tuple(env.items()), train_prefix=tuple(words), defaults={"k": "".join(words)})
+                     env_vars=tuple(env.items()), train_prefix=tuple(words),
+                     defaults={**BASH_RECIPE.defaults, "entry": "e" + "".join(words).strip()})
     assert parse_recipe_text(dump_recipe(recipe), "x.toml") == recipe

@@ -25,6 +25,7 @@ from glm45_launch.validate import (
     pipeline_split,
     require_valid,
 )
+from glm45_launch.variants import Variant
 
 HEAD = "10.0.0.1"
 HOSTS8 = [f"10.0.0.{i}" for i in range(1, 9)]
@@ -133,6 +134,8 @@ BROKEN: list[tuple[str, dict[str, Any], str]] = [
     ("eval-needs-data", {"--eval-prompt-data": None}, "--eval-interval needs --eval-prompt-data NAME PATH"),
     ("eval-pairs", {"--eval-prompt-data": ("aime", "/d/aime.jsonl", "math")},
      "--eval-prompt-data takes NAME PATH pairs, got 3 words"),
+    ("eval-one-word", {"--eval-prompt-data": "/d/aime.jsonl"},
+     "--eval-prompt-data takes NAME PATH pairs, got 1 word: /d/aime.jsonl"),
     ("bad-float", {"--lr": "abc"}, "--lr 'abc' is not a number"),
     ("bad-int", {"--num-layers": "ninety-two"}, "--num-layers 'ninety-two' is not a whole number"),
     ("missing-value", {"--rollout-batch-size": ()}, "--rollout-batch-size needs a value"),
@@ -199,6 +202,98 @@ def test_runtime_env_names() -> None:
     assert messages(plan_with(recipe=recipe)) == [
         "runtime env: NCCL_IB_TC is given twice", "runtime env: 'BAD-NAME' is not an environment variable name",
     ]
+
+
+@pytest.mark.parametrize(("head", "kind"), [
+    ("127.0.0.1", "a loopback"), ("127.0.1.1", "a loopback"), ("::1", "a loopback"), ("localhost", "a loopback"),
+    ("LocalHost.", "a loopback"), ("::ffff:127.0.0.1", "a loopback"), ("0.0.0.0", "an unspecified"),
+    ("::", "an unspecified"),
+])
+def test_loopback_head_with_workers(head: str, kind: str) -> None:
+    plan = build_plan(LaunchSpec(hostfile=hostfile(HOSTS8), head=head, base_dir="/data/glm", workdir="/w"))
+    problems = [p for p in check_plan(plan) if p.code == "head-address"]
+    assert problems == [Problem("head-address", ("--head",), (
+        f"--head {head} is {kind} address but 8 worker(s) join the cluster: workers would run ray start "
+        f"--address={head}:6379 and join themselves (give the head's address on the cluster network: --head or "
+        "MLP_WORKER_0_HOST)"))]
+    # Alone, the head may be anything: nobody has to reach it.
+    alone = build_plan(LaunchSpec(hostfile=hostfile([head]), head=head, base_dir="/data/glm", workdir="/w",
+                                  actor_num_nodes=1))
+    assert "head-address" not in [p.code for p in check_plan(alone)]
+
+
+def test_routable_heads_are_not_loopback() -> None:
+    from glm45_launch.validate import local_only_address
+
+    for host in ("10.0.0.1", "node-1", "localhost-1", "my.localhost.example", "::ffff:10.0.0.1", "2001:db8::1"):
+        assert local_only_address(host) is None, host
+
+
+# --- the shipped variants ----------------------------------------------------------------------
+
+HW_GPUS = {None: 8, "H100": 8, "GB200": 4, "GB300": 4}
+
+
+def variant_cases() -> list[tuple[str, str, str | None, int]]:
+    """model × profile × hardware × nodes (1, 2, 4, 8) where the variant takes that many nodes:
+    the python profile runs on Blackwell only (the H100 default is refused), at any count
+    (RECIPE.md §5 table); the bash recipe is an 8-node recipe (--actor-num-nodes 8)."""
+    cases = []
+    for model in (DEFAULT_MODEL, AIR):
+        for hardware in HW_GPUS:
+            cases += [(model, "bash", hardware, 8)]
+            if hardware in ("GB200", "GB300"):
+                cases += [(model, "python", hardware, n) for n in (1, 2, 4, 8)]
+    return cases
+
+
+def known_problems(model: str, profile: str, hardware: str | None, nodes: int) -> list[str]:
+    """The problem codes each shipped variant is known to have (in check_plan's order)."""
+    codes = []
+    if profile == "bash":
+        if HW_GPUS[hardware] == 4:
+            # TP8 × PP4 × CP2 = 64 GPUs per replica and ETP1 × EP16 × PP4 = 64, on 8 × 4 GPUs.
+            codes += ["data-parallel", "expert-layout"]
+        if model == AIR:
+            codes += ["pipeline-split"]  # GLM-4.5-Air's 46 layers over PP 4
+    elif nodes == 8:
+        # RECIPE.md §5: TP4 × PP8 × CP2 = 64 GPUs (and EP8 × PP8 = 64) on 8 × 4 GPUs; and
+        # PP 8 splits neither 92 nor 46 layers evenly.
+        codes += ["data-parallel", "expert-layout", "pipeline-split"]
+    return codes
+
+
+@pytest.mark.parametrize(("model", "profile", "hardware", "nodes"), variant_cases(),
+                         ids=[f"{m.split('-')[1]}-{p}-{h or 'default'}-{n}n" for m, p, h, n in variant_cases()])
+def test_shipped_variants_validate_or_have_only_their_known_problems(
+    model: str, profile: str, hardware: str | None, nodes: int,
+) -> None:
+    hosts = [f"10.0.0.{i}" for i in range(1, nodes + 1)]
+    plan = build_plan(LaunchSpec(
+        hostfile=hostfile(hosts, HW_GPUS[hardware]), head=HEAD, base_dir="/data/glm", workdir="/w", model=model,
+        variant=Variant(profile=profile, hardware=hardware),
+    ))
+    problems = check_plan(plan)
+    assert [p.code for p in problems] == known_problems(model, profile, hardware, nodes), problems
+    settings = dict(plan.settings)
+    assert settings["recipe"] == ("glm45-python" if profile == "python" else "glm45-bash")
+    assert int(settings["nodes"]) == nodes and int(settings["GPUs per node"]) == HW_GPUS[hardware]
+
+
+def test_the_variant_matrix_is_complete() -> None:
+    cases = variant_cases()
+    assert len(cases) == 2 * 4 + 2 * 2 * 4 and len(set(cases)) == len(cases)
+    # the python profile on the H100 default is refused, not validated
+    with pytest.raises(LaunchError, match="Blackwell-only"):
+        build_plan(LaunchSpec(hostfile=hostfile(HOSTS8), head=HEAD, base_dir="/b", variant=Variant(profile="python")))
+
+
+def test_validate_names_the_profile(golden_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    four = golden_env.parent / "gb200"
+    four.write_text("".join(f"{h} slots=4\n" for h in HOSTS8[:4]))
+    assert main(["validate", "--hostfile", str(four), "--profile", "python", "--hardware", "GB200", "--no-libs"]) == 0
+    assert capsys.readouterr().out == \
+        "OK: glm45-python / glm4.5-355B-A32B: 4 actor node(s) x 4 GPUs, 4 node(s) in the cluster\n"
 
 
 def test_air_on_8_nodes_needs_an_uneven_pipeline() -> None:
@@ -302,21 +397,34 @@ def test_plan_lists_problems_as_warnings(golden_env: Path, capsys: pytest.Captur
     assert [w for w in json.loads(capsys.readouterr().out)["warnings"] if "invalid" in w] == []
 
 
+HEAVY = ("rich", "ray", "fabric", "paramiko", "invoke", "torch", "megatron", "sglang", "glm45_launch.validate_libs")
+
+
 def test_plan_stays_fast_and_light(golden_env: Path) -> None:
-    """`plan` must not import the validation libraries (or anything heavy)."""
+    """`plan` imports nothing heavy (rich, Ray, Fabric/Paramiko, torch, the validation
+    libraries) and `glm45-launch plan` on the 8-node golden hostfile takes < 0.5 s, start-up
+    included (median of 5 runs; ~0.15 s here)."""
+    import statistics
     import subprocess
     import sys
 
     code = ("import json, sys; from glm45_launch.cli import main; "
             f"rc = main(['plan', '--hostfile', {str(golden_env)!r}]); "
-            "heavy = [m for m in ('torch', 'megatron', 'sglang', 'glm45_launch.validate_libs', 'ray', 'fabric') "
-            "if m in sys.modules]; "
+            f"heavy = [m for m in {HEAVY!r} if m in sys.modules]; "
             "print(json.dumps([rc, heavy]), file=sys.stderr)")
-    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    wall = time.perf_counter() - start
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == [0, []], proc.stderr
-    assert wall < 2.0  # the whole interpreter; `plan` itself measures ~0.2 s
+
+    script = Path(sys.executable).with_name("glm45-launch")  # the console script pip installed
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "glm45_launch"]
+    walls = []
+    for _ in range(5):
+        start = time.perf_counter()
+        run = subprocess.run([*argv, "plan", "--hostfile", str(golden_env)], capture_output=True, text=True,
+                             timeout=60)
+        walls.append(time.perf_counter() - start)
+        assert run.returncode == 0 and run.stdout.startswith("Launch plan"), run.stderr
+    assert statistics.median(walls) < 0.5, walls
 
 
 # --- with the real libraries -----------------------------------------------------------------
