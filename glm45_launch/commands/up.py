@@ -27,6 +27,10 @@ from ..options import plan_options, pop_plan_options, spec_from_options, ssh_fro
 @click.option("--force", is_flag=True, help="Launch even when `glm45-launch validate` finds problems.")
 @click.option("--no-overlap", is_flag=True,
               help="Start workers only after `ray start --head` returns (the bash recipe's order).")
+@click.option("--min-free-gb", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Preflight: free space needed in /tmp (Ray's temp dir) on every host.")
+@click.option("--require-gpus", is_flag=True,
+              help="Preflight: no nvidia-smi or no NVLink is a failure (default: a warning).")
 @click.option("--skip-preflight", is_flag=True,
               help="Start without `glm45-launch preflight` (by default up starts nothing if a host fails it).")
 def up(**kwargs: Any) -> int:
@@ -69,6 +73,7 @@ def up(**kwargs: Any) -> int:
 
         # Host checks first: a failure raises before anything is started or stopped. The
         # megatron-core/sglang config checks (~10 s of imports) are `preflight`/`validate`'s.
-        preflight_or_raise(plan, ssh, PreflightOptions(parallel=kwargs["parallel"], libs=False), run_dir,
-                           Console().rich)
+        checks = PreflightOptions(parallel=kwargs["parallel"], libs=False, min_free_gb=kwargs["min_free_gb"],
+                                  require_gpus=kwargs["require_gpus"])
+        preflight_or_raise(plan, ssh, checks, run_dir, Console().rich)
     return Executor(plan, ssh, opts).up().exit_code
