@@ -25,7 +25,7 @@ from .argdiff import diff_args, diff_env
 from .plan import HEAD, Plan
 from .quoting import REMOTE_SEPARATOR, shell_join
 from .recipes import BASH_RECIPE, MODELS, Recipe, split_flags
-from .record import HARDCODED_HOSTFILE, Recording, record_script
+from .record import HARDCODED_HOSTFILE, Recording, mirror_script, record_script
 from .variants import BLACKWELL_ATTENTION, CPU_ADAM_FLAGS, KV_CACHE_FP8, MTP_FLAGS, R3_FLAG, fp8_sglang_flags
 
 RENV = "--runtime-env-json="
@@ -78,23 +78,6 @@ def _read_env_dump(path: Path, given: Mapping[str, str]) -> dict[str, str] | Non
     return out
 
 
-def _mirror_copy(script: Path, text: bytes, up: Path) -> Path:
-    """``text`` as ``up/<dir>/<name>`` beside symlinks to the script's siblings and its parent's
-    entries, so paths relative to the script still resolve; the user's tree is not written."""
-    here = up / (script.parent.name or "root")
-    here.mkdir(parents=True)
-    pairs = [(script.parent, here, script.name)]
-    if script.parent.parent != script.parent:
-        pairs.append((script.parent.parent, up, script.parent.name))
-    for directory, dest, skip in pairs:
-        for entry in directory.iterdir():
-            if entry.name != skip:
-                (dest / entry.name).symlink_to(entry)
-    copy = here / script.name
-    copy.write_bytes(text)
-    return copy
-
-
 def run_script(script: str | Path, *, env: Mapping[str, str], hostfile: str | Path | None = None,
                timeout: float = 30.0, cwd: str | Path | None = None,
                script_hostfile: str | None = None) -> ScriptRun:
@@ -108,6 +91,7 @@ def run_script(script: str | Path, *, env: Mapping[str, str], hostfile: str | Pa
     script = Path(script).absolute()
     if not script.is_file():
         raise LaunchError(f"{script}: no such script")
+    mirror_notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="glm45-parity-") as tmp:
         if script_hostfile and script_hostfile != HARDCODED_HOSTFILE:
             if hostfile is None:
@@ -115,8 +99,8 @@ def run_script(script: str | Path, *, env: Mapping[str, str], hostfile: str | Pa
             text = script.read_bytes()
             if script_hostfile.encode() not in text:
                 raise LaunchError(f"{script}: does not contain {script_hostfile} (--script-hostfile)")
-            script = _mirror_copy(script, text.replace(script_hostfile.encode(), HARDCODED_HOSTFILE.encode()),
-                                  Path(tmp) / "mirror")
+            script = mirror_script(script, text.replace(script_hostfile.encode(), HARDCODED_HOSTFILE.encode()),
+                                   Path(tmp) / "mirror", mirror_notes)
         bash_env = Path(tmp) / "bash_env.sh"
         bash_env.write_text(_BASH_ENV)
         full_env = {**env, "BASH_ENV": str(bash_env), "GLM45_PARITY_DIR": tmp}
@@ -128,7 +112,7 @@ def run_script(script: str | Path, *, env: Mapping[str, str], hostfile: str | Pa
             given["HOSTFILE"] = str(Path(hostfile).absolute())
         head_env = _read_env_dump(Path(tmp) / "head-start.env", given)
         submit_env = _read_env_dump(Path(tmp) / "submit.env", given)
-    notes = list(rec.notes)
+    notes = mirror_notes + list(rec.notes)
     for line in rec.stderr.splitlines():
         if _STDERR_TROUBLE.search(line) and not line.startswith("+"):
             hint = ""
