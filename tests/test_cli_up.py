@@ -21,17 +21,24 @@ def test_local_addresses_are_this_machines() -> None:
     assert not cluster.is_local_address("192.0.2.10")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
-def test_up_off_the_head_fails_before_preflight(tmp_path: Path) -> None:
-    # An empty network namespace: even a regression could not reach any host from here.
+needs_unshare = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+
+
+def _up_in_empty_netns(tmp_path: Path, hosts: str, head: str) -> subprocess.CompletedProcess[str]:
+    """`up` in an empty network namespace: even a regression could not reach any host."""
     hostfile = tmp_path / "hosts"
-    hostfile.write_text("192.0.2.10 slots=8\n192.0.2.11 slots=8\n")
-    res = subprocess.run(
+    hostfile.write_text(hosts)
+    return subprocess.run(
         ["unshare", "--net", sys.executable, "-m", "glm45_launch", "up", "--hostfile", str(hostfile),
-         "--head", "192.0.2.10", "--base-dir", "/data", "--actor-num-nodes", "2", "--force",
+         "--head", head, "--base-dir", "/data", "--actor-num-nodes", "2", "--force",
          "--run-dir", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )
+
+
+@needs_unshare
+def test_up_off_the_head_fails_before_preflight(tmp_path: Path) -> None:
+    res = _up_in_empty_netns(tmp_path, "192.0.2.10 slots=8\n192.0.2.11 slots=8\n", "192.0.2.10")
     assert res.returncode == 2, res.stderr
     last = res.stderr.strip().splitlines()[-1]
     assert last == ("glm45-launch: error: --head 192.0.2.10 is not an address of this machine: run "
@@ -40,18 +47,12 @@ def test_up_off_the_head_fails_before_preflight(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+@needs_unshare
 def test_up_refuses_the_head_listed_under_another_name(tmp_path: Path) -> None:
-    # In an empty network namespace only loopback is local: 127.0.0.1 is the head, and
-    # "localhost" in the hostfile is the same machine, which must not get a worker's cleanup.
+    # Only loopback is local in the empty namespace: 127.0.0.1 is the head, and "localhost"
+    # in the hostfile is the same machine, which must not get a worker's cleanup.
     hostfile = tmp_path / "hosts"
-    hostfile.write_text("127.0.0.1\nlocalhost\n")
-    res = subprocess.run(
-        ["unshare", "--net", sys.executable, "-m", "glm45_launch", "up", "--hostfile", str(hostfile),
-         "--head", "127.0.0.1", "--base-dir", "/data", "--actor-num-nodes", "2", "--force",
-         "--run-dir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )
+    res = _up_in_empty_netns(tmp_path, "127.0.0.1\nlocalhost\n", "127.0.0.1")
     assert res.returncode == 2, res.stderr
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith(f"glm45-launch: error: {hostfile}:2: localhost is this machine (the head")
