@@ -316,17 +316,22 @@ class Executor:
                 (dash.hostname or "127.0.0.1", dash.port or 8265, "dashboard port")]
 
     def _check_no_foreign_holder(self) -> None:
-        """Before the cleanup: a held port with no Ray here is someone else's service, which
-        the cleanup would not free (and whose machine it would still `pkill -9 python`)."""
-        import subprocess
+        """Before the cleanup: a port held by anything but Ray is someone else's service, which
+        the cleanup would not free (and whose machine it would still `pkill -9 python`).
+        The same holder test as preflight's (portowner + is_ray_process), for --skip-preflight."""
+        from .portowner import port_report
+        from .preflight import is_ray_process
 
-        ray_here = subprocess.run(["pgrep", "-x", "gcs_server|raylet"], capture_output=True).returncode == 0
         for host, port, what in self._ports():
-            if not ray_here and cluster.port_in_use(host, port):
+            if not cluster.port_in_use(host, port):
+                continue
+            report = port_report(port)
+            foreign = [h for h in report["holders"] if not is_ray_process(h["comm"], h["cmdline"])]
+            if foreign or not report["holders"]:
+                who = ", ".join(f"{h['comm']} (pid {h['pid']})" for h in foreign) or report["error"]
                 raise LaunchError(
-                    f"{what} {host}:{port} is already in use, and no Ray runs here: a foreign service holds it; "
-                    "refusing before the cleanup (stop it, or move Ray with a recipe file's [defaults])",
-                    exit_code=1,
+                    f"{what} {host}:{port} is already in use by {who}, not Ray: refusing before the cleanup "
+                    "(stop it, or move Ray with a recipe file's [defaults])", exit_code=1,
                 )
 
     def _check_ports_free(self) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LaunchError
+from .errors import LaunchError, read_user_file
 
 DEFAULT_HOSTFILE = Path("/root/mpi_rack_hostfile")
 DEFAULT_GPUS_PER_NODE = 8
@@ -200,14 +200,7 @@ def parse_hostfile_text(text: str, path: str = "<hostfile>") -> Hostfile:
 def load_hostfile(path: str | Path = DEFAULT_HOSTFILE) -> Hostfile:
     """Read and parse ``path``; every problem is a ``LaunchError`` naming the file."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise LaunchError(f"{p}: no such hostfile (give --hostfile)") from None
-    except IsADirectoryError:
-        raise LaunchError(f"{p}: is a directory, not a hostfile") from None
-    except OSError as exc:
-        raise LaunchError(f"{p}: cannot read hostfile: {exc.strerror}") from None
+    data = read_user_file(p, "hostfile", " (give --hostfile)")
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")  # an editor's BOM is not a host
     except UnicodeDecodeError as exc:

@@ -41,7 +41,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .errors import LaunchError
+from .errors import LaunchError, read_user_file
 from .hostfile import valid_hostname
 
 try:
@@ -63,15 +63,9 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe file; every problem is a ``LaunchError`` ``FILE: reason``."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LaunchError(f"{p}: no such recipe file") from None
-    except IsADirectoryError:
-        raise LaunchError(f"{p}: is a directory, not a recipe file") from None
+        text = read_user_file(p, "recipe file").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise LaunchError(f"{p}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise LaunchError(f"{p}: cannot read recipe file: {exc.strerror}") from None
     return parse_recipe_text(text, str(p), default_name=p.stem)
 
 
