@@ -11,10 +11,10 @@ hostfile -> recipe -> plan -> executor::
 Heavy dependencies (ray, fabric, rich) are imported only by the modules that run things.
 """
 
-from .errors import LaunchError
-from .hostfile import Host, Hostfile, load_hostfile, parse_hostfile_text
-from .plan import LaunchSpec, Plan, Step, build_plan
-from .recipes import BASH_RECIPE, MODELS, Recipe
+from glm45_launch.core.hostfile import Host, Hostfile, load_hostfile, parse_hostfile_text
+from glm45_launch.core.plan import LaunchSpec, Plan, Step, build_plan
+from glm45_launch.errors import LaunchError
+from glm45_launch.recipes import BASH_RECIPE, MODELS, Recipe
 
 __all__ = [
     "BASH_RECIPE", "MODELS", "Host", "Hostfile", "LaunchError", "LaunchSpec", "Plan", "Recipe",

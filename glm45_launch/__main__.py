@@ -1,6 +1,6 @@
 """``python -m glm45_launch``: the same as the ``glm45-launch`` console script."""
 
-from .cli import run
+from glm45_launch.cli.main import run
 
 if __name__ == "__main__":
     run()

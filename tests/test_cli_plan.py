@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from glm45_launch.record import canonical
+from glm45_launch.sandbox.record import canonical
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = json.loads((ROOT / "tests/data/golden/glm45-355b-a32b-8node.json").read_text())

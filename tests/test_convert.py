@@ -12,11 +12,11 @@ import pytest
 from test_variants import MODEL_355B, MODEL_AIR
 
 from glm45_launch import LaunchError, LaunchSpec, parse_hostfile_text
-from glm45_launch.cli import main
-from glm45_launch.convert import plan_convert
-from glm45_launch.overrides import build_overrides
+from glm45_launch.cli.main import main
+from glm45_launch.core.convert_plan import plan_convert
+from glm45_launch.core.overrides import build_overrides
+from glm45_launch.core.variants import Variant
 from glm45_launch.testing.rackbox import RackBox
-from glm45_launch.variants import Variant
 
 BASE = "/data/glm"
 HEAD = "10.0.0.1"

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from glm45_launch import cluster
+from glm45_launch.core.hostfile import parse_hostfile_text
+from glm45_launch.core.plan import LaunchSpec, build_plan
 from glm45_launch.errors import LaunchError
-from glm45_launch.executor import ExecOptions, Executor
-from glm45_launch.hostfile import parse_hostfile_text
-from glm45_launch.local import LocalResult, LocalRunner
-from glm45_launch.plan import LaunchSpec, build_plan
-from glm45_launch.ssh import RemoteResult, SshOptions
+from glm45_launch.runtime import cluster
+from glm45_launch.runtime.executor import ExecOptions, Executor
+from glm45_launch.runtime.local import LocalResult, LocalRunner
+from glm45_launch.runtime.ssh import RemoteResult, SshOptions
 
 HOSTS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
 

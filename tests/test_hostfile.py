@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from glm45_launch.core.hostfile import Host, Hostfile, load_hostfile, parse_hostfile_text
 from glm45_launch.errors import LaunchError
-from glm45_launch.hostfile import Host, Hostfile, load_hostfile, parse_hostfile_text
 
 
 def write(tmp_path: Path, data: str | bytes, name: str = "hosts") -> Path:

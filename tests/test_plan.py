@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from glm45_launch.checks.rules import check_plan
+from glm45_launch.core.hostfile import parse_hostfile_text
+from glm45_launch.core.plan import LaunchSpec, Plan, build_plan, runtime_env_json
+from glm45_launch.core.render import render
 from glm45_launch.errors import LaunchError
-from glm45_launch.hostfile import parse_hostfile_text
-from glm45_launch.plan import LaunchSpec, Plan, build_plan, runtime_env_json
 from glm45_launch.recipes import BASH_RECIPE, MODELS
-from glm45_launch.render import render
-from glm45_launch.validate import check_plan
 
 HEAD = "10.0.0.1"
 BASE = "/data/glm"

@@ -17,10 +17,8 @@ from typing import Any
 import pytest
 from boxhelpers import BASE_FILES, make_base_dir, ray_processes
 
-from glm45_launch import portowner, preflight
-from glm45_launch.hostfile import parse_hostfile_text
-from glm45_launch.plan import LaunchSpec, Plan, build_plan
-from glm45_launch.preflight import (
+from glm45_launch.checks import portowner, preflight
+from glm45_launch.checks.preflight import (
     FAIL,
     OK,
     RUNTIME_ENV,
@@ -49,8 +47,10 @@ from glm45_launch.preflight import (
     run_preflight,
     version_checks,
 )
-from glm45_launch.quoting import remote_command
-from glm45_launch.ssh import SshOptions
+from glm45_launch.core.hostfile import parse_hostfile_text
+from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.core.quoting import remote_command
+from glm45_launch.runtime.ssh import SshOptions
 from glm45_launch.testing.rackbox import RackBox
 
 HEAD, W2 = "10.0.0.1", "10.0.0.2"
@@ -439,7 +439,7 @@ def test_long_report_line_survives_chunked_ssh_output(tmp_path: Path) -> None:
     """invoke writes remote output in 1000-byte chunks and flushes after each: still one line."""
     import threading
 
-    from glm45_launch.ssh import _LineSink
+    from glm45_launch.runtime.ssh import _LineSink
 
     tail: list[str] = []
     line = "GLM45-PREFLIGHT " + json.dumps({"paths": {f"/p/{i}": "file" for i in range(400)}})
@@ -525,7 +525,7 @@ def rack(rackbox: RackBox) -> Iterator[Rack]:
     rackbox.reset()
     checkout = rackbox.workdir / "checkout"
     checkout.mkdir(exist_ok=True)
-    shutil.copy(REPO / "glm45_launch" / "smoke_entry.py", checkout / "smoke_entry.py")
+    shutil.copy(REPO / "glm45_launch" / "testing" / "smoke_entry.py", checkout / "smoke_entry.py")
     for k in range(1, rackbox.n_hosts + 1):
         make_base_dir(rackbox.host_dir(k) / "tmp" / "base")
     yield Rack(rackbox, checkout, rackbox.hostfile(rackbox.workdir / "hostfile"), rackbox.workdir / "runs")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from glm45_launch import record
-from glm45_launch.record import Recording, record_script
+from glm45_launch.sandbox import record
+from glm45_launch.sandbox.record import Recording, record_script
 
 ISOLATION_MISSING = "ran without namespace isolation"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from glm45_launch.record import DEFAULT_RECORDED, Recording, canonical, record_script
+from glm45_launch.sandbox.record import DEFAULT_RECORDED, Recording, canonical, record_script
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

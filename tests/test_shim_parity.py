@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from glm45_launch.cli import cli
-from glm45_launch.record import DEFAULT_RECORDED, Recording, canonical, record_script
+from glm45_launch.cli.main import cli
+from glm45_launch.sandbox.record import DEFAULT_RECORDED, Recording, canonical, record_script
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -6,11 +6,11 @@ import importlib.util
 
 import pytest
 
+from glm45_launch.checks.libs import require_sglang_options
+from glm45_launch.core.hostfile import parse_hostfile_text
+from glm45_launch.core.overrides import build_overrides
+from glm45_launch.core.plan import LaunchSpec, build_plan
 from glm45_launch.errors import LaunchError
-from glm45_launch.hostfile import parse_hostfile_text
-from glm45_launch.overrides import build_overrides
-from glm45_launch.plan import LaunchSpec, build_plan
-from glm45_launch.validate_libs import require_sglang_options
 
 HOSTS = "\n".join(f"10.0.0.{i} slots=8" for i in range(1, 9))
 

@@ -11,12 +11,7 @@ from typing import Any
 
 import pytest
 
-from glm45_launch.cli import main
-from glm45_launch.errors import LaunchError
-from glm45_launch.hostfile import parse_hostfile_text
-from glm45_launch.plan import LaunchSpec, Plan, build_plan
-from glm45_launch.recipes import BASH_RECIPE, MODELS, Recipe
-from glm45_launch.validate import (
+from glm45_launch.checks.rules import (
     Problem,
     TrainArgs,
     check_args,
@@ -25,7 +20,12 @@ from glm45_launch.validate import (
     pipeline_split,
     require_valid,
 )
-from glm45_launch.variants import Variant
+from glm45_launch.cli.main import main
+from glm45_launch.core.hostfile import parse_hostfile_text
+from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.core.variants import Variant
+from glm45_launch.errors import LaunchError
+from glm45_launch.recipes import BASH_RECIPE, MODELS, Recipe
 
 HEAD = "10.0.0.1"
 HOSTS8 = [f"10.0.0.{i}" for i in range(1, 9)]
@@ -223,7 +223,7 @@ def test_loopback_head_with_workers(head: str, kind: str) -> None:
 
 
 def test_routable_heads_are_not_loopback() -> None:
-    from glm45_launch.validate import local_only_address
+    from glm45_launch.checks.rules import local_only_address
 
     for host in ("10.0.0.1", "node-1", "localhost-1", "my.localhost.example", "::ffff:10.0.0.1", "2001:db8::1"):
         assert local_only_address(host) is None, host
@@ -397,7 +397,7 @@ def test_plan_lists_problems_as_warnings(golden_env: Path, capsys: pytest.Captur
     assert [w for w in json.loads(capsys.readouterr().out)["warnings"] if "invalid" in w] == []
 
 
-HEAVY = ("rich", "ray", "fabric", "paramiko", "invoke", "torch", "megatron", "sglang", "glm45_launch.validate_libs")
+HEAVY = ("rich", "ray", "fabric", "paramiko", "invoke", "torch", "megatron", "sglang", "glm45_launch.checks.libs")
 
 
 def test_plan_stays_fast_and_light(golden_env: Path) -> None:
@@ -444,7 +444,7 @@ def need(module: str) -> None:
 
 def test_megatron_accepts_the_default_and_shows_the_layout() -> None:
     need("megatron.core")
-    from glm45_launch.validate_libs import check_libraries
+    from glm45_launch.checks.libs import check_libraries
 
     report = check_libraries(plan_with(), show_layout=True)
     assert report.problems == []
@@ -469,7 +469,7 @@ def test_megatron_accepts_the_default_and_shows_the_layout() -> None:
 ])
 def test_megatron_rejects(changes: dict[str, Any], model: str, code: str, expected: str) -> None:
     need("megatron.core")
-    from glm45_launch.validate_libs import check_libraries
+    from glm45_launch.checks.libs import check_libraries
 
     problems = check_libraries(plan_with(changes, model=model)).problems
     assert [p.code for p in problems] == [code], problems
@@ -478,7 +478,7 @@ def test_megatron_rejects(changes: dict[str, Any], model: str, code: str, expect
 
 def test_megatron_uneven_air_split() -> None:
     need("megatron.core")
-    from glm45_launch.validate_libs import check_libraries
+    from glm45_launch.checks.libs import check_libraries
 
     report = check_libraries(plan_with({"--decoder-first-pipeline-num-layers": "10"}, model=AIR), show_layout=True)
     assert report.problems == []
@@ -488,7 +488,7 @@ def test_megatron_uneven_air_split() -> None:
 
 def test_sglang_options_match_the_installed_server_args() -> None:
     need("sglang")
-    from glm45_launch.validate_libs import check_libraries, load_sglang_options
+    from glm45_launch.checks.libs import check_libraries, load_sglang_options
 
     found = load_sglang_options()
     assert not isinstance(found, str), found
@@ -509,7 +509,7 @@ def test_missing_libraries_are_skipped_not_crashed(monkeypatch: pytest.MonkeyPat
     """A missing library is one 'skipped:' note (this simulates its absence: find_spec says None)."""
     import importlib.util
 
-    from glm45_launch import validate_libs
+    from glm45_launch.checks import libs as validate_libs
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from glm45_launch import LaunchError, LaunchSpec, build_plan, parse_hostfile_text
-from glm45_launch.cli import main
-from glm45_launch.plan import Plan
-from glm45_launch.variants import Variant
+from glm45_launch.cli.main import main
+from glm45_launch.core.plan import Plan
+from glm45_launch.core.variants import Variant
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = json.loads((ROOT / "tests/data/golden/glm45-355b-a32b-8node.json").read_text())

@@ -6,7 +6,7 @@ script runs is here, in the order the script runs it.
 
 from __future__ import annotations
 
-from .base import Recipe
+from glm45_launch.recipes.base import Recipe
 
 CKPT = (
     "--hf-checkpoint", "{base_dir}/{ckpt_name}",

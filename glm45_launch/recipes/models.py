@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import LaunchError
+from glm45_launch.errors import LaunchError
 
 
 @dataclass(frozen=True)

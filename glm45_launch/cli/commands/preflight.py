@@ -1,0 +1,63 @@
+"""``glm45-launch preflight``: check every host is ready for the plan; starts nothing."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from glm45_launch.cli.options import (
+    plan_options,
+    pop_plan_options,
+    spec_from_options,
+    ssh_from_options,
+    ssh_options,
+)
+
+
+@click.command()
+@plan_options
+@ssh_options
+@click.option("--parallel", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Hosts probed at once.")
+@click.option("--min-free-gb", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Free space needed in /tmp (Ray's temp dir) on every host.")
+@click.option("--require-gpus", is_flag=True,
+              help="No nvidia-smi or no NVLink is a failure (default: a warning, as on CPU-only test hosts).")
+@click.option("--no-libs", is_flag=True, help="Skip the megatron-core/sglang checks on the head.")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the per-host probe logs go [default: a new temp dir].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (stdout).")
+def preflight(**kwargs: Any) -> int:
+    """Check every host over SSH, in parallel, before `up`: one row per host.
+
+    SSH reachable (host key, auth); python3, the `ray` first on PATH, torch, sglang and
+    megatron-core at the head's versions; GPU count and NVLink (nvidia-smi); the train
+    args' checkpoint and data paths; the socket interface; every ${VAR} of the runtime
+    env set in the host's ssh session; free space in /tmp. On the head: the Ray and
+    dashboard ports (a holder that is not Ray fails: the cleanup would not free it), the
+    entry script, and the megatron-core/sglang config checks. The head is probed here, not
+    over SSH, when it is this machine or not in the hostfile. Exit 0 when nothing failed.
+    """
+    from glm45_launch.checks.preflight import PreflightOptions, print_report, run_preflight
+    from glm45_launch.core.plan import build_plan
+    from glm45_launch.errors import LaunchError
+    from glm45_launch.runtime.executor import Console
+
+    spec = spec_from_options(pop_plan_options(kwargs))
+    plan = build_plan(spec)
+    ssh = ssh_from_options(kwargs, spec.ssh_user)
+    opts = PreflightOptions(parallel=kwargs["parallel"], min_free_gb=kwargs["min_free_gb"],
+                            require_gpus=kwargs["require_gpus"], libs=not kwargs["no_libs"])
+    logs = Path(kwargs["run_dir"]).resolve() if kwargs["run_dir"] else Path(tempfile.mkdtemp(prefix="glm45-preflight-"))
+    report = run_preflight(plan, ssh, opts, logs)
+    if kwargs["as_json"]:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        print_report(report, Console().rich)
+    if not report.ok:
+        raise LaunchError(f"preflight failed: {report.summary()} (probe logs in {logs})", exit_code=1)
+    return 0

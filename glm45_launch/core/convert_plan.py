@@ -1,0 +1,178 @@
+"""Plan the HF -> Megatron torch_dist conversion the bash recipe leaves to the user
+(RECIPE.md §6). Pure: ``plan_convert`` returns steps; the command (or the executor) runs them.
+
+One ``torchrun`` per node of the cluster, all at once (they rendezvous at the head)::
+
+    cd WORKDIR && PYTHONPATH=/root/Megatron-LM torchrun --nproc-per-node G --nnodes N \\
+        --node-rank I --master-addr HEAD --master-port P tools/convert_hf_to_torch_dist.py \\
+        MODEL_ARGS --hf-checkpoint HF --save HF_torch_dist
+
+The head is rank 0, the workers follow in hostfile order (the launch plan's cluster order).
+A single node runs RECIPE.md's one-node form (no ``--nnodes/--node-rank/--master-*``).
+Before anything runs, the ``check`` step (``test -f SAVE/latest_checkpointed_iteration.txt``
+on the head, which sees the shared BASE_DIR) decides: exit 0 means already converted, skip.
+The MODEL args, checkpoint paths, hosts and GPUs come from the launch plan, so the
+conversion writes exactly the ``--ref-load`` directory the training run loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from glm45_launch.core.plan import HEAD, WORKER, LaunchSpec, Plan, Step, build_plan, flag_value
+from glm45_launch.core.quoting import quote, shell_command, shell_join
+from glm45_launch.core.variants import FP8_SUFFIX
+from glm45_launch.errors import LaunchError
+
+CONVERT_SCRIPT = "tools/convert_hf_to_torch_dist.py"
+TRACKER = "latest_checkpointed_iteration.txt"
+DEFAULT_MASTER_PORT = 12345  # the framework's GLM-4.5 example
+DEFAULT_MEGATRON_PATH = "/root/Megatron-LM"
+
+
+@dataclass(frozen=True)
+class ConvertPlan:
+    """The conversion for one cluster: a skip check, then one step per node."""
+
+    check: Step  # run on the head first: exit 0 -> the target is converted already
+    steps: tuple[Step, ...]  # kind "convert", rank order; run all at once, wait for all
+    hf_checkpoint: str
+    save: str
+    master_addr: str
+    master_port: int
+    gpus_per_node: int
+    ssh_user: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def tracker(self) -> str:
+        return f"{self.save}/{TRACKER}"
+
+    @property
+    def skip_message(self) -> str:
+        return f"{self.save} already holds {TRACKER}: conversion skipped (--force converts again)"
+
+    def invocations(self) -> list[list[str]]:
+        """What runs: the head's argv as is, each worker's as one ``ssh`` argv."""
+        out: list[list[str]] = []
+        for step in self.steps:
+            if step.where == WORKER:
+                out.append(["ssh", f"{self.ssh_user}@{step.host}", step_shell_command(step)])
+            else:
+                out.append(list(step.commands[0]))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hf_checkpoint": self.hf_checkpoint,
+            "save": self.save,
+            "tracker": self.tracker,
+            "master": f"{self.master_addr}:{self.master_port}",
+            "nodes": len(self.steps),
+            "gpus_per_node": self.gpus_per_node,
+            "notes": list(self.notes),
+            "check": self.check.to_json(self.ssh_user),
+            "steps": [
+                {**s.to_json(self.ssh_user), "shell_command": step_shell_command(s)} for s in self.steps
+            ],
+            "invocations": self.invocations(),
+        }
+
+
+def step_shell_command(step: Step) -> str:
+    """One shell string for ``step``: ``cd CWD && env K=V argv`` (what ssh runs remotely)."""
+    return shell_command(step.commands, step.cwd, step.env)
+
+
+def plan_convert(
+    spec: LaunchSpec,
+    *,
+    master_port: int = DEFAULT_MASTER_PORT,
+    megatron_path: str = DEFAULT_MEGATRON_PATH,
+    hf_checkpoint: str | None = None,
+    save: str | None = None,
+) -> ConvertPlan:
+    """The conversion the launch ``spec`` needs (pure)."""
+    if not 1 <= master_port <= 65535:
+        raise LaunchError(f"--master-port: {master_port} is not a TCP port")
+    plan = build_plan(spec)
+    return convert_from_plan(plan, master_port=master_port, megatron_path=megatron_path,
+                             hf_checkpoint=hf_checkpoint, save=save)
+
+
+def convert_from_plan(
+    plan: Plan,
+    *,
+    master_port: int = DEFAULT_MASTER_PORT,
+    megatron_path: str = DEFAULT_MEGATRON_PATH,
+    hf_checkpoint: str | None = None,
+    save: str | None = None,
+) -> ConvertPlan:
+    """The conversion for an already built launch plan (pure)."""
+    spec = plan.spec
+    words = plan.train_argv
+    notes: list[str] = []
+    if hf_checkpoint is None:
+        hf_checkpoint = flag_value(words, "--hf-checkpoint")
+        if hf_checkpoint and spec.variant.rollout_fp8 and hf_checkpoint.endswith(FP8_SUFFIX):
+            hf_checkpoint = hf_checkpoint[: -len(FP8_SUFFIX)]  # convert the BF16 original
+    if not hf_checkpoint:
+        raise LaunchError("convert: the recipe has no --hf-checkpoint (give --hf-checkpoint)")
+    if save is None:
+        ref_load = flag_value(words, "--ref-load")
+        if not ref_load:
+            raise LaunchError("convert: the recipe has no --ref-load (give --save)")
+        save = ref_load.rstrip("/") or "/"
+        notes.append(f"--save is the recipe's --ref-load ({ref_load}), the directory training loads")
+    model_args = dict(plan.train_groups).get("MODEL", ())
+    if not model_args:
+        raise LaunchError("convert: the recipe's MODEL group is empty")
+    hosts = plan.cluster_hosts
+    gpus = plan.gpus_per_node
+    nnodes = len(hosts)
+    env = (("PYTHONPATH", megatron_path),)
+    steps = []
+    for rank, host in enumerate(hosts):
+        argv: tuple[str, ...] = ("torchrun", "--nproc-per-node", str(gpus))
+        if nnodes > 1:
+            argv += ("--nnodes", str(nnodes), "--node-rank", str(rank), "--master-addr", plan.head,
+                     "--master-port", str(master_port))
+        argv += (CONVERT_SCRIPT, *model_args, "--hf-checkpoint", hf_checkpoint, "--save", save)
+        steps.append(Step(
+            kind="convert", where=HEAD if rank == 0 else WORKER, host=host, commands=(argv,), env=env,
+            cwd=spec.workdir, purpose=f"convert on {host} (rank {rank} of {nnodes})",
+        ))
+    check = Step(
+        kind="convert-check", where=HEAD, host=plan.head,
+        commands=(("test", "-f", f"{save}/{TRACKER}"),), ignore_errors=True,
+        purpose=f"skip the conversion if {save}/{TRACKER} exists (exit 0)",
+    )
+    if nnodes > 1:
+        notes.append(f"run all {nnodes} torchrun commands at once: they rendezvous at {plan.head}:{master_port}")
+    return ConvertPlan(check=check, steps=tuple(steps), hf_checkpoint=hf_checkpoint, save=save,
+                       master_addr=plan.head, master_port=master_port, gpus_per_node=gpus,
+                       ssh_user=spec.ssh_user, notes=tuple(notes))
+
+
+def render_convert(cplan: ConvertPlan) -> str:
+    """Readable text of the conversion plan."""
+    out = [
+        "Conversion plan (HF -> Megatron torch_dist)", "",
+        f"  hf checkpoint  {cplan.hf_checkpoint}",
+        f"  save           {cplan.save}",
+        f"  nodes          {len(cplan.steps)} x {cplan.gpus_per_node} GPUs",
+    ]
+    if len(cplan.steps) > 1:
+        out.append(f"  master         {cplan.master_addr}:{cplan.master_port}")
+    if cplan.notes:
+        out += ["", "Notes"] + [f"  - {n}" for n in cplan.notes]
+    out += ["", "Steps", f" 0. [head] {cplan.check.purpose}", f"      $ {shell_join(cplan.check.commands[0])}"]
+    for n, step in enumerate(cplan.steps, start=1):
+        where = "head" if step.where == HEAD else step.host
+        out.append(f"{n:>2}. [{where}] {step.purpose}")
+        if step.where == WORKER:
+            out.append(f"      $ ssh {cplan.ssh_user}@{step.host} {quote(step_shell_command(step))}")
+        else:
+            out.append(f"      $ {step_shell_command(step)}")
+    return "\n".join(out) + "\n"

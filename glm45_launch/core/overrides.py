@@ -1,0 +1,222 @@
+"""User overrides of a recipe: ``--set``, ``--unset``, ``--extra-args``, ``--env``. Pure.
+
+* ``--set GROUP.--flag=VALUE``: replace the flag's values in that group (VALUE is split like
+  a shell would: ``--set "ROLLOUT.--rollout-stop-token-ids=1 2 3"``); a flag the group does
+  not have is appended to it. ``GROUP.--flag`` (no ``=``) sets a switch.
+* ``--unset GROUP.--flag``: remove every occurrence of the flag from the group.
+* ``--extra-args "..."``: shell-split words appended after every group (group ``EXTRA``), as
+  the upstream Python launchers append ``extra_args`` last.
+* ``--env K=V``: the runtime env's ``K``: replaced in place, or appended.
+
+Group names are case-insensitive and may carry the bash array suffix (``rollout_args``).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from glm45_launch.core.argdiff import ArgChange, EnvChange, diff_env, diff_groups
+from glm45_launch.errors import LaunchError
+from glm45_launch.recipes import Argv, Recipe, split_flags
+
+EXTRA_GROUP = "EXTRA"
+_FLAG = re.compile(r"^--[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One ``--set`` (``values`` is a tuple) or ``--unset`` (``values`` is None)."""
+
+    group: str
+    flag: str
+    values: Argv | None
+    source: str = ""  # the option as given, for messages
+
+    @property
+    def option(self) -> str:
+        return self.source or ("--unset" if self.values is None else "--set")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Everything the user changes on top of the recipe, in the order given."""
+
+    edits: tuple[Edit, ...] = ()
+    extra_args: Argv = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.edits or self.extra_args or self.env)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A recipe after overrides, and how it differs from the one before."""
+
+    recipe: Recipe
+    changes: tuple[ArgChange, ...]
+    env_changes: tuple[EnvChange, ...]
+    warnings: tuple[str, ...]
+
+
+def _split_target(text: str, option: str) -> tuple[str, str]:
+    group, dot, rest = text.partition(".")
+    if not dot or not group or not rest.startswith("--"):
+        raise LaunchError(f"{option} {text!r}: want GROUP.--flag" + ("=VALUE" if option == "--set" else ""))
+    return group.strip(), rest
+
+
+def parse_set(text: str) -> Edit:
+    """``GROUP.--flag=VALUE`` (or ``GROUP.--flag`` for a switch) -> ``Edit``."""
+    group, rest = _split_target(text, "--set")
+    flag, eq, value = rest.partition("=")
+    if not _FLAG.match(flag):
+        raise LaunchError(f"--set {text!r}: {flag!r} is not a --flag")
+    try:
+        values = tuple(shlex.split(value)) if eq else ()
+    except ValueError as exc:
+        raise LaunchError(f"--set {text!r}: cannot split the value: {exc}") from None
+    for word in values:
+        if word.startswith("--"):
+            raise LaunchError(f"--set {text!r}: value {word!r} looks like a flag (one flag per --set)")
+    return Edit(group, flag, values, f"--set {text}")
+
+
+def parse_unset(text: str) -> Edit:
+    """``GROUP.--flag`` -> ``Edit`` that removes it."""
+    group, flag = _split_target(text, "--unset")
+    if not _FLAG.match(flag):
+        raise LaunchError(f"--unset {text!r}: {flag!r} is not a --flag (want GROUP.--flag)")
+    return Edit(group, flag, None, f"--unset {text}")
+
+
+def parse_env(text: str) -> tuple[str, str]:
+    """``K=V`` -> ``(K, V)``; V may be empty and may hold ``${VAR}`` for Ray."""
+    key, eq, value = text.partition("=")
+    if not eq:
+        raise LaunchError(f"--env {text!r}: want KEY=VALUE")
+    if not _ENV_KEY.match(key):
+        raise LaunchError(f"--env {text!r}: {key!r} is not an environment variable name")
+    return key, value
+
+
+def parse_extra_args(texts: Sequence[str]) -> Argv:
+    """Each ``--extra-args`` text shell-split, concatenated."""
+    words: list[str] = []
+    for text in texts:
+        try:
+            words += shlex.split(text)
+        except ValueError as exc:
+            raise LaunchError(f"--extra-args {text!r}: cannot split: {exc}") from None
+    return tuple(words)
+
+
+def build_overrides(sets: Sequence[str] = (), unsets: Sequence[str] = (), extra_args: Sequence[str] = (),
+                    env: Sequence[str] = ()) -> Overrides:
+    """Parse the command-line forms (``--set`` edits first, then ``--unset``)."""
+    edits = tuple(parse_set(s) for s in sets) + tuple(parse_unset(u) for u in unsets)
+    return Overrides(edits, parse_extra_args(extra_args), tuple(parse_env(e) for e in env))
+
+
+def resolve_group(name: str, order: Sequence[str], option: str) -> str:
+    """The recipe's group called ``name`` (case-insensitive, ``_ARGS`` suffix allowed)."""
+    wanted = name.upper().removesuffix("_ARGS")
+    for group in order:
+        if group.upper().removesuffix("_ARGS") == wanted:
+            return group
+    raise LaunchError(f"{option}: unknown group {name!r} (groups: {', '.join(order)})")
+
+
+def set_flag(words: Sequence[str], flag: str, values: Sequence[str]) -> Argv:
+    """``words`` with ``flag``'s values replaced at its first occurrence (later ones
+    dropped), or ``flag VALUES`` appended when absent."""
+    out: list[str] = []
+    done = False
+    for name, vals in split_flags(words):
+        if name == flag:
+            if not done:
+                out += [flag, *values]
+                done = True
+            continue
+        out += [name, *vals] if name else list(vals)
+    if not done:
+        out += [flag, *values]
+    return tuple(out)
+
+
+def unset_flag(words: Sequence[str], flag: str) -> Argv:
+    """``words`` without any occurrence of ``flag`` (and its values)."""
+    out: list[str] = []
+    for name, vals in split_flags(words):
+        if name != flag:
+            out += [name, *vals] if name else list(vals)
+    return tuple(out)
+
+
+def has_flag(words: Sequence[str], flag: str) -> bool:
+    return any(name == flag for name, _ in split_flags(words))
+
+
+def set_env(env: Sequence[tuple[str, str]], key: str, value: str) -> tuple[tuple[str, str], ...]:
+    """``env`` with ``key`` replaced in place, or appended."""
+    if any(k == key for k, _ in env):
+        return tuple((k, value if k == key else v) for k, v in env)
+    return (*env, (key, value))
+
+
+def apply_edit(groups: dict[str, Argv], order: Sequence[str], edit: Edit) -> list[str]:
+    """Apply one edit to ``groups`` in place; returns warnings."""
+    group = resolve_group(edit.group, order, edit.option)
+    words = groups.get(group, ())
+    warnings: list[str] = []
+    others = [g for g in order if g != group and has_flag(groups.get(g, ()), edit.flag)]
+    if edit.values is None:
+        if not has_flag(words, edit.flag):
+            hint = f" (it is in {', '.join(others)})" if others else ""
+            raise LaunchError(f"{edit.option}: group {group} has no {edit.flag}{hint}")
+        groups[group] = unset_flag(words, edit.flag)
+        return warnings
+    groups[group] = set_flag(words, edit.flag, edit.values)
+    later = [g for g in others if order.index(g) > order.index(group)]
+    if later:
+        warnings.append(
+            f"{edit.option}: {later[-1]} also passes {edit.flag} and comes later: the trainer keeps "
+            f"{later[-1]}'s value"
+        )
+    return warnings
+
+
+def apply_overrides(recipe: Recipe, overrides: Overrides) -> Applied:
+    """``recipe`` with ``overrides`` applied, and every difference they make."""
+    order = tuple(recipe.group_order)
+    groups: dict[str, Argv] = {g: tuple(recipe.groups.get(g, ())) for g in order}
+    warnings: list[str] = []
+    for edit in overrides.edits:
+        warnings += apply_edit(groups, order, edit)
+    if overrides.extra_args:
+        if EXTRA_GROUP not in order:
+            order = (*order, EXTRA_GROUP)
+        groups[EXTRA_GROUP] = groups.get(EXTRA_GROUP, ()) + overrides.extra_args
+        if order[-1] != EXTRA_GROUP:
+            warnings.append(f"--extra-args: recipe group {EXTRA_GROUP} is not last; the words go there anyway")
+    env = tuple(recipe.env_vars)
+    for key, value in overrides.env:
+        env = set_env(env, key, value)
+    new = replace(recipe, groups=groups, group_order=order, env_vars=env)
+    return Applied(
+        recipe=new,
+        changes=tuple(diff_groups(recipe.groups, groups, order)),
+        env_changes=tuple(diff_env(recipe.env_vars, env)),
+        warnings=tuple(warnings),
+    )
+
+
+def group_changes(before: Recipe, after: Recipe) -> tuple[list[ArgChange], list[EnvChange]]:
+    """How ``after`` differs from ``before``: train args per group, then the runtime env."""
+    order = list(after.group_order) + [g for g in before.group_order if g not in after.group_order]
+    return diff_groups(before.groups, after.groups, order), diff_env(before.env_vars, after.env_vars)
+
