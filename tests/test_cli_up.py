@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from glm45_launch.runtime import cluster
+from glm45_launch.runtime import hostfacts as cluster
 
 
 def test_local_addresses_are_this_machines() -> None:

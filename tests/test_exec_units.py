@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from glm45_launch.runtime.executor import Outcome
-from glm45_launch.runtime.local import LocalResult, LocalRunner, ancestors
+from glm45_launch.runtime.interfaces import Row as Outcome
+from glm45_launch.runtime.local import LocalRunner
+from glm45_launch.runtime.procs import ancestors
+from glm45_launch.runtime.results import CommandResult as LocalResult
 from glm45_launch.runtime.ssh import SshOptions, connect_kwargs, known_hosts_files, wrap_remote
 
 
@@ -113,7 +115,7 @@ def test_outcome_rows(res: LocalResult, error: str | None) -> None:
     (["pkill", "python"], 15, [["python"]]),
 ])
 def test_kill_commands_parse_like_procps(argv: list[str], sig: int, queries: list[list[str]]) -> None:
-    from glm45_launch.runtime.local import parse_kill
+    from glm45_launch.runtime.procs import parse_kill
 
     got_sig, got = parse_kill(argv)
     assert (int(got_sig), got) == (sig, queries)
@@ -121,7 +123,7 @@ def test_kill_commands_parse_like_procps(argv: list[str], sig: int, queries: lis
 
 def test_sleep_durations_and_bad_input() -> None:
     from glm45_launch.errors import LaunchError
-    from glm45_launch.runtime.local import parse_kill, parse_sleep
+    from glm45_launch.runtime.procs import parse_kill, parse_sleep
 
     assert parse_sleep(["3"]) == 3 and parse_sleep(["3s", "1m"]) == 63 and parse_sleep([".5"]) == 0.5
     with pytest.raises(LaunchError, match="not a duration"):

@@ -11,8 +11,9 @@ import pytest
 
 from glm45_launch.checks.rules import check_plan
 from glm45_launch.core.hostfile import parse_hostfile_text
-from glm45_launch.core.plan import LaunchSpec, Plan, build_plan, runtime_env_json
+from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
 from glm45_launch.core.render import render
+from glm45_launch.core.runtime_env import runtime_env_json
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import BASH_RECIPE, MODELS
 

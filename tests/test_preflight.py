@@ -18,39 +18,37 @@ import pytest
 from boxhelpers import BASE_FILES, make_base_dir, ray_processes
 
 from glm45_launch.checks import portowner, preflight
-from glm45_launch.checks.preflight import (
+from glm45_launch.checks.host_checks import (
+    PathSpec,
+    disk_check,
+    env_checks,
+    evaluate,
+    gpu_checks,
+    head_checks,
+    is_ray_process,
+    lib_checks,
+    path_checks,
+    plan_paths,
+    version_checks,
+)
+from glm45_launch.checks.preflight import head_probed_here, parse_probe_output, probe_argv
+from glm45_launch.checks.preflight_report import (
     FAIL,
     OK,
-    RUNTIME_ENV,
-    SESSION,
     WARN,
     Check,
     HostReport,
-    PathSpec,
     PreflightOptions,
     PreflightReport,
-    disk_check,
-    env_checks,
-    env_ref_sources,
-    evaluate,
-    flag_values,
-    gpu_checks,
-    head_checks,
-    head_probed_here,
-    is_ray_process,
-    lib_checks,
-    parse_probe_output,
-    path_checks,
-    plan_paths,
-    probe_argv,
-    ray_env_order,
-    run_preflight,
-    version_checks,
 )
+from glm45_launch.checks.programs import probe_program
+from glm45_launch.core.flags import flag_values
 from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
 from glm45_launch.core.quoting import remote_command
-from glm45_launch.runtime.ssh import SshOptions
+from glm45_launch.core.runtime_env import RUNTIME_ENV, SESSION, env_ref_sources, ray_env_order
+from glm45_launch.runtime.preflight_run import run_preflight
+from glm45_launch.testing.fakes import FakeHostFacts, FakeLocalRunner, FakeRemoteRunner
 from glm45_launch.testing.rackbox import RackBox
 
 HEAD, W2 = "10.0.0.1", "10.0.0.2"
@@ -384,29 +382,30 @@ def test_port_report_on_this_machine() -> None:
 
 
 def test_probe_script_embeds_portowner() -> None:
-    assert Path(portowner.__file__).read_text() in preflight.PROBE_SCRIPT
-    assert "@PORTOWNER@" not in preflight.PROBE_SCRIPT
+    assert Path(portowner.__file__).read_text() in probe_program()
+    assert "@PORTOWNER@" not in probe_program()
 
 
-def test_head_is_probed_here_when_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_head_is_probed_here_when_local(tmp_path: Path) -> None:
     """The head is this machine: probed locally even when the hostfile lists it (no head->head SSH)."""
     calls: dict[str, Any] = {}
+    report_line = [preflight.MARKER + json.dumps(facts())]
 
-    def local(plan: Plan, opts: PreflightOptions, log: Path) -> Any:
-        calls["local"] = plan.head
-        return preflight._Probe(plan.head, "local", facts(), None)
+    def local_answer(argv: Any) -> tuple[int, list[str]]:
+        calls["local"] = HEAD
+        return 0, report_line
 
-    def over_ssh(remote: Any, plan: Plan, hosts: list[str], opts: PreflightOptions, log_path: Any) -> list[Any]:
-        calls["ssh"] = list(hosts)
-        return [preflight._Probe(h, "ssh", facts(), None) for h in hosts]
+    def ssh_answer(host: str, command: str) -> tuple[int, list[str]]:
+        calls.setdefault("ssh", []).append(host)
+        return 0, report_line
 
-    monkeypatch.setattr(preflight, "_probe_local", local)
-    monkeypatch.setattr(preflight, "_probe_ssh", over_ssh)
     plan = make_plan()  # HEAD is in the hostfile
     for here, expected_ssh in ((True, [W2]), (False, [HEAD, W2])):
         calls.clear()
-        monkeypatch.setattr(preflight, "is_local_address", lambda host, here=here: here and host == HEAD)
-        report = run_preflight(plan, SshOptions(), PreflightOptions(libs=False), tmp_path, remote=object())  # type: ignore[arg-type]
+        host = FakeHostFacts(local={HEAD} if here else set())
+        report = run_preflight(plan, PreflightOptions(libs=False, parallel=1), tmp_path,
+                               local=FakeLocalRunner(local_answer),
+                               remote=FakeRemoteRunner(answer=ssh_answer), host=host)
         assert calls.get("ssh") == expected_ssh and ("local" in calls) == here
         head = report.hosts[0]
         assert head.host == HEAD and head.via == ("local" if here else "ssh")

@@ -38,10 +38,9 @@ from glm45_launch.checks.rules import (
     NODES,
     PP,
     TP,
-    Problem,
-    TrainArgs,
     parse_layer_pattern,
 )
+from glm45_launch.checks.train_args import Problem, TrainArgs
 from glm45_launch.core.plan import Plan
 
 INSTALL_HINT = "pip install 'glm45-launch[validate]'"

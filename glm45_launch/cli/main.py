@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from glm45_launch.errors import PROG, LaunchError
+from glm45_launch.errors import PROG, ExitCode, LaunchError
 
 # click >= 8.2 raises this for a bare group (help, not an error); click 8.1 has no such
 # class and exits 0 after printing the help itself. An empty tuple catches nothing.
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except _NO_ARGS_IS_HELP as exc:  # the bare command: its help, not an error
         click.echo(exc.format_message(), err=True)
-        return 2
+        return ExitCode.USAGE
     except click.ClickException as exc:
         click.echo(f"{PROG}: error: {one_line(exc.format_message())}", err=True)
         return exc.exit_code
@@ -61,19 +61,19 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo(f"{PROG}: aborted", err=True)
-        return 130
+        return ExitCode.INTERRUPTED
     except KeyboardInterrupt:
         click.echo(f"{PROG}: interrupted", err=True)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
-        return 141
+        return ExitCode.BROKEN_PIPE
     except Exception as exc:  # the last line of defence: never a traceback
         if os.environ.get("GLM45_DEBUG"):
             raise
         click.echo(f"{PROG}: internal error: {type(exc).__name__}: {one_line(str(exc))} "
                    "(GLM45_DEBUG=1 shows the traceback)", err=True)
-        return 70
-    return rv if isinstance(rv, int) else 0
+        return ExitCode.INTERNAL
+    return int(rv) if isinstance(rv, int) else ExitCode.OK
 
 
 def run() -> None:

@@ -1,192 +1,216 @@
-"""Click options shared by every command that builds a plan, and the spec they make."""
+"""Every shared option, declared once as data, and the objects they build.
+
+An option is an :class:`Opt`: its Click declaration and where its value goes (``spec.X``:
+a :class:`LaunchSpec` field, ``variant.X``, ``overrides.X``, ``hosts.X``, or ``ssh.X``).
+A new plan option is one ``Opt`` line in :data:`PLAN` (and its ``LaunchSpec`` field): the
+decorator, the kwarg bookkeeping and :func:`spec_from_options` all read this table.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from glm45_launch.core.hostfile import DEFAULT_HOSTFILE, load_hostfile
+from glm45_launch.core.hostfile import DEFAULT_HOSTFILE, Hostfile, load_hostfile
 from glm45_launch.core.plan import FRAMEWORKS, LaunchSpec
 from glm45_launch.core.variants import HARDWARE, PROFILES, Variant
-from glm45_launch.recipes import BASH_RECIPE, MODELS
+from glm45_launch.errors import LaunchError
+from glm45_launch.recipes import MODELS
 
 if TYPE_CHECKING:
     from glm45_launch.runtime.ssh import SshOptions
 
 F = Callable[..., Any]
 
-_PLAN_OPTIONS: list[Callable[[F], F]] = [
-    click.option("--hostfile", default=str(DEFAULT_HOSTFILE), show_default=True,
-                 help="MPI-style hostfile: one host per line, optional slots=N."),
-    click.option("--include", multiple=True, metavar="HOSTS",
-                 help="Only these hosts (comma- or @-separated; repeatable)."),
-    click.option("--exclude", multiple=True, metavar="HOSTS",
-                 help="Drop these hosts (comma- or @-separated; repeatable)."),
-    click.option("--gpus-per-node", type=int, default=None,
-                 help="GPUs per node (default: the hostfile's slots, else 8)."),
-    click.option("--head", envvar="MLP_WORKER_0_HOST", default=None,
-                 help="Head address [env MLP_WORKER_0_HOST]."),
-    click.option("--base-dir", envvar="BASE_DIR", default=None,
-                 help="Shared root of checkpoints and data [env BASE_DIR]."),
-    click.option("--socket-ifname", envvar="MLP_SOCKET_IFNAME", default=None,
-                 help="Network interface [env MLP_SOCKET_IFNAME]; the runtime env keeps "
-                      "${MLP_SOCKET_IFNAME} for Ray unless --resolve-env."),
-    click.option("--resolve-env", is_flag=True,
-                 help="Put values instead of ${VAR}s into the runtime env (deviation)."),
-    click.option("--export-env", is_flag=True,
-                 help="Export the runtime env's ${VAR}s into every `ray start` (deviation)."),
-    click.option("--ssh-user", default="root", show_default=True),
-    click.option("--workdir", default=None,
-                 help="Framework checkout holding train.py; the head starts there [default: cwd]."),
-    click.option("--framework", type=click.Choice(FRAMEWORKS), default="miles", show_default=True,
-                 help="Package of the dynamic-sampling filter."),
-    click.option("--model", type=click.Choice(list(MODELS)), default="glm4.5-355B-A32B",
-                 show_default=True),
-    click.option("--actor-num-nodes", type=int, default=None,
-                 help="--actor-num-nodes of train.py (default: the recipe's 8)."),
-    click.option("--checkpoint-dir", default=None,
-                 help="Adds --load DIR --save DIR --save-interval N (the recipe saves nothing)."),
-    click.option("--save-interval", type=int, default=20, show_default=True),
-    click.option("--entry", default="train.py", show_default=True,
-                 help="Script the job runs instead of train.py (e.g. a smoke entry)."),
-    click.option("--dashboard-host", default=None,
-                 help="Bind the Ray dashboard (it runs submitted jobs, no authentication) here "
-                      "instead of 0.0.0.0: 127.0.0.1 or the head's address (deviation)."),
-    click.option("--no-cleanup", is_flag=True, help="Skip the recipe's pkill/ray stop cleanup."),
-    # The recipe, its variants (RECIPE.md §3, §5) and overrides (variants.py, overrides.py).
-    click.option("--recipe", "recipe_file", default=None, metavar="FILE",
-                 help="Recipe file (TOML) instead of the bash recipe (see `recipe_file.py`)."),
-    click.option("--profile", type=click.Choice(PROFILES), default="bash", show_default=True,
-                 help="bash: the bash recipe (GSPO, TP8/PP4/CP2/EP16); python: the upstream Python "
-                      "launcher (GRPO, parallelism by node count; Blackwell only)."),
-    click.option("--hardware", type=click.Choice(list(HARDWARE)), default=None,
-                 help="H100 (8 GPUs/node), GB200 or GB300 (4 GPUs/node, Blackwell)."),
-    click.option("--mtp/--no-mtp", default=None,
-                 help="EAGLE/MTP speculative decoding (default: on in bash, off in python)."),
-    click.option("--mis", is_flag=True,
-                 help="Train-inference mismatch correction: write the TIS/RS YAML and pass it."),
-    click.option("--mis-no-rs", is_flag=True, help="With --mis: use_rs false."),
-    click.option("--r3", is_flag=True, help="Rollout routing replay (--use-rollout-routing-replay)."),
-    click.option("--rollout-fp8", is_flag=True,
-                 help="FP8 rollout: the HF checkpoint's -FP8 copy and the FP8 SGLang flags (Blackwell)."),
-    click.option("--kv-cache-fp8", is_flag=True, help="--sglang-kv-cache-dtype fp8_e4m3."),
-    click.option("--job-files-dir", default=None, metavar="DIR",
-                 help="Where files the job reads (--mis) are written, on the head "
-                      "[default: BASE_DIR/glm45-launch]."),
-    click.option("--set", "set_args", multiple=True, metavar="GROUP.--FLAG=VALUE",
-                 help="Replace a flag's values in a group (appended when absent; repeatable)."),
-    click.option("--unset", "unset_args", multiple=True, metavar="GROUP.--FLAG",
-                 help="Remove a flag from a group (repeatable)."),
-    click.option("--extra-args", multiple=True, metavar="ARGS",
-                 help="Words appended after every group (shell-split; repeatable)."),
-    click.option("--env", "env_args", multiple=True, metavar="K=V",
-                 help="Runtime env var: replaced in place or appended (repeatable)."),
-]
+
+@dataclass(frozen=True)
+class Opt:
+    """One option: ``name`` is the kwarg; ``to`` is ``"group.field"`` it fills; ``convert``
+    turns the raw value into the field's value."""
+
+    name: str
+    decls: tuple[str, ...]
+    to: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    convert: Callable[[Any], Any] | None = None
+
+    def click(self) -> Callable[[F], F]:
+        return click.option(*self.decls, self.name, **self.kwargs)
 
 
-def plan_options(func: F) -> F:
-    """Decorate a command with every option that shapes the plan."""
-    for option in reversed(_PLAN_OPTIONS):
-        func = option(func)
-    return func
+def _or_none(value: Any) -> Any:
+    return value or None
 
 
-PLAN_OPTION_NAMES = (
-    "hostfile", "include", "exclude", "gpus_per_node", "head", "base_dir", "socket_ifname",
-    "resolve_env", "export_env", "ssh_user", "workdir", "framework", "model",
-    "actor_num_nodes", "checkpoint_dir", "save_interval", "entry", "dashboard_host",
-    "no_cleanup", "recipe_file", "profile", "hardware", "mtp", "mis", "mis_no_rs", "r3", "rollout_fp8",
-    "kv_cache_fp8", "job_files_dir", "set_args", "unset_args", "extra_args", "env_args",
+def _workdir(value: str | None) -> str:
+    return os.path.abspath(value) if value else os.getcwd()
+
+
+def _recipe(path: str | None) -> Any:
+    from glm45_launch.core.recipe_file import load_recipe
+    from glm45_launch.recipes import BASH_RECIPE
+
+    return load_recipe(path) if path else BASH_RECIPE
+
+
+def _not(value: bool) -> bool:
+    return not value
+
+
+HOSTS = (
+    Opt("hostfile", ("--hostfile",), "hosts.path", dict(default=str(DEFAULT_HOSTFILE), show_default=True,
+        help="MPI-style hostfile: one host per line, optional slots=N.")),
+    Opt("include", ("--include",), "hosts.include", dict(multiple=True, metavar="HOSTS",
+        help="Only these hosts (comma- or @-separated; repeatable).")),
+    Opt("exclude", ("--exclude",), "hosts.exclude", dict(multiple=True, metavar="HOSTS",
+        help="Drop these hosts (comma- or @-separated; repeatable).")),
+    Opt("ssh_user", ("--ssh-user",), "spec.ssh_user", dict(default="root", show_default=True)),
 )
 
+HEAD = Opt("head", ("--head",), "spec.head", dict(envvar="MLP_WORKER_0_HOST", default=None,
+           help="Head address [env MLP_WORKER_0_HOST]."), _or_none)
 
-def pop_plan_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Take the plan options out of a command's kwargs, leaving the command's own."""
-    return {name: kwargs.pop(name) for name in PLAN_OPTION_NAMES}
+PLAN = (
+    *HOSTS,
+    Opt("gpus_per_node", ("--gpus-per-node",), "spec.gpus_per_node", dict(type=int, default=None,
+        help="GPUs per node (default: the hostfile's slots, else 8).")),
+    HEAD,
+    Opt("base_dir", ("--base-dir",), "spec.base_dir", dict(envvar="BASE_DIR", default=None,
+        help="Shared root of checkpoints and data [env BASE_DIR]."), _or_none),
+    Opt("socket_ifname", ("--socket-ifname",), "spec.socket_ifname", dict(envvar="MLP_SOCKET_IFNAME", default=None,
+        help="Network interface [env MLP_SOCKET_IFNAME]; the runtime env keeps ${MLP_SOCKET_IFNAME} for Ray "
+             "unless --resolve-env."), _or_none),
+    Opt("resolve_env", ("--resolve-env",), "spec.resolve_env", dict(is_flag=True,
+        help="Put values instead of ${VAR}s into the runtime env (deviation).")),
+    Opt("export_env", ("--export-env",), "spec.export_env", dict(is_flag=True,
+        help="Export the runtime env's ${VAR}s into every `ray start` (deviation).")),
+    Opt("workdir", ("--workdir",), "spec.workdir", dict(default=None,
+        help="Framework checkout holding train.py; the head starts there [default: cwd]."), _workdir),
+    Opt("framework", ("--framework",), "spec.framework", dict(type=click.Choice(FRAMEWORKS), default="miles",
+        show_default=True, help="Package of the dynamic-sampling filter.")),
+    Opt("model", ("--model",), "spec.model", dict(type=click.Choice(list(MODELS)), default="glm4.5-355B-A32B",
+        show_default=True)),
+    Opt("actor_num_nodes", ("--actor-num-nodes",), "spec.actor_num_nodes", dict(type=int, default=None,
+        help="--actor-num-nodes of train.py (default: the recipe's 8).")),
+    Opt("checkpoint_dir", ("--checkpoint-dir",), "spec.checkpoint_dir", dict(default=None,
+        help="Adds --load DIR --save DIR --save-interval N (the recipe saves nothing).")),
+    Opt("save_interval", ("--save-interval",), "spec.save_interval", dict(type=int, default=20, show_default=True)),
+    Opt("entry", ("--entry",), "spec.entry", dict(default="train.py", show_default=True,
+        help="Script the job runs instead of train.py (e.g. a smoke entry).")),
+    Opt("dashboard_host", ("--dashboard-host",), "spec.dashboard_host", dict(default=None,
+        help="Bind the Ray dashboard (it runs submitted jobs, no authentication) here instead of 0.0.0.0: "
+             "127.0.0.1 or the head's address (deviation).")),
+    Opt("no_cleanup", ("--no-cleanup",), "spec.cleanup", dict(is_flag=True,
+        help="Skip the recipe's pkill/ray stop cleanup."), _not),
+    # The recipe, its variants (RECIPE.md §3, §5) and overrides (variants.py, overrides.py).
+    Opt("recipe_file", ("--recipe",), "spec.recipe", dict(default=None, metavar="FILE",
+        help="Recipe file (TOML) instead of the bash recipe (see `recipe_file.py`)."), _recipe),
+    Opt("profile", ("--profile",), "variant.profile", dict(type=click.Choice(PROFILES), default="bash",
+        show_default=True, help="bash: the bash recipe (GSPO, TP8/PP4/CP2/EP16); python: the upstream Python "
+                                "launcher (GRPO, parallelism by node count; Blackwell only).")),
+    Opt("hardware", ("--hardware",), "variant.hardware", dict(type=click.Choice(list(HARDWARE)), default=None,
+        help="H100 (8 GPUs/node), GB200 or GB300 (4 GPUs/node, Blackwell).")),
+    Opt("mtp", ("--mtp/--no-mtp",), "variant.mtp", dict(default=None,
+        help="EAGLE/MTP speculative decoding (default: on in bash, off in python).")),
+    Opt("mis", ("--mis",), "variant.mis", dict(is_flag=True,
+        help="Train-inference mismatch correction: write the TIS/RS YAML and pass it.")),
+    Opt("mis_no_rs", ("--mis-no-rs",), "variant.mis_use_rs", dict(is_flag=True, help="With --mis: use_rs false."),
+        _not),
+    Opt("r3", ("--r3",), "variant.r3", dict(is_flag=True, help="Rollout routing replay (--use-rollout-routing-replay).")),
+    Opt("rollout_fp8", ("--rollout-fp8",), "variant.rollout_fp8", dict(is_flag=True,
+        help="FP8 rollout: the HF checkpoint's -FP8 copy and the FP8 SGLang flags (Blackwell).")),
+    Opt("kv_cache_fp8", ("--kv-cache-fp8",), "variant.kv_cache_fp8", dict(is_flag=True,
+        help="--sglang-kv-cache-dtype fp8_e4m3.")),
+    Opt("job_files_dir", ("--job-files-dir",), "variant.files_dir", dict(default=None, metavar="DIR",
+        help="Where files the job reads (--mis) are written, on the head [default: BASE_DIR/glm45-launch].")),
+    Opt("set_args", ("--set",), "overrides.sets", dict(multiple=True, metavar="GROUP.--FLAG=VALUE",
+        help="Replace a flag's values in a group (appended when absent; repeatable).")),
+    Opt("unset_args", ("--unset",), "overrides.unsets", dict(multiple=True, metavar="GROUP.--FLAG",
+        help="Remove a flag from a group (repeatable).")),
+    Opt("extra_args", ("--extra-args",), "overrides.extra_args", dict(multiple=True, metavar="ARGS",
+        help="Words appended after every group (shell-split; repeatable).")),
+    Opt("env_args", ("--env",), "overrides.env", dict(multiple=True, metavar="K=V",
+        help="Runtime env var: replaced in place or appended (repeatable).")),
+)
 
-
-def spec_from_options(opts: dict[str, Any]) -> LaunchSpec:
-    """Read the hostfile and turn the options into a ``LaunchSpec`` (the only I/O here)."""
-    from glm45_launch.core.overrides import build_overrides
-    from glm45_launch.core.recipe_file import load_recipe
-
-    hostfile = load_hostfile(opts["hostfile"]).select(opts["include"], opts["exclude"])
-    return LaunchSpec(
-        hostfile=hostfile,
-        head=opts["head"] or None,
-        base_dir=opts["base_dir"] or None,
-        socket_ifname=opts["socket_ifname"] or None,
-        ssh_user=opts["ssh_user"],
-        workdir=os.path.abspath(opts["workdir"]) if opts["workdir"] else os.getcwd(),
-        gpus_per_node=opts["gpus_per_node"],
-        actor_num_nodes=opts["actor_num_nodes"],
-        framework=opts["framework"],
-        model=opts["model"],
-        resolve_env=opts["resolve_env"],
-        export_env=opts["export_env"],
-        checkpoint_dir=opts["checkpoint_dir"],
-        save_interval=opts["save_interval"],
-        entry=opts["entry"],
-        dashboard_host=opts["dashboard_host"],
-        cleanup=not opts["no_cleanup"],
-        recipe=load_recipe(opts["recipe_file"]) if opts["recipe_file"] else BASH_RECIPE,
-        variant=Variant(
-            profile=opts["profile"], hardware=opts["hardware"], mtp=opts["mtp"], mis=opts["mis"],
-            mis_use_rs=not opts["mis_no_rs"], r3=opts["r3"], rollout_fp8=opts["rollout_fp8"],
-            kv_cache_fp8=opts["kv_cache_fp8"], files_dir=opts["job_files_dir"],
-        ),
-        overrides=build_overrides(opts["set_args"], opts["unset_args"], opts["extra_args"], opts["env_args"]),
-    )
-
-
-_SSH_OPTIONS: list[Callable[[F], F]] = [
-    click.option("--identity", "-i", multiple=True, metavar="KEY",
-                 help="SSH private key (repeatable; default: ssh-agent and ~/.ssh keys)."),
-    click.option("--known-hosts", multiple=True, metavar="FILE",
-                 help="Extra known_hosts file (repeatable); ~/.ssh/known_hosts is always read."),
-    click.option("--accept-new-host-keys", is_flag=True,
-                 help="Record unknown host keys (a changed key is still refused)."),
-    click.option("--ssh-port", type=int, default=None, help="SSH port (default: 22 / ~/.ssh/config)."),
+SSH = (
+    Opt("identity", ("--identity", "-i"), "ssh.identity", dict(multiple=True, metavar="KEY",
+        help="SSH private key (repeatable; default: ssh-agent and ~/.ssh keys)."), tuple),
+    Opt("known_hosts", ("--known-hosts",), "ssh.known_hosts", dict(multiple=True, metavar="FILE",
+        help="Extra known_hosts file (repeatable); ~/.ssh/known_hosts is always read."), tuple),
+    Opt("accept_new_host_keys", ("--accept-new-host-keys",), "ssh.accept_new_host_keys", dict(is_flag=True,
+        help="Record unknown host keys (a changed key is still refused).")),
+    Opt("ssh_port", ("--ssh-port",), "ssh.port", dict(type=int, default=None,
+        help="SSH port (default: 22 / ~/.ssh/config).")),
     # At least 1 s: Fabric drops a connect timeout that rounds to 0, and `timeout 0` never fires.
-    click.option("--connect-timeout", type=click.FloatRange(min=1), default=10.0, show_default=True,
-                 help="Seconds to connect to a host."),
-    click.option("--command-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
-                 help="Seconds a remote command may run (enforced on both ends)."),
-    click.option("--retries", type=int, default=3, show_default=True,
-                 help="Connection attempts per host (with backoff)."),
-]
+    Opt("connect_timeout", ("--connect-timeout",), "ssh.connect_timeout", dict(type=click.FloatRange(min=1),
+        default=10.0, show_default=True, help="Seconds to connect to a host.")),
+    Opt("command_timeout", ("--command-timeout",), "ssh.command_timeout", dict(type=click.FloatRange(min=1),
+        default=300.0, show_default=True, help="Seconds a remote command may run (enforced on both ends).")),
+    Opt("retries", ("--retries",), "ssh.retries", dict(type=click.IntRange(min=1), default=3, show_default=True,
+        help="Connection attempts per host (with backoff).")),
+)
+
+PARALLEL = Opt("parallel", ("--parallel",), "run.parallel", dict(type=click.IntRange(min=1), default=32,
+               show_default=True, help="Hosts contacted at once."))
 
 
-def ssh_options(func: F) -> F:
-    """Decorate a command with the options that say how to reach the hosts."""
-    for option in reversed(_SSH_OPTIONS):
-        func = option(func)
-    return func
+def by_name(name: str, **changes: Any) -> Opt:
+    """The shared option ``name`` (``changes``: other Click settings, e.g. its help here)."""
+    opt = next(o for o in (*PLAN, *SSH, PARALLEL) if o.name == name)
+    return Opt(opt.name, opt.decls, opt.to, {**opt.kwargs, **changes}, opt.convert) if changes else opt
+
+
+def options(*groups: tuple[Opt, ...] | Opt) -> Callable[[F], F]:
+    """Decorate a command with these option groups, in order."""
+    opts = [o for g in groups for o in ((g,) if isinstance(g, Opt) else g)]
+
+    def decorate(func: F) -> F:
+        for opt in reversed(opts):
+            func = opt.click()(func)
+        return func
+    return decorate
+
+
+def take(kwargs: dict[str, Any], group: tuple[Opt, ...]) -> dict[str, dict[str, Any]]:
+    """Pop ``group``'s options out of a command's kwargs, as ``{target: {field: value}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for opt in group:
+        if opt.name not in kwargs:
+            continue
+        value = kwargs.pop(opt.name)
+        target, name = opt.to.split(".", 1)
+        out.setdefault(target, {})[name] = opt.convert(value) if opt.convert else value
+    return out
+
+
+def hostfile_from(values: dict[str, Any]) -> Hostfile:
+    """The hostfile the ``hosts`` options name, filtered by --include/--exclude."""
+    return load_hostfile(values["path"]).select(values.get("include", ()), values.get("exclude", ()))
+
+
+def spec_from_options(kwargs: dict[str, Any]) -> LaunchSpec:
+    """Pop the plan options out of ``kwargs`` and build the ``LaunchSpec`` (reads the hostfile and
+    a recipe file, the only I/O here)."""
+    from glm45_launch.core.overrides import build_overrides
+
+    got = take(kwargs, PLAN)
+    return LaunchSpec(
+        hostfile=hostfile_from(got["hosts"]), **got["spec"], variant=Variant(**got.get("variant", {})),
+        overrides=build_overrides(**got.get("overrides", {})),
+    )
 
 
 def ssh_from_options(kwargs: dict[str, Any], user: str) -> SshOptions:
-    """Take the SSH options out of ``kwargs`` and build ``SshOptions``."""
-    from glm45_launch.errors import LaunchError
+    """Pop the SSH options out of ``kwargs`` and build ``SshOptions``."""
     from glm45_launch.runtime.ssh import SshOptions
 
-    for name in ("connect_timeout", "command_timeout"):
-        if kwargs[name] <= 0:
-            raise LaunchError(f"--{name.replace('_', '-')}: must be > 0, got {kwargs[name]}")
-    if kwargs["retries"] < 1:
-        raise LaunchError(f"--retries: must be >= 1, got {kwargs['retries']}")
-    for path in kwargs["identity"]:
+    values = take(kwargs, SSH).get("ssh", {})
+    for path in values.get("identity", ()):
         if not os.path.isfile(path):
             raise LaunchError(f"--identity: {path}: no such key file")
-    return SshOptions(
-        user=user,
-        port=kwargs.pop("ssh_port"),
-        identity=tuple(kwargs.pop("identity")),
-        known_hosts=tuple(kwargs.pop("known_hosts")),
-        accept_new_host_keys=kwargs.pop("accept_new_host_keys"),
-        connect_timeout=kwargs.pop("connect_timeout"),
-        command_timeout=kwargs.pop("command_timeout"),
-        retries=kwargs.pop("retries"),
-    )
+    return SshOptions(user=user, **values)

@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from glm45_launch.core.flags import split_flags
 from glm45_launch.core.quoting import shell_join
-from glm45_launch.recipes import Argv, fill_all, split_flags
+from glm45_launch.recipes import Argv, fill_all
 
 ADDED, REMOVED, CHANGED, MOVED = "added", "removed", "changed", "moved"
 

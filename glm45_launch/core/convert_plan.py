@@ -20,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from glm45_launch.core.plan import HEAD, WORKER, LaunchSpec, Plan, Step, build_plan, flag_value
-from glm45_launch.core.quoting import quote, shell_command, shell_join
+from glm45_launch.core.flags import flag_value
+from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.core.quoting import quote, shell_join
+from glm45_launch.core.steps import HEAD, WORKER, ConvertCheckStep, ConvertStep
 from glm45_launch.core.variants import FP8_SUFFIX
 from glm45_launch.errors import LaunchError
 
@@ -35,8 +37,8 @@ DEFAULT_MEGATRON_PATH = "/root/Megatron-LM"
 class ConvertPlan:
     """The conversion for one cluster: a skip check, then one step per node."""
 
-    check: Step  # run on the head first: exit 0 -> the target is converted already
-    steps: tuple[Step, ...]  # kind "convert", rank order; run all at once, wait for all
+    check: ConvertCheckStep  # run on the head first: exit 0 -> the target is converted already
+    steps: tuple[ConvertStep, ...]  # kind "convert", rank order; run all at once, wait for all
     hf_checkpoint: str
     save: str
     master_addr: str
@@ -80,9 +82,9 @@ class ConvertPlan:
         }
 
 
-def step_shell_command(step: Step) -> str:
+def step_shell_command(step: ConvertStep) -> str:
     """One shell string for ``step``: ``cd CWD && env K=V argv`` (what ssh runs remotely)."""
-    return shell_command(step.commands, step.cwd, step.env)
+    return step.remote_command
 
 
 def plan_convert(
@@ -139,12 +141,12 @@ def convert_from_plan(
             argv += ("--nnodes", str(nnodes), "--node-rank", str(rank), "--master-addr", plan.head,
                      "--master-port", str(master_port))
         argv += (CONVERT_SCRIPT, *model_args, "--hf-checkpoint", hf_checkpoint, "--save", save)
-        steps.append(Step(
-            kind="convert", where=HEAD if rank == 0 else WORKER, host=host, commands=(argv,), env=env,
+        steps.append(ConvertStep(
+            where=HEAD if rank == 0 else WORKER, host=host, commands=(argv,), env=env,
             cwd=spec.workdir, purpose=f"convert on {host} (rank {rank} of {nnodes})",
         ))
-    check = Step(
-        kind="convert-check", where=HEAD, host=plan.head,
+    check = ConvertCheckStep(
+        where=HEAD, host=plan.head,
         commands=(("test", "-f", f"{save}/{TRACKER}"),), ignore_errors=True,
         purpose=f"skip the conversion if {save}/{TRACKER} exists (exit 0)",
     )

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from glm45_launch.core.argdiff import ArgChange, EnvChange, diff_env, diff_groups
+from glm45_launch.core.flags import has_flag, set_flag, unset_flag
 from glm45_launch.errors import LaunchError
-from glm45_launch.recipes import Argv, Recipe, split_flags
+from glm45_launch.recipes import Argv, Recipe
 
 EXTRA_GROUP = "EXTRA"
 _FLAG = re.compile(r"^--[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -129,36 +130,6 @@ def resolve_group(name: str, order: Sequence[str], option: str) -> str:
         if group.upper().removesuffix("_ARGS") == wanted:
             return group
     raise LaunchError(f"{option}: unknown group {name!r} (groups: {', '.join(order)})")
-
-
-def set_flag(words: Sequence[str], flag: str, values: Sequence[str]) -> Argv:
-    """``words`` with ``flag``'s values replaced at its first occurrence (later ones
-    dropped), or ``flag VALUES`` appended when absent."""
-    out: list[str] = []
-    done = False
-    for name, vals in split_flags(words):
-        if name == flag:
-            if not done:
-                out += [flag, *values]
-                done = True
-            continue
-        out += [name, *vals] if name else list(vals)
-    if not done:
-        out += [flag, *values]
-    return tuple(out)
-
-
-def unset_flag(words: Sequence[str], flag: str) -> Argv:
-    """``words`` without any occurrence of ``flag`` (and its values)."""
-    out: list[str] = []
-    for name, vals in split_flags(words):
-        if name != flag:
-            out += [name, *vals] if name else list(vals)
-    return tuple(out)
-
-
-def has_flag(words: Sequence[str], flag: str) -> bool:
-    return any(name == flag for name, _ in split_flags(words))
 
 
 def set_env(env: Sequence[tuple[str, str]], key: str, value: str) -> tuple[tuple[str, str], ...]:

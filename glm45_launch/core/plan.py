@@ -1,32 +1,50 @@
-"""Planning: inputs -> the ordered list of commands a launch runs. Pure: no I/O, no SSH.
+"""Planning: inputs -> the ordered steps a launch runs, with the facts they were made from.
 
-The plan is the contract: ``glm45-launch plan`` prints it, the parity tests compare it
-with the bash recipe, and the executor runs exactly its steps.
+Pure: no I/O, no SSH. The plan is the contract: ``glm45-launch plan`` prints it, the
+parity tests compare it with the bash recipe, and the executor runs exactly its steps.
+What the plan resolved (nodes, GPUs, ports, the job address, the train argv by group, the
+runtime env) it keeps as typed facts, so nothing downstream parses text or argv again.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from glm45_launch.core.argdiff import ArgChange, EnvChange
+from glm45_launch.core.flags import Argv, flag_value
 from glm45_launch.core.hostfile import Hostfile, host_key, valid_hostname
 from glm45_launch.core.overrides import Overrides
-from glm45_launch.core.quoting import remote_command
+from glm45_launch.core.runtime_env import env_refs, resolve_env, runtime_env_json
+from glm45_launch.core.steps import (
+    HEAD,
+    JOB_ID,
+    WORKER,
+    CleanupStep,
+    HeadStartStep,
+    JoinStep,
+    Step,
+    StopJobStep,
+    StopStep,
+    SubmitStep,
+    WorkerStartStep,
+    WriteFileStep,
+)
 from glm45_launch.core.variants import Variant, shape_recipe
 from glm45_launch.errors import LaunchError
-from glm45_launch.recipes import BASH_RECIPE, Argv, Recipe, fill, fill_all, get_model, split_flags
+from glm45_launch.recipes import BASH_RECIPE, Recipe, fill, fill_all, get_model
+
+__all__ = [
+    "FRAMEWORKS", "HEAD", "WORKER", "ClusterFacts", "LaunchSpec", "Plan", "Step", "TrainArgs",
+    "build_down_plan", "build_plan",
+]
 
 FRAMEWORKS = ("miles", "slime")
-HEAD = "head"
-WORKER = "worker"
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WILDCARDS = ("0.0.0.0", "::")  # --dashboard-host values that bind every interface
 _LOOPBACK = ("127.0.0.1", "localhost")  # where the recipe's `ray job submit` finds the dashboard
 _SSH_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+RAY_STOP: Argv = ("ray", "stop", "--force")
 
 
 @dataclass(frozen=True)
@@ -51,56 +69,57 @@ class LaunchSpec:
     dashboard_host: str | None = None  # None: the recipe's 0.0.0.0
     cleanup: bool = True
     no_wait: bool = False  # `ray job submit --no-wait`: return the job id instead of following it
+    overlap: bool = True  # workers start once the head's GCS answers (False: after `ray start --head`)
     recipe: Recipe = BASH_RECIPE
     variant: Variant = Variant()  # profile, hardware, MTP/MIS/R3/FP8 (variants.py)
     overrides: Overrides = Overrides()  # --set/--unset/--extra-args/--env (overrides.py)
 
 
 @dataclass(frozen=True)
-class Step:
-    """One step: where it runs, what it runs, and why."""
+class ClusterFacts:
+    """The Ray cluster a plan brings up, as resolved from the spec and the recipe."""
 
-    kind: str  # cleanup | head-start | worker-start | join | submit
-    where: str  # HEAD or WORKER
-    host: str
-    purpose: str
-    commands: tuple[Argv, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()  # exported before the commands (head side)
-    cwd: str | None = None
-    ignore_errors: bool = False
-    # `pkill -9 python` on the head would kill a Python launcher: the executor spares its
-    # own process and ancestors when this is set.
-    spare_launcher: bool = False
-    # kind "write-file": (path, content) the executor writes on `host` before later steps.
-    files: tuple[tuple[str, str], ...] = ()
+    head: str
+    workers: tuple[str, ...]  # hostfile order, the head excluded
+    gpus_per_node: int
+    ray_port: int
+    dashboard_host: str  # what the dashboard binds
+    dashboard_port: int
+    job_host: str  # where the launcher reaches the job server (127.0.0.1 unless bound elsewhere)
+    job_address: str  # the job server URL `ray job submit` uses
+    ssh_user: str
 
-    def invocations(self, ssh_user: str) -> list[list[str]]:
-        """The argv the bash recipe would run for this step."""
-        if self.where == WORKER:
-            return [["ssh", f"{ssh_user}@{self.host}", remote_command(self.commands)]]
-        return [list(c) for c in self.commands]
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every node: the head, then the workers."""
+        return (self.head, *self.workers)
 
-    def to_json(self, ssh_user: str) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "kind": self.kind,
-            "where": self.where,
-            "host": self.host,
-            "purpose": self.purpose,
-            "commands": [list(c) for c in self.commands],
-        }
-        if self.where == WORKER:
-            out["remote_command"] = remote_command(self.commands)
-            out["ssh"] = f"{ssh_user}@{self.host}"
-        if self.env:
-            out["env"] = dict(self.env)
-        if self.cwd:
-            out["cwd"] = self.cwd
-        out["ignore_errors"] = self.ignore_errors
-        if self.spare_launcher:
-            out["spare_launcher"] = True
-        if self.files:
-            out["files"] = [{"path": p, "content": c} for p, c in self.files]
-        return out
+    @property
+    def total_gpus(self) -> int:
+        return len(self.nodes) * self.gpus_per_node
+
+    @property
+    def head_ports(self) -> tuple[tuple[str, int, str], ...]:
+        """(host, port, what) the head's Ray needs: the GCS and the job server."""
+        return ((self.head, self.ray_port, "Ray GCS"), (self.job_host, self.dashboard_port, "dashboard"))
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """The job's entrypoint: ``entry`` (``python3 train.py``), then ``prefix`` and the groups."""
+
+    entry: Argv
+    prefix: Argv  # --actor-num-nodes ... before the groups
+    groups: tuple[tuple[str, Argv], ...]
+
+    @property
+    def argv(self) -> Argv:
+        """train.py's arguments: the prefix, then every group in order."""
+        return self.prefix + tuple(w for _, words in self.groups for w in words)
+
+    @property
+    def entrypoint(self) -> Argv:
+        return self.entry + self.argv
 
 
 @dataclass(frozen=True)
@@ -109,9 +128,12 @@ class Plan:
 
     steps: tuple[Step, ...]
     spec: LaunchSpec
+    cluster: ClusterFacts
+    train: TrainArgs
     settings: tuple[tuple[str, str], ...]
-    train_groups: tuple[tuple[str, Argv], ...]  # the filled train.py args, by group
     env_vars: tuple[tuple[str, str], ...]  # the runtime env as submitted
+    on_failure: tuple[Step, ...] = ()  # teardown of what a failed launch started
+    on_interrupt: tuple[Step, ...] = ()  # Ctrl-C while the job runs
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
     overrides: tuple[ArgChange | EnvChange, ...] = ()  # --set/--unset/--extra-args/--env vs the recipe
@@ -119,88 +141,76 @@ class Plan:
 
     @property
     def head(self) -> str:
-        assert self.spec.head is not None
-        return self.spec.head
+        return self.cluster.head
 
     @property
     def cluster_hosts(self) -> list[str]:
         """Every node of the Ray cluster: the head, then the workers in hostfile order."""
-        return [self.head] + [s.host for s in self.worker_steps]
+        return list(self.cluster.nodes)
 
     @property
     def gpus_per_node(self) -> int:
-        return int(dict(self.settings)["GPUs per node"])
+        return self.cluster.gpus_per_node
+
+    @property
+    def job_address(self) -> str:
+        """The job server URL the submission uses (``--address=`` of ``ray job submit``)."""
+        return self.cluster.job_address
+
+    @property
+    def train_groups(self) -> tuple[tuple[str, Argv], ...]:
+        """The filled train.py args, by group."""
+        return self.train.groups
 
     @property
     def worker_steps(self) -> list[Step]:
-        return [s for s in self.steps if s.kind == "worker-start"]
+        return [s for s in self.steps if s.kind == WorkerStartStep.kind]
 
     def step(self, kind: str) -> Step | None:
         return next((s for s in self.steps if s.kind == kind), None)
 
     @property
     def submit_argv(self) -> list[str]:
-        step = self.step("submit")
-        assert step is not None
+        step = self.step(SubmitStep.kind)
+        if step is None:
+            raise LaunchError("the plan submits no job")
         return list(step.commands[0])
-
-    @property
-    def job_address(self) -> str:
-        """The job server URL the submission uses (``--address=`` of ``ray job submit``)."""
-        for word in self.submit_argv:
-            if word.startswith("--address="):
-                return word.removeprefix("--address=")
-        return "http://127.0.0.1:8265"
 
     @property
     def train_argv(self) -> list[str]:
         """The job's entrypoint argv (after ``--``)."""
-        argv = self.submit_argv
-        return argv[argv.index("--") + 1 :]
+        return list(self.train.entrypoint)
 
     def invocations(self) -> list[list[str]]:
         """Bash-equivalent argv: head-side commands in order, then ssh per worker by host."""
-        head = [a for s in self.steps if s.where == HEAD for a in s.invocations(self.spec.ssh_user)]
-        ssh = [a for s in self.worker_steps for a in s.invocations(self.spec.ssh_user)]
+        user = self.cluster.ssh_user
+        head = [a for s in self.steps if s.where == HEAD for a in s.invocations(user)]
+        ssh = [a for s in self.worker_steps for a in s.invocations(user)]
         return head + sorted(ssh, key=lambda a: a[1:])
 
     def to_json(self) -> dict[str, Any]:
+        user = self.cluster.ssh_user
         return {
             "recipe": self.spec.recipe.name,
             "settings": dict(self.settings),
             "notes": list(self.notes),
             "warnings": list(self.warnings),
             "invocations": self.invocations(),
-            "steps": [s.to_json(self.spec.ssh_user) for s in self.steps],
+            "steps": [s.to_json(user) for s in self.steps],
             "train_args": {g: list(w) for g, w in self.train_groups},
             "runtime_env": {"env_vars": dict(self.env_vars)},
             "overrides": [c.to_json() for c in self.overrides],
             "variant_changes": [c.to_json() for c in self.variant_changes],
+            "cluster": {
+                "head": self.cluster.head, "nodes": list(self.cluster.nodes),
+                "gpus_per_node": self.cluster.gpus_per_node, "total_gpus": self.cluster.total_gpus,
+                "ray_port": self.cluster.ray_port, "dashboard_port": self.cluster.dashboard_port,
+                "job_address": self.cluster.job_address,
+            },
+            "train": {"entry": list(self.train.entry), "prefix": list(self.train.prefix)},
+            "on_failure": [s.to_json(user) for s in self.on_failure],
+            "on_interrupt": [s.to_json(user) for s in self.on_interrupt],
         }
-
-
-def runtime_env_json(env_vars: Sequence[tuple[str, str]]) -> str:
-    """The runtime env as the bash recipe writes it (its exact layout, keys in order)."""
-    body = ",\n".join(f"        {json.dumps(k)}: {json.dumps(v)}" for k, v in env_vars)
-    return '{\n     "env_vars": {\n' + body + "\n     }\n   }"
-
-
-def env_refs(env_vars: Sequence[tuple[str, str]]) -> list[str]:
-    """The ``${VAR}`` names the runtime env leaves for Ray to expand, in first-use order."""
-    seen: dict[str, None] = {}
-    for _, value in env_vars:
-        for name in _ENV_REF.findall(value):
-            seen.setdefault(name)
-    return list(seen)
-
-
-def flag_value(words: Sequence[str], flag: str) -> str | None:
-    """The last value given to ``flag`` in ``words`` (argparse keeps the last)."""
-    found = None
-    for name, values in split_flags(words):
-        if name == flag:
-            found = values[0] if values else ""
-    return found
 
 
 def _require(spec: LaunchSpec) -> tuple[str, str]:
@@ -235,26 +245,27 @@ def _env_values(spec: LaunchSpec, head: str) -> dict[str, str]:
     return values
 
 
-def _resolve_env(env_vars: Sequence[tuple[str, str]], values: Mapping[str, str], flag: str) -> list[tuple[str, str]]:
-    def sub(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name not in values:
-            option = " (give --socket-ifname or set it)" if name == "MLP_SOCKET_IFNAME" else ""
-            raise LaunchError(f"{flag}: no value for ${{{name}}}{option}")
-        return values[name]
+def _port(values: dict[str, str], key: str) -> int:
+    try:
+        return int(values[key])
+    except (KeyError, ValueError):
+        raise LaunchError(f"recipe [defaults] {key}: {values.get(key)!r} is not a port") from None
 
-    return [(k, _ENV_REF.sub(sub, v)) for k, v in env_vars]
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def build_plan(spec: LaunchSpec) -> Plan:
     """Turn ``spec`` into the ordered steps of a launch (pure)."""
     head, base_dir = _require(spec)
     model = get_model(spec.model)
+    hosts = spec.hostfile.names
+    workers = tuple(h for h in hosts if host_key(h) != host_key(head))
     # The recipe this launch runs: MODEL filled, then the variant, then the overrides.
     shaped = shape_recipe(
         spec.recipe, model=model, variant=spec.variant, overrides=spec.overrides, hostfile=spec.hostfile,
-        gpus_per_node=spec.gpus_per_node, nodes=1 + sum(host_key(h) != host_key(head) for h in spec.hostfile.names),
-        actor_num_nodes=spec.actor_num_nodes,
+        gpus_per_node=spec.gpus_per_node, nodes=1 + len(workers), actor_num_nodes=spec.actor_num_nodes,
     )
     recipe = shaped.recipe
     gpus = shaped.gpus_per_node
@@ -282,9 +293,11 @@ def build_plan(spec: LaunchSpec) -> Plan:
             "--load", spec.checkpoint_dir, "--save", spec.checkpoint_dir,
             "--save-interval", str(spec.save_interval),
         )
-    train_groups = tuple((g, fill_all(groups.get(g, ()), values)) for g in recipe.group_order)
-    train_words = [w for _, words in train_groups for w in words]
-    ref_load = flag_value(train_words, "--ref-load")
+    train = TrainArgs(
+        entry=fill_all(recipe.entry, values), prefix=fill_all(recipe.train_prefix, values),
+        groups=tuple((g, fill_all(groups.get(g, ()), values)) for g in recipe.group_order),
+    )
+    ref_load = flag_value(train.argv, "--ref-load")
     if spec.checkpoint_dir is None:
         notes.append(f"effective --load = {ref_load}; no checkpoints are saved")
     else:
@@ -298,7 +311,7 @@ def build_plan(spec: LaunchSpec) -> Plan:
     refs = env_refs(env_vars)
     env_values = _env_values(spec, head)
     if spec.resolve_env:
-        env_vars = _resolve_env(env_vars, env_values, "--resolve-env")
+        env_vars = resolve_env(env_vars, env_values, "--resolve-env")
         notes.append("--resolve-env: the runtime env holds values, not ${VAR}s (differs from the bash recipe)")
     elif refs:
         notes.append(
@@ -324,38 +337,55 @@ def build_plan(spec: LaunchSpec) -> Plan:
             f"the bash recipe would split each path into {words} words"
         )
     dashboard = values["dashboard_host"]
+    dashboard_port = _port(values, "dashboard_port")
     if dashboard in _WILDCARDS:
-        shown = f"[{dashboard}]" if ":" in dashboard else dashboard
         warnings.append(
-            f"the Ray dashboard on the head listens on {shown}:{values['dashboard_port']} (all interfaces, "
+            f"the Ray dashboard on the head listens on {_url_host(dashboard)}:{dashboard_port} (all interfaces, "
             "as in the bash recipe) and accepts job submissions without authentication from anyone who "
             "can reach it: --dashboard-host 127.0.0.1 (or the head's address) limits it"
         )
-
-    hosts = spec.hostfile.names
-    workers = [h for h in hosts if host_key(h) != host_key(head)]
     if len(workers) == len(hosts):
         notes.append(f"head {head} is not in {spec.hostfile.path}: every listed host joins as a worker")
     if spec.gpus_per_node is None and gpus != 8 and {h.slots for h in spec.hostfile.hosts} == {gpus}:
         notes.append(f"{gpus} GPUs per node from the hostfile's slots= (the bash recipe ignores slots and uses 8)")
-    nodes = 1 + len(workers)
-    actor_nodes = int(values["actor_num_nodes"])  # too few nodes: validate.check_plan says so
 
+    # Where the launcher reaches the job server: loopback unless the dashboard binds one address.
+    job_host = "127.0.0.1" if dashboard in _WILDCARDS + _LOOPBACK else dashboard
+    submit = fill_all(recipe.submit, {**values, "runtime_env_json": runtime_env_json(env_vars)})
+    if spec.no_wait:
+        cut = submit.index("submit") + 1
+        submit = submit[:cut] + ("--no-wait",) + submit[cut:]
+        notes.append("--no-wait: `ray job submit --no-wait` prints the job id and returns (deviation)")
+    if job_host != "127.0.0.1":
+        # The job server listens on that address only: submit there, not to 127.0.0.1.
+        submit = tuple(w.replace("//127.0.0.1:", f"//{_url_host(job_host)}:", 1) if w.startswith("--address=")
+                       else w for w in submit)
+        notes.append(f"--dashboard-host {dashboard}: the job is submitted to http://{_url_host(job_host)}:"
+                     f"{dashboard_port} (the dashboard does not listen on 127.0.0.1)")
+    address = next((w.removeprefix("--address=") for w in submit if w.startswith("--address=")),
+                   f"http://{_url_host(job_host)}:{dashboard_port}")
+    cluster = ClusterFacts(
+        head=head, workers=workers, gpus_per_node=gpus, ray_port=_port(values, "ray_port"),
+        dashboard_host=dashboard, dashboard_port=dashboard_port, job_host=job_host, job_address=address,
+        ssh_user=spec.ssh_user,
+    )
+
+    head_env = tuple((k, fill(v, values)) for k, v in recipe.head_exports)
     steps: list[Step] = []
     if spec.cleanup:
-        steps.append(Step(
-            kind="cleanup", where=HEAD, host=head, commands=tuple(recipe.head_cleanup),
-            ignore_errors=True, spare_launcher=True,
+        steps.append(CleanupStep(
+            where=HEAD, host=head, commands=tuple(recipe.head_cleanup), ignore_errors=True, spare_launcher=True,
+            guard_ports=cluster.head_ports,
             purpose="stop leftovers of a previous run (errors ignored; "
             "`pkill -9 python` spares the launcher and its ancestors)",
         ))
-    head_env = tuple((k, fill(v, values)) for k, v in recipe.head_exports)
     head_start = fill_all(recipe.head_start, values)
     if exports:
         head_start = ("env", *(f"{k}={v}" for k, v in exports), *head_start)
-    steps.append(Step(
-        kind="head-start", where=HEAD, host=head, commands=(head_start,), env=head_env,
-        cwd=spec.workdir, purpose=f"start the Ray head in {spec.workdir} (the job's cwd)",
+    steps.append(HeadStartStep(
+        where=HEAD, host=head, commands=(head_start,), env=head_env, cwd=spec.workdir,
+        free_ports=cluster.head_ports, ready_port=cluster.ray_port if spec.overlap else None,
+        purpose=f"start the Ray head in {spec.workdir} (the job's cwd)",
     ))
     for host in workers:
         host_values = {**values, "host": host}
@@ -367,71 +397,71 @@ def build_plan(spec: LaunchSpec) -> Plan:
                         for c in commands]
         # The " ; " inside the remote command ignores the cleanup's errors, as in the recipe;
         # the step's own status is `ray start`'s, and a failure stops the launch (never silent).
-        steps.append(Step(
-            kind="worker-start", where=WORKER, host=host, commands=tuple(commands),
-            purpose=f"join {host} to the cluster at {head}",
+        steps.append(WorkerStartStep(
+            where=WORKER, host=host, commands=tuple(commands), purpose=f"join {host} to the cluster at {head}",
         ))
-    steps.append(Step(
-        kind="join", where=HEAD, host=head,
-        purpose=f"wait until {nodes} node(s) and {nodes * gpus} GPUs have joined "
+    steps.append(JoinStep(
+        where=HEAD, host=head, hosts=cluster.nodes, gpus=cluster.total_gpus, address=cluster.job_address,
+        purpose=f"wait until {len(cluster.nodes)} node(s) and {cluster.total_gpus} GPUs have joined "
         "(the bash recipe waits for the ssh commands only)",
     ))
-    submit_values = {**values, "runtime_env_json": runtime_env_json(env_vars)}
-    submit = (
-        fill_all(recipe.submit, submit_values) + fill_all(recipe.entry, values)
-        + fill_all(recipe.train_prefix, values) + tuple(train_words)
-    )
-    if spec.no_wait:
-        cut = submit.index("submit") + 1
-        submit = submit[:cut] + ("--no-wait",) + submit[cut:]
-        notes.append("--no-wait: `ray job submit --no-wait` prints the job id and returns (deviation)")
-    if dashboard not in _WILDCARDS + _LOOPBACK:
-        # The job server listens on that address only: submit there, not to 127.0.0.1.
-        url_host = f"[{dashboard}]" if ":" in dashboard else dashboard
-        submit = tuple(w.replace("//127.0.0.1:", f"//{url_host}:", 1) if w.startswith("--address=") else w
-                       for w in submit)
-        notes.append(f"--dashboard-host {dashboard}: the job is submitted to http://{url_host}:"
-                     f"{values['dashboard_port']} (the dashboard does not listen on 127.0.0.1)")
     for path, content in shaped.files:  # e.g. --mis's YAML; written on the head before the job starts
-        steps.append(Step(
-            kind="write-file", where=HEAD, host=head, files=((fill(path, values), content),),
+        steps.append(WriteFileStep(
+            where=HEAD, host=head, files=((fill(path, values), content),),
             purpose=f"write {fill(path, values)} (the job reads it)",
         ))
-    steps.append(Step(
-        kind="submit", where=HEAD, host=head, commands=(submit,), env=head_env, cwd=spec.workdir,
+    steps.append(SubmitStep(
+        where=HEAD, host=head, commands=(submit + train.entrypoint,), env=head_env, cwd=spec.workdir,
+        address=cluster.job_address, no_wait=spec.no_wait,
         purpose=f"submit `python3 {spec.entry}` to the cluster through the head's job server",
     ))
 
+    actor_nodes = int(values["actor_num_nodes"])  # too few nodes: validate.check_plan says so
     settings = (
         ("recipe", recipe.name),
         ("model", model.name),
         ("framework", spec.framework),
         ("hostfile", f"{spec.hostfile.path} ({len(hosts)} host(s))"),
         ("head", head + ("" if len(workers) < len(hosts) else " (not in the hostfile)")),
-        ("nodes", str(nodes)),
+        ("nodes", str(len(cluster.nodes))),
         ("GPUs per node", str(gpus)),
         ("actor nodes", str(actor_nodes)),
         ("base dir", base_dir),
         ("workdir", spec.workdir),
         ("ssh user", spec.ssh_user),
-        ("dashboard", f"{values['dashboard_host']}:{values['dashboard_port']}"),
-        ("ray port", values["ray_port"]),
+        ("dashboard", f"{dashboard}:{dashboard_port}"),
+        ("ray port", str(cluster.ray_port)),
         ("cleanup", "yes" if spec.cleanup else "no (--no-cleanup)"),
     ) + shaped.settings
     return Plan(
-        steps=tuple(steps), spec=spec, settings=settings, train_groups=train_groups,
-        env_vars=tuple(env_vars), notes=tuple(notes), warnings=tuple(warnings),
+        steps=tuple(steps), spec=spec, cluster=cluster, train=train, settings=settings,
+        env_vars=tuple(env_vars), on_failure=teardown_steps(cluster), on_interrupt=(_stop_job(cluster),),
+        notes=tuple(notes), warnings=tuple(warnings),
         overrides=tuple(c.filled(values) for c in shaped.override_changes),
         variant_changes=tuple(c.filled(values) for c in shaped.variant_changes),
+    )
+
+
+def teardown_steps(cluster: ClusterFacts) -> tuple[Step, ...]:
+    """After a failed launch: ``ray stop --force`` on the head and every worker (the executor
+    runs those of the hosts where it started Ray)."""
+    return (StopStep(where=HEAD, host=cluster.head, commands=(RAY_STOP,), purpose="stop Ray on the head"),
+            *(StopStep(where=WORKER, host=h, commands=(RAY_STOP,), purpose=f"stop Ray on {h}")
+              for h in cluster.workers))
+
+
+def _stop_job(cluster: ClusterFacts) -> Step:
+    return StopJobStep(
+        where=HEAD, host=cluster.head, commands=(("ray", "job", "stop", f"--address={cluster.job_address}", JOB_ID),),
+        purpose="stop the job (Ctrl-C while it runs)",
     )
 
 
 def build_down_plan(hostfile: Hostfile, head: str | None = None, head_is_local: bool = False) -> list[Step]:
     """Steps that stop Ray everywhere: every hostfile host over SSH, plus the head here
     when it runs the launcher and is not in the hostfile (pure)."""
-    stop = ("ray", "stop", "--force")
-    steps = [Step(kind="stop", where=WORKER, host=h, commands=(stop,), purpose=f"stop Ray on {h}")
-             for h in hostfile.names]
+    steps: list[Step] = [StopStep(where=WORKER, host=h, commands=(RAY_STOP,), purpose=f"stop Ray on {h}")
+                         for h in hostfile.names]
     if head and head_is_local and head not in hostfile.names:
-        steps.insert(0, Step(kind="stop", where=HEAD, host=head, commands=(stop,), purpose="stop Ray on the head"))
+        steps.insert(0, StopStep(where=HEAD, host=head, commands=(RAY_STOP,), purpose="stop Ray on the head"))
     return steps

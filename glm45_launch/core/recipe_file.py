@@ -48,7 +48,8 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
-from glm45_launch.recipes import BASH_RECIPE, Argv, Recipe, split_flags
+from glm45_launch.core.flags import split_flags
+from glm45_launch.recipes import BASH_RECIPE, Argv, Recipe
 
 _LISTS = ("group_order", "train_prefix", "entry", "head_start", "submit")
 _NESTED = ("head_cleanup", "worker_commands")

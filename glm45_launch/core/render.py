@@ -6,10 +6,11 @@ import json
 import os
 from collections.abc import Callable
 
-from glm45_launch.core.plan import HEAD, WORKER, Plan, Step
-from glm45_launch.core.quoting import quote, remote_command, shell_join
+from glm45_launch.core.flags import split_flags
+from glm45_launch.core.plan import Plan
+from glm45_launch.core.quoting import quote, shell_join
 from glm45_launch.core.secrets import mask_plan, mask_text, plan_secrets
-from glm45_launch.recipes import split_flags
+from glm45_launch.core.steps import HEAD, WORKER, JoinStep, Step, SubmitStep, WriteFileStep
 
 FORMATS = ("text", "json", "bash")
 
@@ -51,23 +52,22 @@ def _step_lines(n: int, step: Step, plan: Plan) -> list[str]:
     lines = [f"{n:>2}. [{where}] {step.purpose}"]
     if step.env:
         lines.append("      env: " + " ".join(f"{k}={quote(v)}" for k, v in step.env))
-    if step.kind == "submit":
+    if isinstance(step, SubmitStep):
         argv = plan.submit_argv
-        cut = argv.index("--")
+        cut = len(argv) - len(plan.train.entrypoint) - 1  # the "--" before the entrypoint
         renv = next(i for i, w in enumerate(argv) if w.startswith("--runtime-env-json="))
         shown = argv[:renv] + ["--runtime-env-json=<runtime env below>"] + argv[renv + 1 : cut + 1]
         lines.append("      $ " + shell_join(shown) + " \\")
-        prefix_end = cut + 1 + len(plan.spec.recipe.entry) + len(plan.spec.recipe.train_prefix)
-        lines.append("          " + shell_join(argv[cut + 1 : prefix_end]) + " \\")
+        lines.append("          " + shell_join([*plan.train.entry, *plan.train.prefix]) + " \\")
         for group, words in plan.train_groups:
             lines.append(f"        # {group}" + ("" if words else " (empty)"))
             lines.extend(_wrap_flags(list(words), " " * 10))
         return lines
     if step.where == WORKER:
-        lines.append(f"      $ ssh {plan.spec.ssh_user}@{step.host} {quote(remote_command(step.commands))}")
+        lines.append(f"      $ ssh {plan.cluster.ssh_user}@{step.host} {quote(step.remote_command)}")
     for command in step.commands if step.where == HEAD else ():
         lines.append(f"      $ {shell_join(command)}")
-    for path, content in step.files:
+    for path, content in step.files if isinstance(step, WriteFileStep) else ():
         lines.append(f"      > {path}:")
         lines += [f"          {line}" for line in content.splitlines()]
     return lines
@@ -93,6 +93,12 @@ def render_text(plan: Plan, show_secrets: bool = False) -> str:
     out += ["", "Steps"]
     for n, step in enumerate(plan.steps, start=1):
         out += _step_lines(n, step, plan)
+    for title, steps in (("If the launch fails (on the hosts where it started Ray)", plan.on_failure),
+                         ("On Ctrl-C while the job runs", plan.on_interrupt)):
+        if steps:
+            out += ["", title]
+            for n, step in enumerate(steps, start=1):
+                out += _step_lines(n, step, plan)
     out += ["", f"Runtime env ({len(plan.env_vars)} env_vars, in order)"]
     width = max((len(k) for k, _ in plan.env_vars), default=0)
     out += [f"  {k:<{width}} = {v}" for k, v in plan.env_vars]
@@ -112,20 +118,20 @@ def render_bash(plan: Plan, show_secrets: bool = False) -> str:
     ]
     for step in plan.steps:
         out += ["", "# " + step.purpose]
-        if step.kind == "join":
+        if isinstance(step, JoinStep):
             out.append("wait")
             continue
         if step.cwd:
             out.append(f"cd {quote(step.cwd)} || exit 1")
         out += [f"export {k}={quote(v)}" for k, v in step.env]
-        for path, content in step.files:
+        for path, content in step.files if isinstance(step, WriteFileStep) else ():
             end = "GLM45_EOF"
             while end in content:
                 end += "_"
             out += [f"mkdir -p {quote(os.path.dirname(path) or '.')}", f"cat > {quote(path)} <<'{end}'",
                     content.rstrip("\n"), end]
         if step.where == WORKER:
-            out.append(f"ssh {quote(plan.spec.ssh_user + '@' + step.host)} {quote(remote_command(step.commands))} &")
+            out.append(f"ssh {quote(plan.cluster.ssh_user + '@' + step.host)} {quote(step.remote_command)} &")
             continue
         for command in step.commands:
             line = shell_join(command)

@@ -35,18 +35,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from glm45_launch.core.argdiff import ArgChange, EnvChange
+from glm45_launch.core.flags import flag_int, has_flag, merge_flags, set_flag, split_flags, unset_flag
 from glm45_launch.core.hostfile import Hostfile
 from glm45_launch.core.overrides import (
     Overrides,
     apply_overrides,
     group_changes,
-    has_flag,
     set_env,
-    set_flag,
-    unset_flag,
 )
 from glm45_launch.errors import LaunchError
-from glm45_launch.recipes import Argv, ModelSpec, Recipe, split_flags
+from glm45_launch.recipes import Argv, ModelSpec, Recipe
 
 PROFILES = ("bash", "python")
 
@@ -220,14 +218,6 @@ def fp8_sglang_flags(engine_gpus: int) -> Argv:
     )
 
 
-def merge_flags(words: Sequence[str], flags: Sequence[str]) -> Argv:
-    """``words`` with every item of ``flags`` set: replaced in place, or appended in order."""
-    out = tuple(words)
-    for flag, values in split_flags(flags):
-        out = set_flag(out, flag, values)
-    return out
-
-
 def mis_yaml(use_rs: bool) -> str:
     return MIS_YAML.format(use_rs="true" if use_rs else "false")
 
@@ -236,13 +226,6 @@ def _need_group(groups: dict[str, Argv], order: Sequence[str], group: str, why: 
     if group not in order:
         raise LaunchError(f"{why}: the recipe has no {group} group")
     return groups.get(group, ())
-
-
-def _flag_int(words: Sequence[str], flag: str) -> int | None:
-    for name, values in split_flags(words):
-        if name == flag and values and values[0].isdigit():
-            return int(values[0])
-    return None
 
 
 def validate_variant(variant: Variant) -> Hardware | None:
@@ -331,7 +314,7 @@ def shape_recipe(
                 "layout (not really runnable for training; useful with --debug-rollout-only)"
             )
     else:
-        engine = _flag_int(groups.get("SGLANG", ()), "--rollout-num-gpus-per-engine") or min(
+        engine = flag_int(groups.get("SGLANG", ()), "--rollout-num-gpus-per-engine") or min(
             SGLANG_MAX_ENGINE_GPUS, num_nodes * gpus)
 
     if variant.rollout_fp8:

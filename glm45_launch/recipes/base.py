@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-Argv = tuple[str, ...]
+from glm45_launch.core.flags import Argv
 
 PLACEHOLDERS = (
     "base_dir", "head", "host", "gpus_per_node", "actor_num_nodes", "framework",
@@ -57,17 +57,3 @@ class Recipe:
         """(group, words) in expansion order, empty groups included."""
         return [(g, tuple(self.groups.get(g, ()))) for g in self.group_order]
 
-
-def split_flags(words: Sequence[str]) -> list[tuple[str, Argv]]:
-    """Split a flat word list into (flag, values) items, keeping order and repeats.
-
-    A value is any word after a flag that does not itself start with ``--``. Words before
-    the first flag come out under the flag ``""``.
-    """
-    items: list[tuple[str, list[str]]] = []
-    for word in words:
-        if word.startswith("--") or not items:
-            items.append((word if word.startswith("--") else "", [] if word.startswith("--") else [word]))
-        else:
-            items[-1][1].append(word)
-    return [(flag, tuple(values)) for flag, values in items]

@@ -13,12 +13,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from glm45_launch.core.quoting import quote
 from glm45_launch.errors import LaunchError
+from glm45_launch.runtime.results import MAX_LINE, CommandResult, keep_line, shown
 
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
@@ -88,23 +89,6 @@ class _RecordingPolicy:
                 fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
-@dataclass
-class RemoteResult:
-    """What one remote command did."""
-
-    host: str
-    command: str
-    exit_code: int | None = None  # None: it never ran to completion
-    error: str | None = None  # why, in one line, when it failed before/while running
-    duration_s: float = 0.0
-    attempts: int = 0
-    output_tail: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.exit_code == 0
-
-
 class _LineSink:
     """A file-like stream that writes each complete line to the log and to ``echo``.
 
@@ -121,14 +105,16 @@ class _LineSink:
         while "\n" in self.buf:
             line, self.buf = self.buf.split("\n", 1)
             self._emit(line)
+        if len(self.buf) > MAX_LINE:  # no newline for a long time: log it in pieces, bounded
+            self._emit(self.buf[:MAX_LINE])
+            self.buf = self.buf[MAX_LINE:]
         return len(data)
 
     def _emit(self, line: str) -> None:
         with self.lock:
             self.log.write(line + "\n")
             self.log.flush()
-            self.tail.append(line)
-            del self.tail[:-20]
+            keep_line(self.tail, line)
         if self.echo:
             self.echo(line)
 
@@ -183,7 +169,7 @@ class SshRunner:
             Path(opts.known_hosts[0]).expanduser() if opts.known_hosts else DEFAULT_KNOWN_HOSTS.expanduser()
         )
 
-    def connection(self, host: str) -> Any:
+    def _connection(self, host: str) -> Any:
         """An unopened Fabric ``Connection`` that refuses unknown/changed host keys."""
         import paramiko
         from fabric import Config, Connection
@@ -207,11 +193,11 @@ class SshRunner:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
         return conn
 
-    def _connect(self, host: str, result: RemoteResult, log: IO[str]) -> Any:
+    def _connect(self, host: str, result: CommandResult, log: IO[str]) -> Any:
         """An open connection, or None with ``result.error`` set; transient failures retried."""
         for attempt in range(1, self.opts.retries + 1):
             result.attempts = attempt
-            conn = self.connection(host)
+            conn = self._connection(host)
             with self._lock:
                 self._live.add(conn)
             try:
@@ -251,14 +237,14 @@ class SshRunner:
         log_path: Path,
         echo: Callable[[str], None] | None = None,
         timeout_s: float | None = None,
-    ) -> RemoteResult:
+    ) -> CommandResult:
         """Run ``command`` on ``host``; connection failures retried with backoff."""
         timeout_s = timeout_s or self.opts.command_timeout
-        result = RemoteResult(host=host, command=command)
+        result = CommandResult(host=host, command=command)
         start = time.monotonic()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a") as log:
-            log.write(f"$ {command}\n")
+            log.write(f"$ {shown(command)}\n")
             conn = self._connect(host, result, log)
             if conn is not None:
                 # Connected: the command runs once. Retrying after it started could run it

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from glm45_launch.core.argdiff import diff_args, diff_env
+from glm45_launch.core.flags import split_flags
 from glm45_launch.core.plan import HEAD, Plan
 from glm45_launch.core.quoting import REMOTE_SEPARATOR, shell_join
 from glm45_launch.core.variants import (
@@ -32,7 +33,7 @@ from glm45_launch.core.variants import (
     R3_FLAG,
     fp8_sglang_flags,
 )
-from glm45_launch.recipes import BASH_RECIPE, MODELS, Recipe, split_flags
+from glm45_launch.recipes import BASH_RECIPE, MODELS, Recipe
 from glm45_launch.sandbox.record import HARDCODED_HOSTFILE, Recording, mirror_script, record_script
 
 RENV = "--runtime-env-json="

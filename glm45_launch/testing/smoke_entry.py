@@ -16,16 +16,9 @@ import socket
 import sys
 import time
 
+from glm45_launch.core.flags import flag_int
+
 REPORT = "smoke-report.json"
-
-
-def _flag(argv: list[str], name: str, default: int) -> int:
-    """Last value of ``name`` (argparse keeps the last)."""
-    value = default
-    for i, word in enumerate(argv[:-1]):
-        if word == name:
-            value = int(argv[i + 1])
-    return value
 
 
 def main() -> int:
@@ -33,8 +26,8 @@ def main() -> int:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     argv = sys.argv[1:]
-    want_nodes = _flag(argv, "--actor-num-nodes", 1)
-    gpus_per_node = _flag(argv, "--actor-num-gpus-per-node", 0)
+    want_nodes = flag_int(argv, "--actor-num-nodes") or 1
+    gpus_per_node = flag_int(argv, "--actor-num-gpus-per-node") or 0
     report: dict[str, object] = {"argv": argv, "cwd": os.getcwd(), "driver_host": socket.gethostname()}
 
     ray.init(address="auto", log_to_driver=False)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import plan_options, pop_plan_options, spec_from_options
+from glm45_launch.cli.options import PLAN, options, spec_from_options
 
 # Script environment variables that are also the plan's inputs.
 PLAN_INPUTS = (("BASE_DIR", "base_dir"), ("MLP_WORKER_0_HOST", "head"), ("MLP_SOCKET_IFNAME", "socket_ifname"))
@@ -30,7 +30,7 @@ def script_env(opts: dict[str, Any]) -> dict[str, str]:
 
 @click.command()
 @click.argument("script", type=click.Path(dir_okay=False))
-@plan_options
+@options(PLAN)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds the script may run under the shims before its process group is killed.")
 @click.option("--script-hostfile", default=None, metavar="PATH",
@@ -55,10 +55,10 @@ def parity(script: str, **kwargs: Any) -> int:
     from glm45_launch.core.secrets import mask_text
     from glm45_launch.sandbox.parity import compare, run_script, secrets_of
 
-    opts = pop_plan_options(kwargs)
-    env = script_env(opts)
-    plan = build_plan(spec_from_options(opts))
-    run = run_script(script, env=env, hostfile=opts["hostfile"], timeout=kwargs["timeout"],
+    env = script_env(kwargs)
+    hostfile = kwargs["hostfile"]
+    plan = build_plan(spec_from_options(kwargs))
+    run = run_script(script, env=env, hostfile=hostfile, timeout=kwargs["timeout"],
                      script_hostfile=kwargs["script_hostfile"])
     report = compare(plan, run, script)
     text = json.dumps(report.to_json(), indent=2) + "\n" if kwargs["fmt"] == "json" else report.render()

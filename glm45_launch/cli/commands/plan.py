@@ -6,11 +6,11 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import plan_options, pop_plan_options, spec_from_options
+from glm45_launch.cli.options import PLAN, options, spec_from_options
 
 
 @click.command()
-@plan_options
+@options(PLAN)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "bash"]), default="text",
               show_default=True, help="text: readable; json: invocations + steps; bash: a script.")
 @click.option("--show-secrets", is_flag=True,
@@ -28,7 +28,7 @@ def plan(**kwargs: Any) -> None:
 
     fmt = kwargs.pop("fmt")
     show_secrets = kwargs.pop("show_secrets")
-    spec = spec_from_options(pop_plan_options(kwargs))
+    spec = spec_from_options(kwargs)
     built = build_plan(spec)
     problems = check_plan(built)
     built = replace(built, warnings=built.warnings + tuple(f"invalid config: {p}" for p in problems))

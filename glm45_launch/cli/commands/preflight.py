@@ -9,20 +9,11 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import (
-    plan_options,
-    pop_plan_options,
-    spec_from_options,
-    ssh_from_options,
-    ssh_options,
-)
+from glm45_launch.cli.options import PARALLEL, PLAN, SSH, options, spec_from_options, ssh_from_options
 
 
 @click.command()
-@plan_options
-@ssh_options
-@click.option("--parallel", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Hosts probed at once.")
+@options(PLAN, SSH, PARALLEL)
 @click.option("--min-free-gb", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Free space needed in /tmp (Ray's temp dir) on every host.")
 @click.option("--require-gpus", is_flag=True,
@@ -42,22 +33,25 @@ def preflight(**kwargs: Any) -> int:
     entry script, and the megatron-core/sglang config checks. The head is probed here, not
     over SSH, when it is this machine or not in the hostfile. Exit 0 when nothing failed.
     """
-    from glm45_launch.checks.preflight import PreflightOptions, print_report, run_preflight
+    from glm45_launch.checks.preflight_report import PreflightOptions
     from glm45_launch.core.plan import build_plan
     from glm45_launch.errors import LaunchError
-    from glm45_launch.runtime.executor import Console
+    from glm45_launch.runtime.preflight_run import report_table
+    from glm45_launch.runtime.rundir import prepare_run_dir
+    from glm45_launch.runtime.usecases import Runtime
+    from glm45_launch.runtime.usecases import preflight as run_preflight
 
-    spec = spec_from_options(pop_plan_options(kwargs))
+    spec = spec_from_options(kwargs)
     plan = build_plan(spec)
-    ssh = ssh_from_options(kwargs, spec.ssh_user)
+    rt = Runtime.real(ssh_from_options(kwargs, spec.ssh_user))
     opts = PreflightOptions(parallel=kwargs["parallel"], min_free_gb=kwargs["min_free_gb"],
                             require_gpus=kwargs["require_gpus"], libs=not kwargs["no_libs"])
-    logs = Path(kwargs["run_dir"]).resolve() if kwargs["run_dir"] else Path(tempfile.mkdtemp(prefix="glm45-preflight-"))
-    report = run_preflight(plan, ssh, opts, logs)
+    logs = prepare_run_dir(kwargs["run_dir"]) if kwargs["run_dir"] else Path(tempfile.mkdtemp(prefix="glm45-preflight-"))
+    report = run_preflight(plan, opts, logs, rt)
     if kwargs["as_json"]:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
-        print_report(report, Console().rich)
+        rt.reporter.show(report_table(report))
     if not report.ok:
         raise LaunchError(f"preflight failed: {report.summary()} (probe logs in {logs})", exit_code=1)
     return 0

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import click
 
-from glm45_launch.cli.options import (
-    plan_options,
-    pop_plan_options,
-    spec_from_options,
-    ssh_from_options,
-    ssh_options,
-)
+from glm45_launch.cli.options import PARALLEL, PLAN, SSH, options, spec_from_options, ssh_from_options
 from glm45_launch.errors import PROG
 
 
 @click.command()
-@plan_options
-@ssh_options
+@options(PLAN, SSH, PARALLEL)
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Logs, plan and summary of this run [default: ./runs/<time>].")
-@click.option("--parallel", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Workers started at once.")
 @click.option("--serial", is_flag=True, help="Start workers one by one.")
 @click.option("--join-timeout", type=click.FloatRange(min=1), default=180.0, show_default=True,
               help="Seconds to wait for every node and GPU to join.")
@@ -45,41 +35,38 @@ def up(**kwargs: Any) -> int:
     Run it on the head (MLP_WORKER_0_HOST), like the bash recipe: head-side commands run
     here, worker commands over SSH, in parallel. Exits with the job's outcome.
     """
+    from glm45_launch.checks.libs import require_sglang_options
+    from glm45_launch.checks.preflight_report import PreflightOptions
     from glm45_launch.checks.rules import require_valid
     from glm45_launch.core.plan import build_plan
     from glm45_launch.core.render import render_text
-    from glm45_launch.runtime.executor import ExecOptions, Executor, default_run_dir, require_head_here
+    from glm45_launch.core.secrets import mask_text, plan_secrets
+    from glm45_launch.runtime.usecases import Runtime, UpOptions
+    from glm45_launch.runtime.usecases import up as run_up
 
-    spec = replace(spec_from_options(pop_plan_options(kwargs)), no_wait=kwargs["no_wait"])
+    spec = replace(spec_from_options(kwargs), no_wait=kwargs["no_wait"], overlap=not kwargs["no_overlap"])
     plan = build_plan(spec)
     if kwargs["dry_run"]:
         click.echo(render_text(plan), nl=False)
         return 0
     # What `plan` would say (the dashboard exposure, the checkpoint quirk...) before anything runs.
-    from glm45_launch.core.secrets import mask_text, plan_secrets
-
     secrets = plan_secrets(plan)
     for note in plan.notes:
         click.echo(f"{PROG}: note: {mask_text(note, secrets)}", err=True)
     for warning in plan.warnings:
         click.echo(f"{PROG}: warning: {mask_text(warning, secrets)}", err=True)
     # Invalid configs die here in milliseconds, not ten minutes into the job.
-    from glm45_launch.checks.libs import require_sglang_options
-
     for problem in require_valid(plan, force=kwargs["force"]) + require_sglang_options(plan, kwargs["force"]):
         click.echo(f"{PROG}: warning: invalid config (--force): {problem.message}", err=True)
-    require_head_here(plan)  # before preflight contacts any host
     ssh = ssh_from_options(kwargs, spec.ssh_user)
-    run_dir = Path(kwargs["run_dir"]).resolve() if kwargs["run_dir"] else default_run_dir()
-    opts = ExecOptions(run_dir=run_dir, parallel=kwargs["parallel"], serial=kwargs["serial"],
-                       join_timeout=kwargs["join_timeout"], overlap=not kwargs["no_overlap"])
-    if not kwargs["skip_preflight"]:
-        from glm45_launch.checks.preflight import PreflightOptions, preflight_or_raise
-        from glm45_launch.runtime.executor import Console
-
-        # Host checks first: a failure raises before anything is started or stopped. The
-        # megatron-core/sglang config checks (~10 s of imports) are `preflight`/`validate`'s.
-        checks = PreflightOptions(parallel=kwargs["parallel"], libs=False, min_free_gb=kwargs["min_free_gb"],
-                                  require_gpus=kwargs["require_gpus"])
-        preflight_or_raise(plan, ssh, checks, run_dir, Console().rich)
-    return Executor(plan, ssh, opts).up().exit_code
+    # The megatron-core/sglang config checks (~10 s of imports) are `preflight`/`validate`'s.
+    checks = None if kwargs["skip_preflight"] else PreflightOptions(
+        parallel=kwargs["parallel"], libs=False, min_free_gb=kwargs["min_free_gb"],
+        require_gpus=kwargs["require_gpus"])
+    opts = UpOptions(run_dir=kwargs["run_dir"], parallel=kwargs["parallel"], serial=kwargs["serial"],
+                     join_timeout=kwargs["join_timeout"], preflight=checks)
+    rt = Runtime.real(ssh, mask=(lambda text: mask_text(text, secrets)) if secrets else None)
+    result = run_up(plan, opts, rt)
+    if spec.no_wait and result.job_id:
+        click.echo(result.job_id)  # stdout: for `JOB=$(glm45-launch up --no-wait ...)`
+    return int(result.exit_code)

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import plan_options, pop_plan_options, spec_from_options
+from glm45_launch.cli.options import PLAN, options, spec_from_options
 
 
 @click.command()
-@plan_options
+@options(PLAN)
 @click.option("--show-layout", is_flag=True,
               help="Print the pipeline split and the TP/CP/DP/PP/EP rank groups (megatron-core).")
 @click.option("--no-libs", is_flag=True,
@@ -31,7 +31,7 @@ def validate(**kwargs: Any) -> int:
     from glm45_launch.errors import LaunchError
 
     fmt, show_layout, no_libs = kwargs.pop("fmt"), kwargs.pop("show_layout"), kwargs.pop("no_libs")
-    plan = build_plan(spec_from_options(pop_plan_options(kwargs)))
+    plan = build_plan(spec_from_options(kwargs))
     problems = check_plan(plan)
     notes: list[str] = []
     layout: list[str] = []

@@ -1,20 +1,15 @@
-"""Questions asked of the Ray cluster: who joined, is a port taken, how did the job end.
+"""Facts about this machine: its addresses, what holds a port, which processes run.
 
-Uses Ray's own state API and job SDK through the head's dashboard (``ray[default]``).
+:class:`LocalHostFacts` is the real :class:`~.interfaces.HostFacts`; the functions are
+usable on their own.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-
-
-def dashboard_url(port: int | str) -> str:
-    """The job server as the recipe addresses it: on the head, through loopback."""
-    return f"http://127.0.0.1:{port}"
+from typing import Any
 
 
 def port_in_use(host: str, port: int, timeout_s: float = 1.0) -> bool:
@@ -78,42 +73,26 @@ def _is_ip(text: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class NodeInfo:
-    ip: str
-    alive: bool
-    gpus: float
-    is_head: bool
+class LocalHostFacts:
+    """The real :class:`~.interfaces.HostFacts`: this machine, read from /proc and sockets."""
 
+    def is_local_address(self, host: str) -> bool:
+        return is_local_address(host)
 
-def alive_nodes(dashboard: str, timeout_s: int = 5) -> list[NodeInfo]:
-    """Nodes the cluster knows, from Ray's state API (raises while the dashboard starts)."""
-    from ray.util.state import list_nodes
+    def port_in_use(self, host: str, port: int, timeout_s: float = 1.0) -> bool:
+        return port_in_use(host, port, timeout_s)
 
-    nodes = list_nodes(address=dashboard, timeout=timeout_s, limit=10000, raise_on_missing_output=False)
-    return [
-        NodeInfo(ip=n.node_ip, alive=n.state == "ALIVE", gpus=float((n.resources_total or {}).get("GPU", 0)),
-                 is_head=bool(n.is_head_node))
-        for n in nodes
-    ]
+    def port_holders(self, port: int) -> dict[str, Any]:
+        """``portowner.port_report``: the listeners of ``port`` and the processes holding them."""
+        from glm45_launch.checks.portowner import port_report
 
+        return port_report(port)
 
-def missing_hosts(expected: Iterable[str], nodes: Iterable[NodeInfo]) -> list[str]:
-    """Expected hosts with no ALIVE node (names compared with what they resolve to)."""
-    alive = {n.ip for n in nodes if n.alive}
-    return [h for h in expected if not (resolve(h) & alive)]
+    def resolve(self, host: str) -> set[str]:
+        return resolve(host)
 
+    def ray_processes_left(self) -> bool:
+        """True while a Ray daemon or sglang process is alive here (the cleanup's settle wait)."""
+        from glm45_launch.runtime.procs import any_running
 
-def job_status(dashboard: str, job_id: str) -> str:
-    """SUCCEEDED / FAILED / STOPPED / RUNNING / PENDING, from the job SDK."""
-    from ray.job_submission import JobSubmissionClient
-
-    return str(JobSubmissionClient(dashboard).get_job_status(job_id).value)
-
-
-def list_jobs(dashboard: str) -> list[tuple[str, str, str]]:
-    """(submission id, status, entrypoint) of every job the cluster knows."""
-    from ray.job_submission import JobSubmissionClient
-
-    jobs = JobSubmissionClient(dashboard).list_jobs()
-    return [(j.submission_id or j.job_id or "?", str(j.status.value), j.entrypoint) for j in jobs]
+        return any_running("raylet|gcs_server|sglang")

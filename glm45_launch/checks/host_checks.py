@@ -1,0 +1,335 @@
+"""One host's preflight checks: its probe's facts judged against the plan (pure).
+
+Versions against the head's, GPUs and NVLink, the train args' paths, the runtime env's
+``${VAR}``s, free space; on the head the Ray/dashboard ports and the entry script.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from glm45_launch.checks.preflight_report import FAIL, OK, VERSIONED, WARN, Check, PreflightOptions
+from glm45_launch.core.flags import flag_values
+from glm45_launch.core.plan import Plan
+from glm45_launch.core.runtime_env import RUNTIME_ENV, env_ref_sources, env_refs, ray_env_order
+
+PACKAGES = ("ray", "torch", "sglang", "megatron-core")  # distribution names, read by importlib.metadata
+LATEST = "latest_checkpointed_iteration.txt"
+NOT_INSTALLED = "not installed"
+NO_RAY = "not found on PATH"
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """A path of the train args and what must be there."""
+
+    flag: str
+    path: str
+    kind: str  # hf (dir + config.json) | torch_dist (dir + LATEST) | load (optional dir) | file
+
+    @property
+    def marker(self) -> str | None:
+        return {"hf": "config.json", "torch_dist": LATEST, "load": LATEST}.get(self.kind)
+
+    @property
+    def probe_paths(self) -> list[str]:
+        return [self.path] + ([os.path.join(self.path, self.marker)] if self.marker else [])
+
+
+def plan_paths(plan: Plan) -> list[PathSpec]:
+    """Checkpoint and data paths of the plan's filled train args (relative ones: from the workdir)."""
+    words = [w for _, group in plan.train_groups for w in group]
+
+    def path(value: str) -> str:
+        return value if os.path.isabs(value) else os.path.join(plan.spec.workdir, value)
+
+    specs: list[PathSpec] = []
+    for flag, kind in (("--hf-checkpoint", "hf"), ("--ref-load", "torch_dist"), ("--load", "load"),
+                       ("--prompt-data", "file")):
+        values = flag_values(words, flag)
+        if values and values[0]:
+            specs.append(PathSpec(flag, path(values[0]), kind))
+    evals = flag_values(words, "--eval-prompt-data") or ()
+    for name, value in zip(evals[0::2], evals[1::2], strict=False):
+        specs.append(PathSpec(f"--eval-prompt-data {name}", path(value), "file"))
+    return specs
+
+
+def entry_path(plan: Plan) -> str:
+    return os.path.join(plan.spec.workdir, plan.spec.entry)
+
+
+
+def parse_ray_version(text: str) -> str | None:
+    """``ray, version 2.60.0`` -> ``2.60.0``."""
+    m = re.search(r"version\s+(\S+)", text)
+    return m.group(1) if m else None
+
+
+def host_versions(facts: Mapping[str, Any]) -> dict[str, str]:
+    """What each versioned thing is on a host; "not installed"/"not found on PATH" count as versions."""
+    packages = facts.get("packages") or {}
+    out = {"python": str(facts.get("python") or "?")}
+    ray = facts.get("ray_version")
+    if not facts.get("ray_path") or ray is None:
+        out["ray"] = NO_RAY
+    else:
+        code, text = ray
+        out["ray"] = (parse_ray_version(text) or "unreadable") if code == 0 else f"broken (`ray --version` exit {code})"
+    for dist in PACKAGES[1:]:
+        out[dist] = packages.get(dist) or NOT_INSTALLED
+    return out
+
+
+def version_checks(
+    host: str, facts: Mapping[str, Any], ref_host: str | None, ref_facts: Mapping[str, Any] | None,
+) -> list[Check]:
+    """Each versioned thing vs the reference host's (the head's): skew is a failure."""
+    mine = host_versions(facts)
+    ref = host_versions(ref_facts) if ref_facts is not None else None
+    checks = []
+    for name in VERSIONED:
+        value = mine[name]
+        where = f" ({facts.get('ray_path')})" if name == "ray" and value != NO_RAY else \
+            f" ({facts.get('python_path')})" if name == "python" else ""
+        status, detail = OK, value + where
+        if ref is not None and ref_host != host and ref[name] != value:
+            status = FAIL
+            detail = f"{name} {value}{where} on {host}, but {ref[name]} on {ref_host}"
+        if name == "ray":
+            pkg = (facts.get("packages") or {}).get("ray") or NOT_INSTALLED
+            if value == NO_RAY or value.startswith(("broken", "unreadable")):
+                status = FAIL
+                detail = f"`ray` {value} in the session: `ray start` cannot run here"
+            elif status == OK and pkg != value:
+                status = WARN
+                detail += f"; but python3 ({facts.get('python_path')}) has ray {pkg}: another env comes first on PATH"
+        checks.append(Check(name, status, detail))
+    return checks
+
+
+def gpu_checks(facts: Mapping[str, Any], expected: int, require: bool) -> list[Check]:
+    """GPU count (``nvidia-smi -L``) and NVLink (``nvidia-smi topo -m``)."""
+    missing = FAIL if require else WARN
+    if not facts.get("nvidia_smi"):
+        return [Check("gpus", missing, "nvidia-smi not found"), Check("nvlink", missing, "nvidia-smi not found")]
+    code, text = facts.get("smi_list") or (None, "no output")
+    if code != 0:
+        first = next((ln for ln in text.splitlines() if ln.strip()), "no output")
+        return [Check("gpus", FAIL, f"nvidia-smi -L failed (exit {code}): {first}"),
+                Check("nvlink", missing, "skipped: nvidia-smi does not work")]
+    count = sum(1 for ln in text.splitlines() if ln.startswith("GPU "))
+    gpus = Check("gpus", OK, f"{count} GPUs") if count == expected else \
+        Check("gpus", FAIL, f"{count} GPUs, expected {expected} per node")
+    code, topo = facts.get("smi_topo") or (None, "")
+    links = sorted(set(re.findall(r"\bNV\d+\b", topo)))
+    if code != 0:
+        nvlink = Check("nvlink", missing, f"nvidia-smi topo -m failed (exit {code})")
+    elif links:
+        nvlink = Check("nvlink", OK, "NVLink " + "/".join(links))
+    elif count <= 1:
+        nvlink = Check("nvlink", OK, "single GPU")
+    else:
+        nvlink = Check("nvlink", missing, "no NVLink between the GPUs (the runtime env sets NCCL_P2P_LEVEL=NVL)")
+    return [gpus, nvlink]
+
+
+def path_checks(specs: Sequence[PathSpec], kinds: Mapping[str, str]) -> list[Check]:
+    """Each train-arg path as seen from the host."""
+    checks = []
+    for spec in specs:
+        name = f"path {spec.flag}"
+        kind = kinds.get(spec.path, "not probed")
+        marker = kinds.get(os.path.join(spec.path, spec.marker)) if spec.marker else None
+        if spec.kind == "file":
+            checks.append(Check(name, OK, spec.path) if kind == "file"
+                          else Check(name, FAIL, f"{spec.path}: {kind if kind != 'dir' else 'a directory, not a file'}"))
+        elif spec.kind == "load" and kind == "missing":
+            checks.append(Check(name, WARN, f"{spec.path}: missing; the trainer loads --ref-load instead"))
+        elif kind != "dir":
+            checks.append(Check(name, FAIL, f"{spec.path}: {kind if kind != 'file' else 'a file, not a directory'}"))
+        elif spec.kind == "load":
+            note = "" if marker == "file" else f" (no {LATEST} yet: the trainer loads --ref-load)"
+            checks.append(Check(name, OK, spec.path + note))
+        elif marker != "file":
+            hint = "; convert it with `glm45-launch convert`" if spec.kind == "torch_dist" else ""
+            what = "not a torch_dist checkpoint" if spec.kind == "torch_dist" else "not an HF checkpoint"
+            checks.append(Check(name, FAIL, f"{spec.path}: {what} (no {spec.marker}){hint}"))
+        else:
+            checks.append(Check(name, OK, spec.path))
+    return checks
+
+
+def env_checks(plan: Plan, facts: Mapping[str, Any], is_head: bool, via: str) -> list[Check]:
+    """The runtime env's ``${VAR}``s resolve where Ray expands them, and the socket interface exists.
+
+    A ``${X}`` resolves from the environment ``ray start`` ran in (the host's session, the
+    recipe's head exports, ``--export-env``) or from the runtime env's own ``X`` when Ray
+    sets that first (:func:`env_ref_sources`): the recipe's ``no_proxy=...${MASTER_ADDR}``
+    gets the ``MASTER_ADDR=${MLP_WORKER_0_HOST}`` set just before it on every worker.
+    """
+    refs = env_refs(plan.env_vars)
+    provided: dict[str, str] = {}
+    if plan.spec.export_env:
+        provided = {r: "--export-env" for r in refs}
+    elif is_head:
+        head = plan.step("head-start")
+        provided = {k: "the recipe's head exports" for k, _ in (head.env if head else ()) if k in refs}
+    seen = facts.get("env") or {}
+    session = "the non-interactive ssh session" if via == "ssh" else "the launcher's environment"
+    found = env_ref_sources(plan.env_vars, set(provided) | {r for r in refs if seen.get(r) == "set"})
+    # ${X} -> the keys that get "" for it: from the session, or from the runtime env's own X
+    # (set first but unresolved itself); and the keys that get it from the runtime env's X.
+    unset: dict[str, list[str]] = {}
+    broken_chain: dict[str, list[str]] = {}
+    chained: dict[str, list[str]] = {}
+    position = {k: i for i, k in enumerate(ray_env_order(plan.env_vars))}
+    for key, sources in found.items():
+        for ref, source in sources.items():
+            if source == RUNTIME_ENV:
+                chained.setdefault(ref, []).append(key)
+            elif source is None and ref in position and position[ref] < position[key]:
+                broken_chain.setdefault(ref, []).append(key)
+            elif source is None:
+                unset.setdefault(ref, []).append(key)
+    if not refs:
+        env = Check("env", OK, "the runtime env holds no ${VAR}s")
+    elif unset or broken_chain:
+        # A warning: the job still starts (Ray substitutes ""); a bad interface it leads to is
+        # the ifname check's failure.
+        parts = [f"${{{r}}} {'empty' if seen.get(r) == 'empty' else 'unset'} (used by {', '.join(keys)})"
+                 for r, keys in unset.items()]
+        parts += [f"${{{r}}} empty (used by {', '.join(keys)}: the runtime env's {r}, which Ray sets first, "
+                  "does not resolve)" for r, keys in broken_chain.items()]
+        env = Check("env", WARN, f"{'; '.join(parts)} in {session}: Ray substitutes an empty string "
+                    "(Ray 2.60 update_envs); set it there or pass --export-env")
+    else:
+        def how(ref: str) -> str:
+            if ref in chained:
+                return (f"${{{ref}}} (the runtime env's {ref}, which Ray sets before "
+                        f"{', '.join(chained[ref])}: it applies the keys sorted)")
+            return f"${{{ref}}}" + (f" ({provided[ref]})" if ref in provided else "")
+
+        env = Check("env", OK, ", ".join(how(r) for r in refs))
+
+    exists = facts.get("ifnames") or {}
+    own = facts.get("ifname_own")
+    if "MLP_SOCKET_IFNAME" in refs and not plan.spec.export_env:
+        # Ray expands ${MLP_SOCKET_IFNAME} from this host's own environment: check that one.
+        name, source = own, "the host's MLP_SOCKET_IFNAME"
+        if not name:
+            return [env, Check("ifname", WARN, "no interface to check: MLP_SOCKET_IFNAME is unset (see env)")]
+    elif plan.spec.socket_ifname:
+        name, source = plan.spec.socket_ifname, "--socket-ifname"
+    else:
+        return [env, Check("ifname", OK, "no socket interface in the runtime env")]
+    ifname = Check("ifname", OK, f"{name} ({source})") if exists.get(name) else \
+        Check("ifname", FAIL, f"{name} ({source}): no such interface (/sys/class/net/{name})")
+    return [env, ifname]
+
+
+def disk_check(facts: Mapping[str, Any], opts: PreflightOptions) -> Check:
+    free = facts.get("disk_free")
+    if not isinstance(free, int):
+        return Check("disk", FAIL, f"cannot read the free space of {opts.tmp_dir}")
+    text = f"{free / GIB:.1f} GiB free in {opts.tmp_dir} (Ray's temp dir)"
+    if free < opts.min_free_gb * GIB:
+        return Check("disk", FAIL, f"{text}, need >= {opts.min_free_gb:g} GiB (--min-free-gb)")
+    return Check("disk", OK, text)
+
+
+RAY_DAEMONS = ("gcs_server", "raylet")  # /proc/PID/comm of Ray's native daemons
+RAY_PYTHON_MARKERS = ("ray/dashboard", "ray/_private")  # in the cmdline of Ray's Python daemons
+_PORT_KEYS = {"Ray GCS": "ray_port", "dashboard": "dashboard_port"}  # recipe [defaults] keys
+
+
+def is_ray_process(comm: str, cmdline: str) -> bool:
+    """A Ray daemon by its comm (gcs_server, raylet) or a Python one by its cmdline
+    (dashboard.py, the runtime env agent, log monitor: ``.../ray/dashboard/...``, ``.../ray/_private/...``)."""
+    if comm in RAY_DAEMONS:
+        return True
+    argv0 = os.path.basename(cmdline.split(" ", 1)[0]) if cmdline else ""
+    python = comm.startswith("python") or argv0.startswith("python")
+    return python and any(m in cmdline for m in RAY_PYTHON_MARKERS)
+
+
+def port_state(value: Any) -> dict[str, Any]:
+    """A probe's port entry as ``{"held", "listeners", "holders", "error"}`` (a bare bool: held or not)."""
+    if isinstance(value, Mapping):
+        return {"held": bool(value.get("held")), "listeners": list(value.get("listeners") or []),
+                "holders": list(value.get("holders") or []), "error": value.get("error")}
+    return {"held": bool(value), "listeners": [], "holders": [],
+            "error": None if not value else "the probe did not report who holds it"}
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def port_check(plan: Plan, host: str, port: int, what: str, value: Any) -> Check:
+    """One head port: free; or held by Ray (the cleanup stops it, unless --no-cleanup); or
+    held by something else, or by an unidentified process: then the cleanup would kill
+    Ray and sglang for nothing and ``ray start`` would still fail."""
+    name, where = f"port {port}", f"{what} {host}:{port}"
+    state = port_state(value)
+    if not state["held"]:
+        return Check(name, OK, f"{where} free")
+    holders = state["holders"]
+    if not holders:
+        return Check(name, FAIL, f"port {port} held ({where}), and the holder cannot be identified: "
+                     f"{state['error'] or 'no process found'}; the cleanup may not free it")
+    foreign = [h for h in holders if not is_ray_process(str(h.get("comm", "")), str(h.get("cmdline", "")))]
+    if foreign:
+        h = foreign[0]
+        return Check(name, FAIL, f"port {port} held by {h.get('comm')} (pid {h.get('pid')}), not Ray: the "
+                     f"cleanup would not free it ({where}; `{_short(str(h.get('cmdline', '')))}`): stop it, or "
+                     f"move Ray with a recipe file's [defaults] {_PORT_KEYS.get(what, 'ray_port')}")
+    ray = ", ".join(f"{h.get('comm')} (pid {h.get('pid')})" for h in holders)
+    if plan.spec.cleanup:
+        return Check(name, WARN, f"{where} held by Ray's {ray}: the cleanup will stop the running cluster")
+    return Check(name, FAIL, f"{where} held by Ray's {ray} and --no-cleanup: nothing stops it "
+                 "(`glm45-launch down`, or drop --no-cleanup)")
+
+
+def head_checks(plan: Plan, facts: Mapping[str, Any]) -> list[Check]:
+    """Head only: the Ray/dashboard ports are free (or held by a Ray the cleanup stops) and the entry exists."""
+    held = facts.get("ports") or {}
+    checks = [port_check(plan, host, port, what, held.get(f"{host}:{port}")) for host, port, what in plan.cluster.head_ports]
+    entry = entry_path(plan)
+    kind = (facts.get("paths") or {}).get(entry, "not probed")
+    checks.append(Check("entry", OK, entry) if kind == "file" else
+                  Check("entry", FAIL, f"{entry}: {kind} (--workdir/--entry: the job runs `python3 {plan.spec.entry}` "
+                        "there)"))
+    return checks
+
+
+def evaluate(
+    plan: Plan, host: str, facts: Mapping[str, Any], is_head: bool, via: str, opts: PreflightOptions,
+    ref_host: str | None, ref_facts: Mapping[str, Any] | None,
+) -> list[Check]:
+    """Every check of one probed host, after ssh (pure)."""
+    checks = version_checks(host, facts, ref_host, ref_facts)
+    checks += gpu_checks(facts, plan.gpus_per_node, opts.require_gpus)
+    checks += path_checks(plan_paths(plan), facts.get("paths") or {})
+    checks += env_checks(plan, facts, is_head, via)
+    checks.append(disk_check(facts, opts))
+    if is_head:
+        checks += head_checks(plan, facts)
+    for error in facts.get("errors") or []:
+        checks.append(Check("probe", FAIL, f"probe error: {error}"))
+    return checks
+
+
+def lib_checks(problems: Sequence[str], notes: Sequence[str]) -> Check:
+    """validate_libs' findings on the head as one check."""
+    if problems:
+        return Check("libs", FAIL, "; ".join(problems))
+    skipped = [n for n in notes if n.startswith("skipped")]
+    if skipped:
+        return Check("libs", WARN, "; ".join(skipped))
+    return Check("libs", OK, "; ".join(notes) or "megatron-core/sglang checks passed")

@@ -1,0 +1,96 @@
+"""Preflight's results: one check, one host's report, the whole report; and its options."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+_RANK = {OK: 0, WARN: 1, FAIL: 2}
+VERSIONED = ("python", "ray", "torch", "sglang", "megatron-core")  # checks named after a package
+# Table columns, in order; a check belongs to the column its name starts with (see Check.group).
+GROUPS = ("ssh", "versions", "gpus", "nvlink", "paths", "ifname", "env", "disk", "ports", "entry", "libs")
+
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check on one host: ``name`` (its column is :attr:`group`), ok/warn/fail, one line."""
+
+    name: str
+    status: str
+    detail: str
+
+    @property
+    def group(self) -> str:
+        if self.name in ("probe", "ssh"):
+            return "ssh"
+        if self.name in VERSIONED:
+            return "versions"
+        first = self.name.split(" ", 1)[0]
+        return {"path": "paths", "port": "ports"}.get(first, first)
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "group": self.group, "status": self.status, "detail": self.detail}
+
+
+@dataclass
+class HostReport:
+    """Every check of one host (``via``: ssh, or local for the head probed on this machine)."""
+
+    host: str
+    role: str  # head | worker
+    via: str  # ssh | local
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return worst(c.status for c in self.checks)
+
+    def group_status(self, group: str) -> str | None:
+        found = [c.status for c in self.checks if c.group == group]
+        return worst(found) if found else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "role": self.role, "via": self.via, "status": self.status,
+                "checks": [c.to_json() for c in self.checks]}
+
+
+@dataclass
+class PreflightReport:
+    hosts: list[HostReport]
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(h.status != FAIL for h in self.hosts)
+
+    def problems(self, status: str = FAIL) -> list[tuple[str, Check]]:
+        return [(h.host, c) for h in self.hosts for c in h.checks if c.status == status]
+
+    def summary(self, limit: int = 8) -> str:
+        """One line naming each failing host and check (for the CLI's error line)."""
+        fails = self.problems()
+        shown = "; ".join(f"{host} {c.name}: {c.detail}" for host, c in fails[:limit])
+        more = f"; and {len(fails) - limit} more" if len(fails) > limit else ""
+        return f"{len(fails)} failed check(s): {shown}{more}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "duration_s": round(self.duration_s, 2), "hosts": [h.to_json() for h in self.hosts]}
+
+
+def worst(statuses: Sequence[str] | Any) -> str:
+    return max(statuses, key=_RANK.__getitem__, default=OK)
+
+
+@dataclass(frozen=True)
+class PreflightOptions:
+    """Thresholds and switches (the plan says what to check)."""
+
+    parallel: int = 32
+    min_free_gb: float = 5.0
+    require_gpus: bool = False  # no nvidia-smi / no NVLink: a failure instead of a warning
+    libs: bool = True  # megatron-core/sglang checks of validate_libs, here on the head
+    timeout_s: float = 60.0  # the whole probe on one host
+    tmp_dir: str = "/tmp"  # Ray's default temp dir lives under it (/tmp/ray)

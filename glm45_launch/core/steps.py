@@ -1,0 +1,185 @@
+"""The steps of a plan: one frozen type per kind, each carrying what its handler needs.
+
+Every command a launch runs, on any host, is a step's ``commands``: the executor has one
+handler per ``kind`` and adds nothing inside a command. A step runs on the head (``where ==
+HEAD``, the machine the launcher runs on) or on a worker over SSH (``WORKER``: its
+``remote_command`` is the one ssh argument).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from glm45_launch.core.flags import Argv
+from glm45_launch.core.quoting import remote_command, shell_command
+
+HEAD = "head"
+WORKER = "worker"
+JOB_ID = "{job_id}"  # in a stop-job command: the submitted job's id, known only at run time
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One step: where it runs, what it runs, and why."""
+
+    kind: ClassVar[str] = "step"
+    where: str  # HEAD or WORKER
+    host: str
+    purpose: str
+    commands: tuple[Argv, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # exported before the commands (head side)
+    cwd: str | None = None
+    ignore_errors: bool = False
+
+    @property
+    def remote_command(self) -> str:
+        """The single ssh argument of a worker step (the recipe's `` ; ``-joined commands)."""
+        return remote_command(self.commands)
+
+    def invocations(self, ssh_user: str) -> list[list[str]]:
+        """The argv the bash recipe would run for this step."""
+        if self.where == WORKER:
+            return [["ssh", f"{ssh_user}@{self.host}", self.remote_command]]
+        return [list(c) for c in self.commands]
+
+    def payload(self) -> dict[str, Any]:
+        """Kind-specific fields for the JSON plan."""
+        return {}
+
+    def to_json(self, ssh_user: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind, "where": self.where, "host": self.host, "purpose": self.purpose,
+            "commands": [list(c) for c in self.commands],
+        }
+        if self.where == WORKER:
+            out["remote_command"] = self.remote_command
+            out["ssh"] = f"{ssh_user}@{self.host}"
+        if self.env:
+            out["env"] = dict(self.env)
+        if self.cwd:
+            out["cwd"] = self.cwd
+        out["ignore_errors"] = self.ignore_errors
+        out.update(self.payload())
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class CleanupStep(Step):
+    """Stop leftovers of a previous run. ``spare_launcher``: the kill commands (``pkill``,
+    ``killall``) never signal the launcher or its ancestors, and ``sleep`` waits only until the
+    killed Ray processes are gone. ``guard_ports``: refuse first when a non-Ray service holds
+    one of them (the cleanup would not free it)."""
+
+    kind: ClassVar[str] = "cleanup"
+    spare_launcher: bool = False
+    guard_ports: tuple[tuple[str, int, str], ...] = ()
+
+    def payload(self) -> dict[str, Any]:
+        return {"spare_launcher": True} if self.spare_launcher else {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadStartStep(Step):
+    """``ray start --head``. ``free_ports``: must be free first (no foreign cluster).
+    ``ready_port``: the next steps start once this port answers (the GCS), while this one
+    finishes in the background; None: they wait for it to end (the bash order)."""
+
+    kind: ClassVar[str] = "head-start"
+    free_ports: tuple[tuple[str, int, str], ...] = ()
+    ready_port: int | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {"ready_port": self.ready_port} if self.ready_port else {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerStartStep(Step):
+    """One worker's ssh command: the recipe's cleanup, then ``ray start --address``.
+    Consecutive worker steps run in parallel."""
+
+    kind: ClassVar[str] = "worker-start"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JoinStep(Step):
+    """Wait (Ray's state API at ``address``) until every host of ``hosts`` is an alive node
+    and the cluster has ``gpus`` GPUs."""
+
+    kind: ClassVar[str] = "join"
+    hosts: tuple[str, ...] = ()
+    gpus: int = 0
+    address: str = ""
+
+    def payload(self) -> dict[str, Any]:
+        return {"expect": {"hosts": list(self.hosts), "gpus": self.gpus}, "address": self.address}
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteFileStep(Step):
+    """Files the job reads, written on ``host`` (the head, on the shared filesystem)."""
+
+    kind: ClassVar[str] = "write-file"
+    files: tuple[tuple[str, str], ...] = ()  # (path, content)
+
+    def payload(self) -> dict[str, Any]:
+        return {"files": [{"path": p, "content": c} for p, c in self.files]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitStep(Step):
+    """``ray job submit``: its output names the job id; the job's end is asked at ``address``."""
+
+    kind: ClassVar[str] = "submit"
+    address: str = ""
+    no_wait: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopStep(Step):
+    """``ray stop --force`` on one host (teardown after a failure, and ``down``)."""
+
+    kind: ClassVar[str] = "stop"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopJobStep(Step):
+    """``ray job stop``: the job id is filled in at run time (:data:`JOB_ID`)."""
+
+    kind: ClassVar[str] = "stop-job"
+
+    def for_job(self, job_id: str) -> tuple[Argv, ...]:
+        return tuple(tuple(job_id if w == JOB_ID else w for w in c) for c in self.commands)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeStep(Step):
+    """A read-only command whose exit status answers a question (``status``'s raylet check)."""
+
+    kind: ClassVar[str] = "probe"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreflightStep(Step):
+    """The preflight probe on one host: ``python3 -c PROGRAM CONFIG``, one JSON report line."""
+
+    kind: ClassVar[str] = "preflight"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertStep(Step):
+    """One node's ``torchrun`` of the checkpoint conversion; its remote command keeps the
+    cwd and env (``cd CWD && env K=V argv``)."""
+
+    kind: ClassVar[str] = "convert"
+
+    @property
+    def remote_command(self) -> str:
+        return shell_command(self.commands, self.cwd, self.env)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertCheckStep(ConvertStep):
+    """Exit 0 when the conversion's target is already there."""
+
+    kind: ClassVar[str] = "convert-check"

@@ -1,0 +1,101 @@
+"""Running preflight: the probe steps on every host at once, judged by ``checks.preflight``."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from glm45_launch.checks.host_checks import lib_checks
+from glm45_launch.checks.preflight import judge, preflight_steps
+from glm45_launch.checks.preflight_report import (
+    FAIL,
+    GROUPS,
+    OK,
+    WARN,
+    Check,
+    PreflightOptions,
+    PreflightReport,
+)
+from glm45_launch.core.plan import Plan
+from glm45_launch.errors import ExitCode, LaunchError
+from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RemoteRunner, Reporter
+from glm45_launch.runtime.steprunner import StepRunner
+
+
+def _run_libs(plan: Plan) -> Check:
+    """validate_libs' megatron-core/sglang checks with the head's installed versions."""
+    try:
+        from glm45_launch.checks.libs import check_libraries
+
+        report = check_libraries(plan)
+    except Exception as exc:  # noqa: BLE001 - a broken library check is a warning, not a crash
+        return Check("libs", WARN, f"megatron-core/sglang checks crashed: {type(exc).__name__}: {exc}")
+    return lib_checks([p.message for p in report.problems], report.notes)
+
+
+def run_preflight(
+    plan: Plan, opts: PreflightOptions, log_dir: Path, *, local: CommandRunner, remote: RemoteRunner,
+    host: HostFacts, ssh_user: str = "root",
+) -> PreflightReport:
+    """Probe every host at once (:func:`checks.preflight.preflight_steps`: the head here when it
+    is this machine or not in the hostfile, the others over SSH) and judge the facts."""
+    start = time.monotonic()
+    head = plan.head
+    steps = preflight_steps(plan, opts, host.is_local_address(head))
+
+    def log_path(name: str) -> Path:
+        return log_dir / f"{'head' if name == head else name.replace(':', '_')}.log"
+
+    runner = StepRunner(local, remote, log_path, opts.parallel)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-libs") as pool:
+        libs = pool.submit(_run_libs, plan) if opts.libs else None
+        results = runner.run(steps, timeout_s=opts.timeout_s)
+        lib_check = libs.result() if libs is not None else None
+    return judge(plan, opts, steps, results, lib_check, ssh_user, time.monotonic() - start)
+
+
+_STYLE = {OK: "[green]ok[/]", WARN: "[yellow]warn[/]", FAIL: "[bold red]FAIL[/]"}
+
+
+def report_table(report: PreflightReport) -> Any:
+    """One row per host, a column per check group; then every warning and failure in full."""
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    groups = [g for g in GROUPS if any(h.group_status(g) for h in report.hosts)]
+    table = Table(title=f"glm45-launch preflight ({report.duration_s:.1f}s)", title_justify="left")
+    for col in ("host", "role", *groups):
+        table.add_column(col)
+    for h in report.hosts:
+        cells = [_STYLE[s] if (s := h.group_status(g)) else "-" for g in groups]
+        table.add_row(escape(h.host), h.role, *cells)
+    lines: list[Any] = [table]
+    for status in (FAIL, WARN):
+        for name, check in report.problems(status):
+            lines.append(Text.from_markup(f"  {_STYLE[status]} {escape(name)} {escape(check.name)}: "
+                                          f"{escape(check.detail)}"))
+    verdict = "[green]preflight passed[/]" if report.ok else "[bold red]preflight failed[/]"
+    lines.append(Text.from_markup(f"{verdict}: {len(report.hosts)} host(s), {len(report.problems(FAIL))} "
+                                  f"failure(s), {len(report.problems(WARN))} warning(s)"))
+    return Group(*lines)
+
+
+def preflight_or_raise(
+    plan: Plan, opts: PreflightOptions, run_dir: Path, *, local: CommandRunner, remote: RemoteRunner,
+    host: HostFacts, reporter: Reporter, ssh_user: str = "root",
+) -> PreflightReport:
+    """``up``'s first phase: probe, show, save ``preflight.json``; raise when a check failed."""
+    report = run_preflight(plan, opts, run_dir / "preflight", local=local, remote=remote, host=host,
+                           ssh_user=ssh_user)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "preflight.json").write_text(json.dumps(report.to_json(), indent=2))
+    reporter.show(report_table(report))
+    if not report.ok:
+        raise LaunchError(f"preflight failed, nothing was started: {report.summary()} "
+                          "(--skip-preflight to launch anyway)", exit_code=ExitCode.FAILED)
+    return report

@@ -1,0 +1,48 @@
+"""Questions asked of a Ray cluster: who joined, how a job ended, which jobs exist.
+
+Ray's own state API and job SDK, through the head's job server address (``ray[default]``).
+:class:`RayClient` is the real :class:`~.interfaces.RayQueries`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from glm45_launch.runtime.interfaces import NodeInfo
+
+
+def missing_hosts(expected: Iterable[str], nodes: Iterable[NodeInfo], resolve: Callable[[str], set[str]]) -> list[str]:
+    """Expected hosts with no ALIVE node (names compared with what ``resolve`` makes of them)."""
+    alive = {n.ip for n in nodes if n.alive}
+    return [h for h in expected if not (resolve(h) & alive)]
+
+
+class RayClient:
+    """The real :class:`~.interfaces.RayQueries` (imports Ray only when asked)."""
+
+    def __init__(self, timeout_s: int = 5) -> None:
+        self.timeout_s = timeout_s
+
+    def nodes(self, address: str) -> list[NodeInfo]:
+        """Nodes the cluster knows, from Ray's state API (raises while the dashboard starts)."""
+        from ray.util.state import list_nodes
+
+        found = list_nodes(address=address, timeout=self.timeout_s, limit=10000, raise_on_missing_output=False)
+        return [
+            NodeInfo(ip=n.node_ip, alive=n.state == "ALIVE", gpus=float((n.resources_total or {}).get("GPU", 0)),
+                     is_head=bool(n.is_head_node))
+            for n in found
+        ]
+
+    def job_status(self, address: str, job_id: str) -> str:
+        """SUCCEEDED / FAILED / STOPPED / RUNNING / PENDING, from the job SDK."""
+        from ray.job_submission import JobSubmissionClient
+
+        return str(JobSubmissionClient(address).get_job_status(job_id).value)
+
+    def list_jobs(self, address: str) -> list[tuple[str, str, str]]:
+        """(submission id, status, entrypoint) of every job the cluster knows."""
+        from ray.job_submission import JobSubmissionClient
+
+        jobs = JobSubmissionClient(address).list_jobs()
+        return [(j.submission_id or j.job_id or "?", str(j.status.value), j.entrypoint) for j in jobs]

@@ -1,0 +1,218 @@
+"""The use cases, as a library: ``up``, ``preflight``, ``down``, ``status``, ``convert``.
+
+Each takes a plan (or the hosts) and a :class:`Runtime` (the injected side effects) and
+returns a result; the CLI is a thin layer that parses options, calls one of these, and
+prints. A team's own launcher calls them the same way::
+
+    rt = Runtime.real(SshOptions(user="root"))
+    result = up(build_plan(spec), UpOptions(run_dir="runs/first"), rt)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from glm45_launch.checks.preflight_report import PreflightOptions, PreflightReport
+from glm45_launch.core.convert_plan import ConvertPlan
+from glm45_launch.core.hostfile import Hostfile
+from glm45_launch.core.plan import Plan, build_down_plan
+from glm45_launch.core.steps import HEAD, WORKER, ProbeStep
+from glm45_launch.errors import ExitCode, LaunchError
+from glm45_launch.runtime.executor import ExecOptions, Executor, UpResult, require_head_here
+from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter, Row
+from glm45_launch.runtime.results import FanOutResult
+from glm45_launch.runtime.rundir import prepare_run_dir
+from glm45_launch.runtime.steprunner import StepRunner
+
+if TYPE_CHECKING:
+    from glm45_launch.runtime.ssh import SshOptions
+
+
+@dataclass
+class Runtime:
+    """The side effects a use case may cause, injected (tests pass ``glm45_launch.testing.fakes``)."""
+
+    local: CommandRunner
+    remote: RemoteRunner
+    ray: RayQueries
+    host: HostFacts
+    reporter: Reporter
+
+    @classmethod
+    def real(cls, ssh: SshOptions, quiet: bool = False, mask: Callable[[str], str] | None = None) -> Runtime:
+        """This machine, Fabric over SSH, Ray's SDK and rich on stderr."""
+        from glm45_launch.runtime.hostfacts import LocalHostFacts
+        from glm45_launch.runtime.local import LocalRunner
+        from glm45_launch.runtime.ray_api import RayClient
+        from glm45_launch.runtime.reporter import RichReporter
+        from glm45_launch.runtime.ssh import SshRunner
+
+        return cls(LocalRunner(mask=mask), SshRunner(ssh), RayClient(), LocalHostFacts(), RichReporter(quiet))
+
+
+@dataclass
+class UpOptions:
+    """How ``up`` runs: the executor's options, and preflight's (None: skipped)."""
+
+    run_dir: Path | str | None = None  # None: ./runs/<time>; made (and checked) once on the head
+    parallel: int = 32
+    serial: bool = False
+    join_timeout: float = 180.0
+    preflight: PreflightOptions | None = field(default_factory=lambda: PreflightOptions(libs=False))
+    quiet: bool = False
+
+    def exec_options(self, run_dir: Path) -> ExecOptions:
+        return ExecOptions(run_dir=run_dir, parallel=self.parallel, serial=self.serial,
+                           join_timeout=self.join_timeout, quiet=self.quiet)
+
+
+def preflight(plan: Plan, opts: PreflightOptions, run_dir: Path, rt: Runtime) -> PreflightReport:
+    """Probe every host; the report says what failed (nothing raises for a failed check)."""
+    from glm45_launch.runtime.preflight_run import run_preflight
+
+    return run_preflight(plan, opts, run_dir, local=rt.local, remote=rt.remote, host=rt.host,
+                         ssh_user=plan.cluster.ssh_user)
+
+
+def up(plan: Plan, opts: UpOptions, rt: Runtime) -> UpResult:
+    """Preflight (unless skipped), then every step of ``plan`` (:class:`Executor`), on the head."""
+    require_head_here(plan, rt.host)  # before preflight contacts any host, before any file is written
+    run_dir = prepare_run_dir(opts.run_dir)
+    if opts.preflight is not None:
+        from glm45_launch.runtime.preflight_run import preflight_or_raise
+
+        # Host checks first: a failure raises before anything is started or stopped.
+        preflight_or_raise(plan, opts.preflight, run_dir, local=rt.local, remote=rt.remote, host=rt.host,
+                           reporter=rt.reporter, ssh_user=plan.cluster.ssh_user)
+    executor = Executor(plan, opts.exec_options(run_dir), local=rt.local, remote=rt.remote, ray=rt.ray, host=rt.host,
+                        reporter=rt.reporter)
+    return executor.up()
+
+
+def down(hostfile: Hostfile, head: str | None, rt: Runtime, run_dir: Path, parallel: int = 32) -> list[Row]:
+    """``ray stop --force`` on every host at once (and on the head here when it is this machine
+    and not in the hostfile); one row per host."""
+    steps = build_down_plan(hostfile, head, head_is_local=bool(head) and rt.host.is_local_address(head or ""))
+    runner = StepRunner(rt.local, rt.remote, lambda h: run_dir / "down" / f"{h.replace(':', '_')}.log",
+                        parallel, rt.reporter.echo_for)
+    results = runner.run(steps, timeout_s=60, echo=True)
+    return [Row.of(s.host, "ray stop --force" + (" (here)" if s.where == HEAD else ""), results[s.host])
+            for s in steps]
+
+
+RAYLET_PROBE = ("pgrep", "-x", "raylet")  # exit 0 when a raylet runs, 1 when none does
+
+
+@dataclass
+class HostState:
+    host: str
+    reachable: bool
+    ray_running: bool
+    alive_in_cluster: bool
+    gpus: float
+    error: str | None
+
+
+@dataclass
+class StatusReport:
+    address: str
+    hosts: list[HostState]
+    jobs: list[dict[str, str]]
+    alive_nodes: int
+    alive_gpus: float
+    cluster_error: str | None
+
+    @property
+    def healthy(self) -> bool:
+        return all(h.reachable and h.ray_running and h.alive_in_cluster for h in self.hosts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hosts": [h.__dict__ for h in self.hosts], "jobs": self.jobs, "cluster_error": self.cluster_error,
+                "alive_nodes": self.alive_nodes}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"
+
+
+def status(hostfile: Hostfile, address: str, rt: Runtime, parallel: int = 32, log_dir: Path | None = None) -> StatusReport:
+    """Per host: reachable, a raylet running (``pgrep -x raylet`` over SSH), alive in Ray's
+    node table, GPUs; and the cluster's jobs at ``address``."""
+    import tempfile
+
+    steps = [ProbeStep(where=WORKER, host=h, commands=(RAYLET_PROBE,), purpose=f"is a raylet running on {h}")
+             for h in hostfile.names]
+    with tempfile.TemporaryDirectory(prefix="glm45-status-") as tmp:
+        logs = log_dir or Path(tmp)
+        results = StepRunner(rt.local, rt.remote, lambda h: logs / f"{h.replace(':', '_')}.log", parallel).run(steps)
+    cluster_error = None
+    try:
+        nodes = rt.ray.nodes(address)
+    except Exception as exc:  # noqa: BLE001 - no cluster is a state to report, not a crash
+        nodes, cluster_error = [], _first_line(exc)
+    rows = []
+    for step in steps:
+        r = results[step.host]
+        addrs = rt.host.resolve(step.host)
+        node = next((n for n in nodes if n.ip in addrs and n.alive), None)
+        rows.append(HostState(step.host, r.error is None or r.exit_code is not None, r.exit_code == 0,
+                              node is not None, node.gpus if node else 0, r.error if r.exit_code is None else None))
+    jobs: list[dict[str, str]] = []
+    if cluster_error is None:
+        try:
+            jobs = [{"id": j, "status": s, "entrypoint": e} for j, s, e in rt.ray.list_jobs(address)]
+        except Exception as exc:  # noqa: BLE001
+            cluster_error = "jobs: " + _first_line(exc)
+    return StatusReport(address, rows, jobs, sum(n.alive for n in nodes), sum(n.gpus for n in nodes if n.alive),
+                        cluster_error)
+
+
+@dataclass
+class ConvertResult:
+    skipped: bool
+    rows: list[Row]
+
+    @property
+    def failed(self) -> list[str]:
+        return [r.host for r in self.rows if not r.ok]
+
+
+def convert(cplan: ConvertPlan, rt: Runtime, run_dir: Path, timeout_s: float, force: bool = False) -> ConvertResult:
+    """The check (skip when converted), then every node's torchrun at once: rank 0 here when
+    the head is this machine, the others over SSH."""
+    head_here = rt.host.is_local_address(cplan.master_addr)
+
+    def where(step: Any) -> Any:
+        from dataclasses import replace
+
+        return step if head_here or step.where == WORKER else replace(step, where=WORKER)
+
+    runner = StepRunner(rt.local, rt.remote, lambda h: run_dir / "convert" / f"{h.replace(':', '_')}.log",
+                        max(1, len(cplan.steps)), rt.reporter.echo_for)
+    if not force:
+        check = runner.run([where(cplan.check)], timeout_s=60)[cplan.check.host]
+        if check.exit_code == 0:
+            rt.reporter.ok(cplan.skip_message)
+            return ConvertResult(True, [])
+    rt.reporter.phase(f"converting {cplan.hf_checkpoint} -> {cplan.save} on {len(cplan.steps)} node(s); "
+                      f"logs in {run_dir}")
+    steps = [where(s) for s in cplan.steps]
+    results: FanOutResult = runner.run(steps, timeout_s=timeout_s, echo=True)
+    rows = [Row.of(s.host, "convert (here)" if s.where == HEAD else "convert", results[s.host]) for s in steps]
+    rows.sort(key=lambda r: r.what != "convert (here)")
+    result = ConvertResult(False, rows)
+    if not result.failed:
+        rt.reporter.ok(f"converted: {cplan.save} ({time.strftime('%H:%M:%S')})")
+    return result
+
+
+def raise_if_failed(rows: list[Row], what: str, hint: str = "") -> None:
+    """One line naming every failed host."""
+    failed = [r.host for r in rows if not r.ok]
+    if failed:
+        raise LaunchError(f"{what} failed on: {', '.join(failed)}{hint}", exit_code=ExitCode.FAILED)
