@@ -30,6 +30,7 @@ from glm45_launch.core.steps import (
     SubmitStep,
     WorkerStartStep,
     WriteFileStep,
+    canonical_order,
 )
 from glm45_launch.core.variants import Variant, shape_recipe
 from glm45_launch.errors import LaunchError
@@ -184,9 +185,7 @@ class Plan:
     def invocations(self) -> list[list[str]]:
         """Bash-equivalent argv: head-side commands in order, then ssh per worker by host."""
         user = self.cluster.ssh_user
-        head = [a for s in self.steps if s.where == HEAD for a in s.invocations(user)]
-        ssh = [a for s in self.worker_steps for a in s.invocations(user)]
-        return head + sorted(ssh, key=lambda a: a[1:])
+        return canonical_order(a for s in self.steps for a in s.invocations(user))
 
     def to_json(self) -> dict[str, Any]:
         user = self.cluster.ssh_user

@@ -8,6 +8,7 @@ HEAD``, the machine the launcher runs on) or on a worker over SSH (``WORKER``: i
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +18,14 @@ from glm45_launch.core.quoting import remote_command, shell_command
 HEAD = "head"
 WORKER = "worker"
 JOB_ID = "{job_id}"  # in a stop-job command: the submitted job's id, known only at run time
+
+
+def canonical_order(invocations: Iterable[Sequence[str]]) -> list[list[str]]:
+    """The order invocations are compared in: head-side commands as they ran, then the
+    parallel ssh fan-out sorted by its arguments (the one definition; the recorder uses it too)."""
+    argvs = [list(a) for a in invocations]
+    head = [a for a in argvs if not a or a[0] != "ssh"]
+    return head + sorted((a for a in argvs if a and a[0] == "ssh"), key=lambda a: a[1:])
 
 
 @dataclass(frozen=True, kw_only=True)
