@@ -41,6 +41,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         require_rackbox()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_launch_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test session takes `up`'s head lock in its own directory: concurrent sessions on one
+    machine (and the tests of the lock itself) never see each other's launches."""
+    old = os.environ.get("GLM45_LOCK_DIR")
+    os.environ["GLM45_LOCK_DIR"] = str(tmp_path_factory.mktemp("launch-lock"))
+    yield
+    if old is None:
+        os.environ.pop("GLM45_LOCK_DIR", None)
+    else:
+        os.environ["GLM45_LOCK_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def rackbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RackBox]:
     """A started 3-host box shared by the session (h1 = 10.123.0.1 is the head)."""

@@ -120,14 +120,63 @@ def valid_hostname(name: str) -> bool:
     return all(_LABEL.match(label) for label in labels)
 
 
+def numeric_ipv4(name: str) -> str | None:
+    """The IPv4 address a numeric name means to the resolver (``inet_aton``: ``0x0a000001``,
+    ``0x0a.0.0.1``, ``10.1``, ``012.0.0.1``), dotted; None for anything else (pure)."""
+    parts = name.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    nums = []
+    for part in parts:
+        m = re.fullmatch(r"0[xX]([0-9a-fA-F]*)|(0[0-7]*)|([1-9][0-9]*)", part)
+        if not m:
+            return None
+        nums.append(int(m.group(1) or "0", 16) if m.group(1) is not None else
+                    int(m.group(2), 8) if m.group(2) is not None else int(m.group(3)))
+    *head, last = nums
+    if any(n > 255 for n in head) or last >= 256 ** (5 - len(nums)):
+        return None
+    value = sum(n << (8 * (3 - i)) for i, n in enumerate(head)) + last
+    return str(ipaddress.IPv4Address(value))
+
+
 def host_key(name: str) -> str:
     """One spelling per host: DNS names are case-insensitive and may end in a root dot
-    (NODE1, node1., node1), IPv6 has many forms (FE80:0::1, fe80::1). Two spellings of one
-    host would start Ray twice on it, or run a worker's cleanup on the head."""
+    (NODE1, node1., node1), IPv6 has many forms (FE80:0::1, fe80::1), IPv4 has numeric ones
+    (0x0a000001 is 10.0.0.1). Two spellings of one host would start Ray twice on it, or run a
+    worker's cleanup on the head."""
     try:
         return ipaddress.ip_address(name.split("%")[0]).compressed
     except ValueError:
-        return name.lower().removesuffix(".")
+        pass
+    return numeric_ipv4(name) or name.lower().removesuffix(".")
+
+
+def _is_loopback(name: str) -> bool:
+    key = host_key(name)
+    if key in ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback") or key.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(key).is_loopback
+    except ValueError:
+        return False
+
+
+def check_workers(hostfile: Hostfile, head: str) -> None:
+    """Refuse a host that is the head written another way, or a loopback address, when it
+    would join as a worker (pure; the launcher checks DNS names that resolve so on the head)."""
+    head_line = next((h.line for h in hostfile.hosts if h.name == head), None)
+    for host in hostfile.hosts:
+        if host.name == head:
+            continue
+        where = f"{hostfile.path}:{host.line}"
+        if host_key(host.name) == host_key(head):
+            named = f"line {head_line}" if head_line else "--head / MLP_WORKER_0_HOST"
+            raise LaunchError(f"{where}: {host.name} is the head {head} ({named}) written another way: it would "
+                              f"join as a worker and its cleanup would kill the head; write it as {head}")
+        if _is_loopback(host.name) and not _is_loopback(head):
+            raise LaunchError(f"{where}: {host.name} is a loopback address: as a worker it would be the head "
+                              f"({head}) itself; name every node by its address on the cluster network")
 
 
 def _parse_int(where: str, key: str, value: str) -> int:

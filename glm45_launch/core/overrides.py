@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 from glm45_launch.core.argdiff import ArgChange, EnvChange, diff_env, diff_groups
 from glm45_launch.core.flags import has_flag, set_flag, unset_flag
+from glm45_launch.core.secrets import MASK, SECRET_FLAGS, is_secret_env
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import Argv, Recipe
 
@@ -64,10 +65,23 @@ class Applied:
     warnings: tuple[str, ...]
 
 
+def _target(text: str) -> str:
+    """``text`` as an error may show it: cut to 200 characters, and with whatever follows a
+    secret flag or a secret variable's name masked (``--set WANDB.--wandb-key KEY`` typed with
+    a space instead of ``=`` must not echo the key)."""
+    for name in sorted(SECRET_FLAGS, key=len, reverse=True) + [w for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)
+                                                                 if is_secret_env(w)]:
+        at = text.find(name)
+        if at >= 0 and text[at + len(name):].strip(" =:"):
+            text = text[: at + len(name)] + " " + MASK
+            break
+    return repr(text if len(text) <= 200 else text[:200] + "...")
+
+
 def _split_target(text: str, option: str) -> tuple[str, str]:
     group, dot, rest = text.partition(".")
     if not dot or not group or not rest.startswith("--"):
-        raise LaunchError(f"{option} {text!r}: want GROUP.--flag" + ("=VALUE" if option == "--set" else ""))
+        raise LaunchError(f"{option} {_target(text)}: want GROUP.--flag" + ("=VALUE" if option == "--set" else ""))
     return group.strip(), rest
 
 
@@ -76,14 +90,14 @@ def parse_set(text: str) -> Edit:
     group, rest = _split_target(text, "--set")
     flag, eq, value = rest.partition("=")
     if not _FLAG.match(flag):
-        raise LaunchError(f"--set {text!r}: {flag!r} is not a --flag")
+        raise LaunchError(f"--set {_target(text)}: {_target(flag)} is not a --flag")
     try:
         values = tuple(shlex.split(value)) if eq else ()
     except ValueError as exc:
-        raise LaunchError(f"--set {text!r}: cannot split the value: {exc}") from None
+        raise LaunchError(f"--set {_target(text)}: cannot split the value: {exc}") from None
     for word in values:
         if word.startswith("--"):
-            raise LaunchError(f"--set {text!r}: value {word!r} looks like a flag (one flag per --set)")
+            raise LaunchError(f"--set {_target(text)}: value {word[:60]!r} looks like a flag (one flag per --set)")
     return Edit(group, flag, values, f"--set {text}")
 
 
@@ -91,7 +105,7 @@ def parse_unset(text: str) -> Edit:
     """``GROUP.--flag`` -> ``Edit`` that removes it."""
     group, flag = _split_target(text, "--unset")
     if not _FLAG.match(flag):
-        raise LaunchError(f"--unset {text!r}: {flag!r} is not a --flag (want GROUP.--flag)")
+        raise LaunchError(f"--unset {_target(text)}: {_target(flag)} is not a --flag (want GROUP.--flag)")
     return Edit(group, flag, None, f"--unset {text}")
 
 
@@ -99,9 +113,9 @@ def parse_env(text: str) -> tuple[str, str]:
     """``K=V`` -> ``(K, V)``; V may be empty and may hold ``${VAR}`` for Ray."""
     key, eq, value = text.partition("=")
     if not eq:
-        raise LaunchError(f"--env {text!r}: want KEY=VALUE")
+        raise LaunchError(f"--env {_target(text)}: want KEY=VALUE")
     if not _ENV_KEY.match(key):
-        raise LaunchError(f"--env {text!r}: {key!r} is not an environment variable name")
+        raise LaunchError(f"--env {_target(text)}: {_target(key)} is not an environment variable name")
     return key, value
 
 

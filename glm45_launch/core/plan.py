@@ -14,7 +14,7 @@ from typing import Any
 
 from glm45_launch.core.argdiff import ArgChange, EnvChange
 from glm45_launch.core.flags import Argv, flag_value
-from glm45_launch.core.hostfile import Hostfile, host_key, valid_hostname
+from glm45_launch.core.hostfile import Hostfile, check_workers, host_key, valid_hostname
 from glm45_launch.core.overrides import Overrides
 from glm45_launch.core.runtime_env import env_refs, resolve_env, runtime_env_json
 from glm45_launch.core.steps import (
@@ -258,6 +258,7 @@ def _url_host(host: str) -> str:
 def build_plan(spec: LaunchSpec) -> Plan:
     """Turn ``spec`` into the ordered steps of a launch (pure)."""
     head, base_dir = _require(spec)
+    check_workers(spec.hostfile, head)
     model = get_model(spec.model)
     hosts = spec.hostfile.names
     workers = tuple(h for h in hosts if host_key(h) != host_key(head))

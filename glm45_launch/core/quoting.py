@@ -36,3 +36,10 @@ def shell_command(commands: Iterable[Sequence[str]], cwd: str | None = None,
     if cwd:
         parts.insert(0, shell_join(["cd", cwd]))
     return " && ".join(parts)
+
+
+def comment(text: str) -> str:
+    """``text`` as one shell comment line: a newline (or any control character) in a value
+    is written escaped, so it can never end the comment and start a command."""
+    safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "# " + safe

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from glm45_launch.core.flags import split_flags
 from glm45_launch.core.plan import Plan
-from glm45_launch.core.quoting import quote, shell_join
+from glm45_launch.core.quoting import comment, quote, shell_join
 from glm45_launch.core.secrets import mask_plan, mask_text, plan_secrets
 from glm45_launch.core.steps import HEAD, WORKER, JoinStep, Step, SubmitStep, WriteFileStep
 
@@ -117,7 +117,7 @@ def render_bash(plan: Plan, show_secrets: bool = False) -> str:
         "set -u",
     ]
     for step in plan.steps:
-        out += ["", "# " + step.purpose]
+        out += ["", comment(step.purpose)]
         if isinstance(step, JoinStep):
             out.append("wait")
             continue

@@ -24,6 +24,7 @@ from glm45_launch.core.steps import HEAD, WORKER, ProbeStep
 from glm45_launch.errors import ExitCode, LaunchError
 from glm45_launch.runtime.executor import ExecOptions, Executor, UpResult, require_head_here
 from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter, Row
+from glm45_launch.runtime.lock import head_lock
 from glm45_launch.runtime.results import FanOutResult
 from glm45_launch.runtime.rundir import prepare_run_dir
 from glm45_launch.runtime.steprunner import StepRunner
@@ -64,6 +65,7 @@ class UpOptions:
     join_timeout: float = 180.0
     preflight: PreflightOptions | None = field(default_factory=lambda: PreflightOptions(libs=False))
     quiet: bool = False
+    lock_path: Path | None = None  # None: lock.lock_path() (GLM45_LOCK_DIR, else /tmp/glm45-launch)
 
     def exec_options(self, run_dir: Path) -> ExecOptions:
         return ExecOptions(run_dir=run_dir, parallel=self.parallel, serial=self.serial,
@@ -82,15 +84,16 @@ def up(plan: Plan, opts: UpOptions, rt: Runtime) -> UpResult:
     """Preflight (unless skipped), then every step of ``plan`` (:class:`Executor`), on the head."""
     require_head_here(plan, rt.host)  # before preflight contacts any host, before any file is written
     run_dir = prepare_run_dir(opts.run_dir)
-    if opts.preflight is not None:
-        from glm45_launch.runtime.preflight_run import preflight_or_raise
+    with head_lock(run_dir, opts.lock_path):  # one launch per head: a second one is refused, named
+        if opts.preflight is not None:
+            from glm45_launch.runtime.preflight_run import preflight_or_raise
 
-        # Host checks first: a failure raises before anything is started or stopped.
-        preflight_or_raise(plan, opts.preflight, run_dir, local=rt.local, remote=rt.remote, host=rt.host,
-                           reporter=rt.reporter, ssh_user=plan.cluster.ssh_user)
-    executor = Executor(plan, opts.exec_options(run_dir), local=rt.local, remote=rt.remote, ray=rt.ray, host=rt.host,
-                        reporter=rt.reporter)
-    return executor.up()
+            # Host checks first: a failure raises before anything is started or stopped.
+            preflight_or_raise(plan, opts.preflight, run_dir, local=rt.local, remote=rt.remote, host=rt.host,
+                               reporter=rt.reporter, ssh_user=plan.cluster.ssh_user)
+        executor = Executor(plan, opts.exec_options(run_dir), local=rt.local, remote=rt.remote, ray=rt.ray,
+                            host=rt.host, reporter=rt.reporter)
+        return executor.up()
 
 
 def down(hostfile: Hostfile, head: str | None, rt: Runtime, run_dir: Path, parallel: int = 32) -> list[Row]:
