@@ -30,6 +30,7 @@ def demo(n_hosts: int, keep_dir: str | None, up_args: tuple[str, ...]) -> int:
 
     Extra arguments after `--` go to `up` (e.g. `-- --model glm4.5-106B-A12B`).
     """
+    from glm45_launch.testing import smoke_entry
     from glm45_launch.testing.rackbox import RackBox, make_base_dir, requirements_missing
 
     missing = requirements_missing()
@@ -43,7 +44,7 @@ def demo(n_hosts: int, keep_dir: str | None, up_args: tuple[str, ...]) -> int:
         checkout = box.workdir / "checkout"
         checkout.mkdir(exist_ok=True)
         # The framework checkout: its train.py is the smoke entry.
-        shutil.copy(Path(__file__).resolve().parent.parent / "smoke_entry.py", checkout / "train.py")
+        shutil.copy(smoke_entry.__file__, checkout / "train.py")
         # The files the default plan's train args point at, so preflight finds a complete rack.
         base = make_base_dir(box.workdir / "base")
         hostfile = box.hostfile(box.workdir / "mpi_rack_hostfile")
