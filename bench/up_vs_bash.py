@@ -50,7 +50,7 @@ def main() -> int:
         checkout = box.workdir / "checkout"
         checkout.mkdir()
         if args.job == "smoke":
-            shutil.copy(REPO / "glm45_launch" / "smoke_entry.py", checkout / "train.py")
+            shutil.copy(REPO / "glm45_launch" / "testing" / "smoke_entry.py", checkout / "train.py")
         else:
             (checkout / "train.py").write_text("import sys\nprint('train.py got', len(sys.argv) - 1, 'arguments')\n")
         base = make_base_dir(box.workdir / "base")
