@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from upstream_launchers import python_env, python_job
 
 from glm45_launch import LaunchError, LaunchSpec, build_plan, parse_hostfile_text
 from glm45_launch.cli.main import main
+from glm45_launch.core.flags import last_values
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.variants import Variant
 
@@ -50,19 +52,9 @@ ROLLOUT_BASH = f"""
 --dynamic-sampling-filter-path miles.rollout.filter_hub.dynamic_sampling_filters.check_reward_nonzero_std
 --num-steps-per-rollout 4 --balance-data --rollout-stop-token-ids 151329 151336 151338
 """.split()
-# §5: --rm-type math, --rollout-batch-size 32, --num-steps-per-rollout 1 (in place).
-ROLLOUT_PY = f"""
---prompt-data {BASE}/dapo-math-17k/dapo-math-17k.jsonl --input-key prompt
---label-key label --apply-chat-template --rollout-shuffle --rm-type math
---num-rollout 3000 --rollout-batch-size 32 --n-samples-per-prompt 8
---rollout-max-response-len 32768 --rollout-temperature 1 --over-sampling-batch-size 256
---dynamic-sampling-filter-path miles.rollout.filter_hub.dynamic_sampling_filters.check_reward_nonzero_std
---num-steps-per-rollout 1 --balance-data --rollout-stop-token-ids 151329 151336 151338
-""".split()
 OPTIMIZER_BASH = """--optimizer adam --lr 1e-6 --lr-decay-style constant --weight-decay 0.1
 --adam-beta1 0.9 --adam-beta2 0.98 --optimizer-cpu-offload --overlap-cpu-optimizer-d2h-h2d
 --use-precision-aware-optimizer""".split()
-OPTIMIZER_PY = OPTIMIZER_BASH[:12]  # CPU-Adam flags off
 GRPO_BASH = """--advantage-estimator gspo --kl-loss-coef 0.00 --kl-loss-type low_var_kl --kl-coef 0.00
 --entropy-coef 0.00 --eps-clip 1e-4 --eps-clip-high 2e-4 --use-tis""".split()
 GRPO_PY = ["--advantage-estimator", "grpo", *GRPO_BASH[2:]]
@@ -142,11 +134,6 @@ def expected_train(prefix_nodes: int, gpus: int, **groups_: list[str]) -> list[s
     return words
 
 
-def python_groups(nodes: int, tp_pp_cp_ep: tuple[int, int, int, int], engine: int, mem: str) -> dict[str, list[str]]:
-    return {"ROLLOUT": ROLLOUT_PY, "OPTIMIZER": OPTIMIZER_PY, "GRPO": GRPO_PY, "PERF": perf(*tp_pp_cp_ep),
-            "SGLANG": sglang_py(engine, mem)}
-
-
 GOLDEN_TRAIN = next(a for a in GOLDEN["invocations"] if a[:3] == ["ray", "job", "submit"])
 GOLDEN_TRAIN = GOLDEN_TRAIN[GOLDEN_TRAIN.index("--") + 1 :]
 
@@ -163,17 +150,25 @@ def test_bash_profile_is_the_golden(variant: dict[str, object]) -> None:
     assert plan.variant_changes == () and plan.overrides == ()
 
 
+def py_train(nodes: int, **upstream: object) -> list[str]:
+    """The Python launcher's job (issue 9: its own job, no longer the bash recipe reshaped), read from
+    upstream by tests/upstream_launchers.py; this file's BASE stands for every directory option."""
+    return ["python3", "train.py", *MODEL_355B, *python_job(
+        nodes=nodes, local=BASE, data=BASE, out=BASE, run_id="default", **upstream)]  # type: ignore[arg-type]
+
+
 def test_python_profile_8_nodes_gb300() -> None:
     plan = plan_for(8, profile="python", hardware="GB300")
-    assert plan.train_argv == expected_train(8, 4, **python_groups(8, (4, 8, 2, 8), 32, "0.8"))
-    assert plan.env_vars == tuple(plan.spec.recipe.env_vars)  # no MTP/FP8: runtime env untouched
-    assert ["ray", "start", "--head", "--node-ip-address", HEAD, "--num-gpus", "4"] == plan.invocations()[8][:7]
+    assert plan.train_argv == py_train(8, hardware="GB300")
+    assert dict(plan.env_vars) == python_env(head=HEAD, nvlink=False)  # no MTP/FP8; NVLink not probed here
+    assert ["ray", "start", "--head", "--node-ip-address", HEAD, "--num-gpus", "4"] == plan.invocations()[9][:7]
     assert dict(plan.settings)["GPUs per node"] == "4"
 
 
 def test_python_profile_gb200_memory_fraction() -> None:
     plan = plan_for(8, profile="python", hardware="GB200")
-    assert plan.train_argv == expected_train(8, 4, **python_groups(8, (4, 8, 2, 8), 32, "0.7"))
+    assert plan.train_argv == py_train(8, hardware="GB200")
+    assert last_values(plan.train_argv)["--sglang-mem-fraction-static"] == ("0.7",)
 
 
 @pytest.mark.parametrize(("nodes", "layout", "engine"), [
@@ -182,7 +177,9 @@ def test_python_profile_gb200_memory_fraction() -> None:
 ])
 def test_python_profile_parallelism_by_node_count(nodes: int, layout: tuple[int, int, int, int], engine: int) -> None:
     plan = plan_for(nodes, profile="python", hardware="GB200")
-    assert plan.train_argv == expected_train(nodes, 4, **python_groups(nodes, layout, engine, "0.7"))
+    assert plan.train_argv == py_train(nodes)
+    assert groups(plan)["PERF"] == perf(*layout)
+    assert groups(plan)["SGLANG"] == sglang_py(engine, "0.7")
     debug_warning = any("debug layout" in w for w in plan.warnings)
     assert debug_warning == (nodes <= 4)
 
@@ -192,13 +189,13 @@ def test_python_profile_actor_num_nodes_option_drives_the_layout() -> None:
                       variant=Variant(profile="python", hardware="GB200"))
     got = groups(build_plan(spec))
     assert got["PERF"] == perf(4, 1, 1, 4) and got["SGLANG"] == sglang_py(16, "0.7")
-    assert build_plan(spec).train_argv[2:4] == ["--actor-num-nodes", "4"]
+    assert last_values(build_plan(spec).train_argv)["--actor-num-nodes"] == ("4",)  # in MISC, as upstream
 
 
 def test_python_profile_mtp() -> None:
     plan = plan_for(8, profile="python", hardware="GB300", mtp=True)
     assert groups(plan)["SGLANG"] == sglang_py(32, "0.8") + MTP
-    assert plan.env_vars[-1] == SPEC_V2_ENV and len(plan.env_vars) == 27
+    assert plan.env_vars[-1] == SPEC_V2_ENV and len(plan.env_vars) == 6
 
 
 def test_python_profile_explicit_no_mtp_is_the_default() -> None:
@@ -229,13 +226,11 @@ def fp8(engine: int) -> list[str]:
 def test_python_profile_rollout_fp8() -> None:
     plan = plan_for(8, profile="python", hardware="GB300", rollout_fp8=True)
     got = groups(plan)
-    assert got["CKPT"] == [CKPT[0], CKPT[1] + "-FP8", *CKPT[2:]]
-    # the second --sglang-chunked-prefill-size (N*256) replaces the first in place
-    base = sglang_py(32, "0.8")
-    base[base.index("--sglang-chunked-prefill-size") + 1] = "8192"
-    flags = fp8(32)
-    del flags[flags.index("--sglang-chunked-prefill-size"): flags.index("--sglang-chunked-prefill-size") + 2]
-    assert got["SGLANG"] == base + flags
+    assert got["CKPT"][:2] == ["--hf-checkpoint", f"{BASE}/GLM-4.5-355B-A32B-FP8"]
+    # upstream appends its FP8 flags after its own group: argparse keeps the second chunked prefill (N*256)
+    assert got["SGLANG"] == sglang_py(32, "0.8") + fp8(32)
+    assert last_values(plan.train_argv)["--sglang-chunked-prefill-size"] == ("8192",)
+    assert plan.train_argv == py_train(8, hardware="GB300", fp8=True)
     assert plan.env_vars[-1] == FP8_ENV
     assert any("-FP8" in n and "convert_hf_to_fp8.py" in n for n in plan.notes)
 
@@ -243,33 +238,18 @@ def test_python_profile_rollout_fp8() -> None:
 @pytest.mark.parametrize(("nodes", "engine"), [(1, 4), (2, 8), (4, 16)])
 def test_fp8_flags_scale_with_the_engine(nodes: int, engine: int) -> None:
     sg = groups(plan_for(nodes, profile="python", hardware="GB200", rollout_fp8=True))["SGLANG"]
-    want = fp8(engine)
-    for i in range(0, len(want)):
-        if want[i].startswith("--") and i + 1 < len(want) and not want[i + 1].startswith("--"):
-            assert sg[sg.index(want[i]) + 1] == want[i + 1], want[i]
+    assert last_values(sg) == last_values(sglang_py(engine, "0.7") + fp8(engine))
 
 
 def test_python_profile_all_options_in_upstream_order() -> None:
     plan = plan_for(8, profile="python", hardware="GB300", rollout_fp8=True, mtp=True, kv_cache_fp8=True,
                     mis=True, r3=True)
     sg = groups(plan)["SGLANG"]
-    flags = fp8(32)
-    del flags[flags.index("--sglang-chunked-prefill-size"): flags.index("--sglang-chunked-prefill-size") + 2]
-    assert sg[-(len(flags) + len(MTP) + 2):] == flags + MTP + ["--sglang-kv-cache-dtype", "fp8_e4m3"]
+    assert sg == sglang_py(32, "0.8") + fp8(32) + MTP + ["--sglang-kv-cache-dtype", "fp8_e4m3"]
     assert plan.env_vars[-2:] == (FP8_ENV, SPEC_V2_ENV)
     assert groups(plan)["GRPO"] == GRPO_PY + ["--use-rollout-routing-replay"]
-    assert groups(plan)["MISC"] == MISC + ["--custom-config-path", f"{BASE}/glm45-launch/mis.yaml",
-                                           "--custom-tis-function-path", MIS_FN]
-
-
-def test_kv_cache_fp8_alone_in_the_bash_profile() -> None:
-    plan = plan_for(kv_cache_fp8=True)
-    assert plan.train_argv == expected_train(8, 8, SGLANG=SGLANG_BASH + ["--sglang-kv-cache-dtype", "fp8_e4m3"])
-
-
-def test_r3_goes_last_in_grpo() -> None:
-    plan = plan_for(r3=True)
-    assert plan.train_argv == expected_train(8, 8, GRPO=GRPO_BASH + ["--use-rollout-routing-replay"])
+    assert groups(plan)["MISC"][-4:] == ["--custom-config-path", f"{BASE}/glm45-launch/mis.yaml",
+                                         "--custom-tis-function-path", MIS_FN]
 
 
 @pytest.mark.parametrize("use_rs", [True, False])
@@ -310,7 +290,7 @@ def test_air_model_with_python_profile() -> None:
     plan = plan_for(8, model="glm4.5-106B-A12B", profile="python", hardware="GB200")
     got = groups(plan)
     assert got["MODEL"] == MODEL_AIR
-    assert got["CKPT"] == [CKPT[0], f"{BASE}/GLM-4.5-Air", CKPT[2], f"{BASE}/GLM-4.5-Air_torch_dist/"]
+    assert got["CKPT"][:4] == [CKPT[0], f"{BASE}/GLM-4.5-Air", CKPT[2], f"{BASE}/GLM-4.5-Air_torch_dist"]
 
 
 def test_hardware_sets_gpus_per_node() -> None:
@@ -356,8 +336,9 @@ def test_cli_variant_options(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     data = json.loads(out)
     assert data["train_args"]["SGLANG"] == sglang_py(32, "0.8") + MTP
     assert data["settings"]["variant"] == "profile python, GB300, mtp, mis"
-    assert {"group": "GRPO", "flag": "--advantage-estimator", "action": "changed", "old": ["gspo"],
-            "new": ["grpo"]} in data["variant_changes"]
+    # The differences from the Python launcher's own default job (no longer from the bash recipe).
+    assert {"group": "SGLANG", "flag": "--sglang-speculative-algorithm", "action": "added",
+            "new": ["EAGLE"]} in data["variant_changes"]
     code, out, _ = _cli(capsys, tmp_path, "--no-mtp")
     assert code == 0 and "Variant (differences from recipe glm45-bash)" in out
     assert "SGLANG --sglang-speculative-algorithm: removed (was EAGLE)" in out

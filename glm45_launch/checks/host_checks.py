@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from glm45_launch.checks.preflight_report import FAIL, OK, VERSIONED, WARN, Check, PreflightOptions
-from glm45_launch.core.flags import flag_values
+from glm45_launch.core.flags import flag_int, flag_values
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.runtime_env import RUNTIME_ENV, env_ref_sources, env_refs, ray_env_order
 
@@ -113,8 +113,16 @@ def version_checks(
     return checks
 
 
-def gpu_checks(facts: Mapping[str, Any], expected: int, require: bool) -> list[Check]:
-    """GPU count (``nvidia-smi -L``) and NVLink (``nvidia-smi topo -m``)."""
+def nvlink_labels(topo: str) -> list[str]:
+    """The NVLink labels (``NV18``...) in ``nvidia-smi topo -m`` output, sorted ([]: no NVLink)."""
+    return sorted(set(re.findall(r"\bNV\d+\b", topo)))
+
+
+def gpu_checks(facts: Mapping[str, Any], expected: int, require: bool, trainer: int | None = None,
+               nvls: bool = False) -> list[Check]:
+    """GPU count (``nvidia-smi -L``) against the plan's GPUs per node and train.py's
+    ``--num-gpus-per-node`` (``trainer``; slime/miles place rollout engines by it), and NVLink
+    (``nvidia-smi topo -m``; ``nvls``: the runtime env turns NCCL NVLink SHARP on)."""
     missing = FAIL if require else WARN
     if not facts.get("nvidia_smi"):
         return [Check("gpus", missing, "nvidia-smi not found"), Check("nvlink", missing, "nvidia-smi not found")]
@@ -124,10 +132,15 @@ def gpu_checks(facts: Mapping[str, Any], expected: int, require: bool) -> list[C
         return [Check("gpus", FAIL, f"nvidia-smi -L failed (exit {code}): {first}"),
                 Check("nvlink", missing, "skipped: nvidia-smi does not work")]
     count = sum(1 for ln in text.splitlines() if ln.startswith("GPU "))
-    gpus = Check("gpus", OK, f"{count} GPUs") if count == expected else \
-        Check("gpus", FAIL, f"{count} GPUs, expected {expected} per node")
+    if count != expected:
+        gpus = Check("gpus", FAIL, f"{count} GPUs, expected {expected} per node")
+    elif trainer is not None and trainer != count:
+        gpus = Check("gpus", FAIL, f"{count} GPUs, but train.py's --num-gpus-per-node is {trainer}: the rollout "
+                     "engines would be placed as if every node had that many")
+    else:
+        gpus = Check("gpus", OK, f"{count} GPUs")
     code, topo = facts.get("smi_topo") or (None, "")
-    links = sorted(set(re.findall(r"\bNV\d+\b", topo)))
+    links = nvlink_labels(topo)
     if code != 0:
         nvlink = Check("nvlink", missing, f"nvidia-smi topo -m failed (exit {code})")
     elif links:
@@ -135,7 +148,8 @@ def gpu_checks(facts: Mapping[str, Any], expected: int, require: bool) -> list[C
     elif count <= 1:
         nvlink = Check("nvlink", OK, "single GPU")
     else:
-        nvlink = Check("nvlink", missing, "no NVLink between the GPUs (the runtime env sets NCCL_P2P_LEVEL=NVL)")
+        why = "NCCL_NVLS_ENABLE=1, from the head's NVLink" if nvls else "NCCL_P2P_LEVEL=NVL"
+        nvlink = Check("nvlink", missing, f"no NVLink between the GPUs (the runtime env sets {why})")
     return [gpus, nvlink]
 
 
@@ -277,6 +291,8 @@ def port_check(plan: Plan, host: str, port: int, what: str, value: Any) -> Check
     Ray and sglang for nothing and ``ray start`` would still fail."""
     name, where = f"port {port}", f"{what} {host}:{port}"
     state = port_state(value)
+    if not state["held"] and plan.spec.external_ray:
+        return Check(name, FAIL, f"{where} free: --external-ray needs the running cluster to submit to")
     if not state["held"]:
         return Check(name, OK, f"{where} free")
     holders = state["holders"]
@@ -290,6 +306,8 @@ def port_check(plan: Plan, host: str, port: int, what: str, value: Any) -> Check
                      f"cleanup would not free it ({where}; `{_short(str(h.get('cmdline', '')))}`): stop it, or "
                      f"move Ray with a recipe file's [defaults] {_PORT_KEYS.get(what, 'ray_port')}")
     ray = ", ".join(f"{h.get('comm')} (pid {h.get('pid')})" for h in holders)
+    if plan.spec.external_ray:
+        return Check(name, OK, f"{where} held by Ray's {ray}: the running cluster --external-ray submits to")
     if plan.spec.cleanup:
         return Check(name, WARN, f"{where} held by Ray's {ray}: the cleanup will stop the running cluster")
     return Check(name, FAIL, f"{where} held by Ray's {ray} and --no-cleanup: nothing stops it "
@@ -314,7 +332,10 @@ def evaluate(
 ) -> list[Check]:
     """Every check of one probed host, after ssh (pure)."""
     checks = version_checks(host, facts, ref_host, ref_facts)
-    checks += gpu_checks(facts, plan.gpus_per_node, opts.require_gpus)
+    env = dict(plan.env_vars)
+    checks += gpu_checks(facts, plan.gpus_per_node, opts.require_gpus,
+                         trainer=flag_int(plan.train.argv, "--num-gpus-per-node") or 8,
+                         nvls=env.get("NCCL_NVLS_ENABLE") == "1")
     checks += path_checks(plan_paths(plan), facts.get("paths") or {})
     checks += env_checks(plan, facts, is_head, via)
     checks.append(disk_check(facts, opts))

@@ -19,9 +19,10 @@ from __future__ import annotations
 import ast
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from glm45_launch.checks.cluster_rules import GPUS, NODES, disaggregation_problems, node_gpu_problems, times
 from glm45_launch.checks.train_args import SGLANG_DP, SGLANG_EP, Problem, TrainArgs
 from glm45_launch.core.plan import Plan
 from glm45_launch.errors import LaunchError
@@ -121,13 +122,8 @@ def pipeline_split(num_layers: int, pp: int, first: int | None, last: int | None
     return stages
 
 
-def _times(pairs: Iterable[tuple[str, int]]) -> str:
-    return " × ".join(f"{flag} {value}" for flag, value in pairs)
-
-
 TP, PP, CP = "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--context-parallel-size"
 EP, ETP = "--expert-model-parallel-size", "--expert-tensor-parallel-size"
-NODES, GPUS = "--actor-num-nodes", "--actor-num-gpus-per-node"
 _Add = Callable[[str, Sequence[str], str], None]
 
 
@@ -177,15 +173,15 @@ def _parallel(args: TrainArgs, add: _Add) -> _Sizes:
     if nodes and gpus and tp and pp and cp and ep and etp and min(nodes, gpus, tp, pp, cp, ep, etp) >= 1:
         world = nodes * gpus
         model = tp * pp * cp
-        world_text = f"world size {world} ({_times([(NODES, nodes), (GPUS, gpus)])})"
-        colocated = f"the {world} colocated GPUs ({_times([(NODES, nodes), (GPUS, gpus)])})"
+        world_text = f"world size {world} ({times([(NODES, nodes), (GPUS, gpus)])})"
+        colocated = f"the {world} colocated GPUs ({times([(NODES, nodes), (GPUS, gpus)])})"
         if model > world:
             add("data-parallel", [TP, PP, CP, NODES, GPUS],
-                f"{_times([(TP, tp), (PP, pp), (CP, cp)])} = {model} GPUs per model replica exceeds the "
+                f"{times([(TP, tp), (PP, pp), (CP, cp)])} = {model} GPUs per model replica exceeds the "
                 f"{world_text}: data-parallel size would be 0")
         elif world % model:
             add("data-parallel", [TP, PP, CP, NODES, GPUS],
-                f"{_times([(TP, tp), (PP, pp), (CP, cp)])} = {model} does not divide the {world_text}: "
+                f"{times([(TP, tp), (PP, pp), (CP, cp)])} = {model} does not divide the {world_text}: "
                 f"data-parallel size would be {world / model:.3g}")
         else:
             dp = world // model
@@ -193,7 +189,7 @@ def _parallel(args: TrainArgs, add: _Add) -> _Sizes:
         expert = etp * ep * pp
         if world % expert:
             add("expert-layout", [ETP, EP, PP, NODES, GPUS],
-                f"{_times([(ETP, etp), (EP, ep), (PP, pp)])} = {expert} does not divide the {world_text} "
+                f"{times([(ETP, etp), (EP, ep), (PP, pp)])} = {expert} does not divide the {world_text} "
                 "(Megatron lays experts out as ETP × EP × PP × expert-DP)")
 
     return _Sizes(tp, pp, ep, world, dp, colocated)
@@ -309,6 +305,11 @@ def _rollout(args: TrainArgs, add: _Add, sizes: _Sizes) -> None:
         if sg_dp > 1 and not args.has("--sglang-enable-dp-attention"):
             add("sglang-dp", [dp_flag or SGLANG_DP[0], "--sglang-enable-dp-attention"],
                 f"{dp_flag} {sg_dp} needs --sglang-enable-dp-attention")
+    if args.text("--update-weight-transfer-mode") == "p2p" and args.has("--colocate"):
+        # miles validate_args: "P2P weight transfer mode is not compatible with --colocate".
+        add("disaggregation", ["--update-weight-transfer-mode", "--colocate"],
+            "--update-weight-transfer-mode p2p needs the rollout on GPUs of its own: drop --colocate "
+            "(give --rollout-num-gpus) or use broadcast")
     ep_flag = args.first_of(SGLANG_EP)
     sg_ep = args.int(ep_flag, 1) if ep_flag else 1
     if ep_flag and sg_ep is not None and engine is not None and engine >= 1 and not 1 <= sg_ep <= engine:
@@ -419,11 +420,8 @@ def check_plan(plan: Plan) -> list[Problem]:
     if actor_nodes is not None and nodes < actor_nodes:
         out.append(Problem("nodes", (NODES,), f"{NODES} {actor_nodes} but the cluster has {nodes} node(s): "
                            "the job would wait for GPUs that never come"))
-    gpus = args.int(GPUS, 8)
-    if gpus is not None and gpus > plan.gpus_per_node:
-        out.append(Problem("gpus-per-node", (GPUS, "--gpus-per-node"),
-                           f"{GPUS} {gpus} but the nodes have {plan.gpus_per_node} GPU(s) "
-                           "(hostfile slots / --gpus-per-node): the job would wait for GPUs that never come"))
+    out += node_gpu_problems(args, plan)
+    out += disaggregation_problems(args, plan)
     kind = local_only_address(plan.head)
     workers = plan.worker_steps
     if kind and workers:

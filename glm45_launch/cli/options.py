@@ -17,6 +17,7 @@ import click
 
 from glm45_launch.core.hostfile import DEFAULT_HOSTFILE, Hostfile, load_hostfile
 from glm45_launch.core.plan import FRAMEWORKS, LaunchSpec
+from glm45_launch.core.profiles import MODES, TASKS, TRANSFER_MODES, NvlinkFact
 from glm45_launch.core.variants import HARDWARE, PROFILES, Variant
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import MODELS
@@ -61,6 +62,21 @@ def _not(value: bool) -> bool:
     return not value
 
 
+def _nvlink(value: str | None) -> NvlinkFact:
+    """``--nvlink yes|no``, else the probe of this machine (the head) when the profile uses it."""
+    if value is not None:
+        return NvlinkFact(value == "yes", "--nvlink")
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("profile") not in (None, "python"):
+        return NvlinkFact(None, "not probed: only --profile python uses it")
+    from glm45_launch.runtime.hostfacts import nvlink_links
+
+    links = nvlink_links()
+    if links is None:
+        return NvlinkFact(None, "no working nvidia-smi here")
+    return NvlinkFact(bool(links), "nvidia-smi topo -m here: " + ("/".join(links) if links else "no NV links"))
+
+
 HOSTS = (
     Opt("hostfile", ("--hostfile",), "hosts.path", dict(default=str(DEFAULT_HOSTFILE), show_default=True,
         help="MPI-style hostfile: one host per line, optional slots=N.")),
@@ -92,8 +108,8 @@ PLAN = (
         help="Framework checkout holding train.py; the head starts there [default: cwd]."), _workdir),
     Opt("framework", ("--framework",), "spec.framework", dict(type=click.Choice(FRAMEWORKS), default="miles",
         show_default=True, help="Package of the dynamic-sampling filter.")),
-    Opt("model", ("--model",), "spec.model", dict(type=click.Choice(list(MODELS)), default="glm4.5-355B-A32B",
-        show_default=True)),
+    Opt("model", ("--model",), "spec.model", dict(type=click.Choice(list(MODELS)), default=None,
+        help="[default: glm4.5-355B-A32B; glm4.5-106B-A12B with --profile air-p2p]")),
     Opt("actor_num_nodes", ("--actor-num-nodes",), "spec.actor_num_nodes", dict(type=int, default=None,
         help="--actor-num-nodes of train.py (default: the recipe's 8).")),
     Opt("checkpoint_dir", ("--checkpoint-dir",), "spec.checkpoint_dir", dict(default=None,
@@ -110,8 +126,9 @@ PLAN = (
     Opt("recipe_file", ("--recipe",), "spec.recipe", dict(default=None, metavar="FILE",
         help="Recipe file (TOML) instead of the bash recipe (see `recipe_file.py`)."), _recipe),
     Opt("profile", ("--profile",), "variant.profile", dict(type=click.Choice(PROFILES), default="bash",
-        show_default=True, help="bash: the bash recipe (GSPO, TP8/PP4/CP2/EP16); python: the upstream Python "
-                                "launcher (GRPO, parallelism by node count; Blackwell only).")),
+        show_default=True, help="bash: the bash recipe (GSPO, TP8/PP4/CP2/EP16); python: the job of miles' Python "
+                                "launcher (GRPO, parallelism by node count; Blackwell only); air-p2p: the "
+                                "disaggregated GLM-4.5-Air recipe (P2P/broadcast weight transfer).")),
     Opt("hardware", ("--hardware",), "variant.hardware", dict(type=click.Choice(list(HARDWARE)), default=None,
         help="H100 (8 GPUs/node), GB200 or GB300 (4 GPUs/node, Blackwell).")),
     Opt("mtp", ("--mtp/--no-mtp",), "variant.mtp", dict(default=None,
@@ -135,6 +152,43 @@ PLAN = (
         help="Words appended after every group (shell-split; repeatable).")),
     Opt("env_args", ("--env",), "overrides.env", dict(multiple=True, metavar="K=V",
         help="Runtime env var: replaced in place or appended (repeatable).")),
+    Opt("external_ray", ("--external-ray",), "spec.external_ray", dict(is_flag=True,
+        help="Submit to the Ray cluster already running: no Ray cleanup, no ray start, straight to the join check.")),
+    Opt("hold_workers", ("--hold-workers",), "spec.hold_workers", dict(is_flag=True,
+        help="Keep an ssh session to every worker open until the job ends (platforms that reap a node whose "
+             "entry process returns).")),
+    # The Python launcher's options (--profile python), named like upstream's.
+    Opt("output_dir", ("--output-dir",), "spec.output_dir", dict(default=None, metavar="DIR",
+        help="python: checkpoints in DIR/RUN_ID/checkpoints (load and save), dumps in DIR/RUN_ID/dump_details "
+             "[default: BASE_DIR].")),
+    Opt("run_id", ("--run-id",), "spec.run_id", dict(default=None, metavar="ID",
+        help="python: the run's name (its directory under --output-dir, the wandb group) [default: default].")),
+    Opt("model_local_dir", ("--model-local-dir",), "spec.model_local_dir", dict(default=None, metavar="DIR",
+        help="python: where the job reads the checkpoints (each node's local copy) [default: BASE_DIR].")),
+    Opt("mode", ("--mode",), "variant.mode", dict(type=click.Choice(MODES), default="normal", show_default=True,
+        help="python: debug-minimal saves every 2 rollouts, 100-token responses, no eval schedule.")),
+    Opt("task", ("--task",), "variant.task", dict(type=click.Choice(TASKS), default="dapo-aime", show_default=True,
+        help="python: dapo-aime (DAPO-Math-17k, AIME eval) or gsm8k.")),
+    Opt("dynamic_sampling", ("--dynamic-sampling",), "variant.dynamic_sampling", dict(is_flag=True,
+        help="python: over-sample and filter groups with zero reward variance.")),
+    Opt("no_eval", ("--no-eval",), "variant.eval", dict(is_flag=True,
+        help="python: drop --eval-interval/--eval-top-p."), _not),
+    Opt("benchmark", ("--benchmark",), "variant.benchmark", dict(is_flag=True,
+        help="python: random-length generation benchmark settings.")),
+    Opt("cuda_core_dump", ("--cuda-core-dump",), "variant.cuda_core_dump", dict(is_flag=True,
+        help="python: CUDA core dumps on exception into --output-dir.")),
+    Opt("wandb_key", ("--wandb-key",), "spec.wandb_key", dict(envvar="WANDB_API_KEY", default=None, hidden=True,
+        help="python: the wandb key (set WANDB_API_KEY rather than passing it here)."), _or_none),
+    Opt("nvlink", ("--nvlink",), "spec.nvlink", dict(type=click.Choice(["yes", "no"]), default=None,
+        help="python: the head's GPUs have NVLink (NCCL_NVLS_ENABLE) [default: probe `nvidia-smi topo -m` "
+             "here, as upstream does on the head]."), _nvlink),
+    # The Air recipe's options (--profile air-p2p).
+    Opt("transfer_mode", ("--transfer-mode",), "variant.transfer_mode", dict(type=click.Choice(TRANSFER_MODES),
+        default=None, help="air-p2p: how weights reach the rollout engines [default: p2p].")),
+    Opt("bucket_size_gb", ("--bucket-size-gb",), "variant.bucket_size_gb", dict(type=float, default=None,
+        help="air-p2p, p2p: the weight-update bucket in GiB [default: 1.0].")),
+    Opt("skip_weight_check", ("--skip-weight-check",), "variant.skip_weight_check", dict(is_flag=True,
+        help="air-p2p: dummy weights, no --check-weight-update-equal (the script's SKIP_VALIDATION=1).")),
 )
 
 SSH = (

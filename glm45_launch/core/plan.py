@@ -15,18 +15,15 @@ from typing import Any
 from glm45_launch.core.argdiff import ArgChange, EnvChange
 from glm45_launch.core.flags import Argv, flag_value
 from glm45_launch.core.hostfile import Hostfile, check_workers, host_key, valid_hostname
+from glm45_launch.core.launch_steps import build_down_plan, hold_steps, launch_steps, stop_job, teardown_steps
 from glm45_launch.core.overrides import Overrides
+from glm45_launch.core.profiles import NvlinkFact, default_model, profile_recipe
 from glm45_launch.core.runtime_env import env_refs, resolve_env, runtime_env_json
 from glm45_launch.core.steps import (
     HEAD,
-    JOB_ID,
     WORKER,
-    CleanupStep,
-    HeadStartStep,
     JoinStep,
     Step,
-    StopJobStep,
-    StopStep,
     SubmitStep,
     WorkerStartStep,
     WriteFileStep,
@@ -37,7 +34,7 @@ from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import BASH_RECIPE, Recipe, fill, fill_all, get_model
 
 __all__ = [
-    "FRAMEWORKS", "HEAD", "WORKER", "ClusterFacts", "LaunchSpec", "Plan", "Step", "TrainArgs",
+    "FRAMEWORKS", "HEAD", "WORKER", "ClusterFacts", "LaunchSpec", "NvlinkFact", "Plan", "Step", "TrainArgs",
     "build_down_plan", "build_plan",
 ]
 
@@ -45,7 +42,8 @@ FRAMEWORKS = ("miles", "slime")
 _WILDCARDS = ("0.0.0.0", "::")  # --dashboard-host values that bind every interface
 _LOOPBACK = ("127.0.0.1", "localhost")  # where the recipe's `ray job submit` finds the dashboard
 _SSH_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-RAY_STOP: Argv = ("ray", "stop", "--force")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DEFAULT_RUN_ID = "default"
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class LaunchSpec:
     gpus_per_node: int | None = None  # None: hostfile slots, else 8
     actor_num_nodes: int | None = None  # None: the recipe's value (8)
     framework: str = "miles"
-    model: str = "glm4.5-355B-A32B"
+    model: str | None = None  # None: the profile's (GLM-4.5-355B-A32B; GLM-4.5-Air for air-p2p)
     resolve_env: bool = False  # put values instead of ${VAR} into the runtime env
     export_env: bool = False  # export the ${VAR}s the runtime env uses into ray start
     checkpoint_dir: str | None = None
@@ -74,6 +72,14 @@ class LaunchSpec:
     recipe: Recipe = BASH_RECIPE
     variant: Variant = Variant()  # profile, hardware, MTP/MIS/R3/FP8 (variants.py)
     overrides: Overrides = Overrides()  # --set/--unset/--extra-args/--env (overrides.py)
+    external_ray: bool = False  # submit to a running cluster: no Ray cleanup, no ray start anywhere
+    hold_workers: bool = False  # keep an ssh session to every worker open until the job ends
+    # The Python launcher's inputs (named like upstream's options) and facts.
+    output_dir: str | None = None  # None: base_dir; checkpoints in OUT/RUN/checkpoints, dumps in OUT/RUN/dump_details
+    run_id: str | None = None  # None: DEFAULT_RUN_ID (a plan is the same from `plan` to `up`)
+    model_local_dir: str | None = None  # None: base_dir; the job reads the checkpoints from here
+    wandb_key: str | None = None  # WANDB_API_KEY: the python profile passes the wandb flags
+    nvlink: NvlinkFact = NvlinkFact()  # the head's NVLink (python profile: NCCL_NVLS_ENABLE)
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,16 @@ def _require(spec: LaunchSpec) -> tuple[str, str]:
         raise LaunchError("--checkpoint-dir: empty path")
     if spec.socket_ifname is not None and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", spec.socket_ifname):
         raise LaunchError(f"--socket-ifname: {spec.socket_ifname!r} is not an interface name")
+    python = spec.variant.profile == "python"
+    for name, value in (("--output-dir", spec.output_dir), ("--run-id", spec.run_id),
+                        ("--model-local-dir", spec.model_local_dir)):
+        if value is not None and not python:
+            raise LaunchError(f"{name}: an option of --profile python (the Python launcher's), "
+                              f"not of --profile {spec.variant.profile}")
+        if value is not None and (not value.strip() or value != value.strip()):
+            raise LaunchError(f"{name}: {value!r} is not a path")
+    if spec.run_id is not None and not _RUN_ID.match(spec.run_id):
+        raise LaunchError(f"--run-id: {spec.run_id!r} is not a name (letters, digits, . _ -; it names a directory)")
     return spec.head, spec.base_dir
 
 
@@ -259,13 +275,19 @@ def build_plan(spec: LaunchSpec) -> Plan:
     """Turn ``spec`` into the ordered steps of a launch (pure)."""
     head, base_dir = _require(spec)
     check_workers(spec.hostfile, head)
-    model = get_model(spec.model)
+    profile = spec.variant.profile
+    base_recipe = profile_recipe(profile, spec.recipe)
+    model = get_model(spec.model or default_model(profile))
+    if profile == "air-p2p" and model.name != default_model(profile):
+        raise LaunchError(f"--model {model.name}: --profile air-p2p is the GLM-4.5-Air recipe "
+                          f"({default_model(profile)}); its layout does not fit another model")
     hosts = spec.hostfile.names
     workers = tuple(h for h in hosts if host_key(h) != host_key(head))
-    # The recipe this launch runs: MODEL filled, then the variant, then the overrides.
+    # The recipe this launch runs: MODEL filled, the profile's job, the variant, then the overrides.
     shaped = shape_recipe(
-        spec.recipe, model=model, variant=spec.variant, overrides=spec.overrides, hostfile=spec.hostfile,
+        base_recipe, model=model, variant=spec.variant, overrides=spec.overrides, hostfile=spec.hostfile,
         gpus_per_node=spec.gpus_per_node, nodes=1 + len(workers), actor_num_nodes=spec.actor_num_nodes,
+        nvlink=spec.nvlink, wandb=bool(spec.wandb_key),
     )
     recipe = shaped.recipe
     gpus = shaped.gpus_per_node
@@ -273,12 +295,18 @@ def build_plan(spec: LaunchSpec) -> Plan:
     values.update(
         base_dir=base_dir, head=head, gpus_per_node=str(gpus), framework=spec.framework,
         ckpt_name=model.checkpoint_name, entry=spec.entry,
+        model_local_dir=(spec.model_local_dir or base_dir).rstrip("/") or "/",
+        output_dir=(spec.output_dir or base_dir).rstrip("/") or "/",
+        run_id=spec.run_id or DEFAULT_RUN_ID, wandb_key=spec.wandb_key or "",
     )
     if spec.actor_num_nodes is not None:
         values["actor_num_nodes"] = str(spec.actor_num_nodes)
     if spec.dashboard_host is not None:
         if not valid_hostname(spec.dashboard_host):
             raise LaunchError(f"--dashboard-host: {spec.dashboard_host!r} is not an address")
+        if not any("{dashboard_host}" in w for w in recipe.head_start):
+            raise LaunchError(f"--dashboard-host: the {recipe.name} recipe's head start passes no --dashboard-host "
+                              f"(Ray's default, {values['dashboard_host']}, is what it binds)")
         values["dashboard_host"] = spec.dashboard_host
 
     notes: list[str] = [fill(n, values) for n in shaped.notes]
@@ -298,16 +326,21 @@ def build_plan(spec: LaunchSpec) -> Plan:
         groups=tuple((g, fill_all(groups.get(g, ()), values)) for g in recipe.group_order),
     )
     ref_load = flag_value(train.argv, "--ref-load")
-    if spec.checkpoint_dir is None:
-        notes.append(f"effective --load = {ref_load}; no checkpoints are saved")
-    else:
+    load, save = flag_value(train.argv, "--load"), flag_value(train.argv, "--save")
+    if spec.checkpoint_dir is not None:
         notes.append(
             f"--load/--save = {spec.checkpoint_dir} every {spec.save_interval} rollouts; "
             f"until it holds latest_checkpointed_iteration.txt the trainer loads --ref-load {ref_load}"
         )
+    elif load is None and save is None:
+        notes.append(f"effective --load = {ref_load}; no checkpoints are saved")
+    elif load:
+        notes.append(f"--load/--save = {load}: until it holds latest_checkpointed_iteration.txt the trainer "
+                     f"loads --ref-load {ref_load}" + (" (--run-id names the run to resume)" if spec.run_id is None
+                                                       and profile == "python" else ""))
 
     # Runtime env: literal ${VAR}s for Ray to expand on each node, unless resolved.
-    env_vars = list(recipe.env_vars)
+    env_vars = [(k, fill(v, values)) for k, v in recipe.env_vars]
     refs = env_refs(env_vars)
     env_values = _env_values(spec, head)
     if spec.resolve_env:
@@ -327,7 +360,8 @@ def build_plan(spec: LaunchSpec) -> Plan:
         exports = tuple((r, env_values[r]) for r in refs)
         notes.append(
             "--export-env: ray start runs under `env " + " ".join(f"{k}={v}" for k, v in exports)
-            + "` on every node (differs from the bash recipe)"
+            + "` on every node (differs from the bash recipe)" if exports
+            else "--export-env: the runtime env has no ${VAR}s, nothing to export"
         )
 
     if any(c.isspace() for c in base_dir):
@@ -338,7 +372,7 @@ def build_plan(spec: LaunchSpec) -> Plan:
         )
     dashboard = values["dashboard_host"]
     dashboard_port = _port(values, "dashboard_port")
-    if dashboard in _WILDCARDS:
+    if dashboard in _WILDCARDS and not spec.external_ray:
         warnings.append(
             f"the Ray dashboard on the head listens on {_url_host(dashboard)}:{dashboard_port} (all interfaces, "
             "as in the bash recipe) and accepts job submissions without authentication from anyone who "
@@ -371,47 +405,27 @@ def build_plan(spec: LaunchSpec) -> Plan:
     )
 
     head_env = tuple((k, fill(v, values)) for k, v in recipe.head_exports)
-    steps: list[Step] = []
-    if spec.cleanup:
-        steps.append(CleanupStep(
-            where=HEAD, host=head, commands=tuple(recipe.head_cleanup), ignore_errors=True, spare_launcher=True,
-            guard_ports=cluster.head_ports,
-            purpose="stop leftovers of a previous run (errors ignored; "
-            "`pkill -9 python` spares the launcher and its ancestors)",
-        ))
-    head_start = fill_all(recipe.head_start, values)
-    if exports:
-        head_start = ("env", *(f"{k}={v}" for k, v in exports), *head_start)
-    steps.append(HeadStartStep(
-        where=HEAD, host=head, commands=(head_start,), env=head_env, cwd=spec.workdir,
-        free_ports=cluster.head_ports, ready_port=cluster.ray_port if spec.overlap else None,
-        purpose=f"start the Ray head in {spec.workdir} (the job's cwd)",
-    ))
-    for host in workers:
-        host_values = {**values, "host": host}
-        commands = [fill_all(c, host_values) for c in recipe.worker_commands]
-        if not spec.cleanup:
-            commands = [c for c in commands if c[:2] == ("ray", "start")]
-        if exports:
-            commands = [("env", *(f"{k}={v}" for k, v in exports), *c) if c[:2] == ("ray", "start") else c
-                        for c in commands]
-        # The " ; " inside the remote command ignores the cleanup's errors, as in the recipe;
-        # the step's own status is `ray start`'s, and a failure stops the launch (never silent).
-        steps.append(WorkerStartStep(
-            where=WORKER, host=host, commands=tuple(commands), purpose=f"join {host} to the cluster at {head}",
-        ))
+    steps = launch_steps(spec, recipe, cluster, values, head_env, exports)
+    if spec.external_ray:
+        notes.append(f"--external-ray: the job goes to the Ray cluster already running at {address}: no Ray "
+                     "cleanup, no ray start anywhere, nothing stopped after a failure")
+    if spec.hold_workers and workers:
+        notes.append("--hold-workers: an ssh session to every worker stays open until the job ends")
     steps.append(JoinStep(
         where=HEAD, host=head, hosts=cluster.nodes, gpus=cluster.total_gpus, address=cluster.job_address,
         purpose=f"wait until {len(cluster.nodes)} node(s) and {cluster.total_gpus} GPUs have joined "
-        "(the bash recipe waits for the ssh commands only)",
+        + ("(the external cluster)" if spec.external_ray else "(the bash recipe waits for the ssh commands only)"),
     ))
+    if spec.hold_workers:
+        steps += hold_steps(workers)
     for path, content in shaped.files:  # e.g. --mis's YAML; written on the head before the job starts
         steps.append(WriteFileStep(
             where=HEAD, host=head, files=((fill(path, values), content),),
             purpose=f"write {fill(path, values)} (the job reads it)",
         ))
+    submit_env = head_env + tuple((k, fill(v, values)) for k, v in recipe.submit_env)
     steps.append(SubmitStep(
-        where=HEAD, host=head, commands=(submit + train.entrypoint,), env=head_env, cwd=spec.workdir,
+        where=HEAD, host=head, commands=(submit + train.entrypoint,), env=submit_env, cwd=spec.workdir,
         address=cluster.job_address, no_wait=spec.no_wait,
         purpose=f"submit `python3 {spec.entry}` to the cluster through the head's job server",
     ))
@@ -432,36 +446,13 @@ def build_plan(spec: LaunchSpec) -> Plan:
         ("dashboard", f"{dashboard}:{dashboard_port}"),
         ("ray port", str(cluster.ray_port)),
         ("cleanup", "yes" if spec.cleanup else "no (--no-cleanup)"),
-    ) + shaped.settings
+    ) + (("ray cluster", "external (--external-ray)"),) * spec.external_ray + shaped.settings
+    if profile == "python":
+        settings += (("run", f"{values['output_dir']}/{values['run_id']}"),)
     return Plan(
         steps=tuple(steps), spec=spec, cluster=cluster, train=train, settings=settings,
-        env_vars=tuple(env_vars), on_failure=teardown_steps(cluster), on_interrupt=(_stop_job(cluster),),
-        notes=tuple(notes), warnings=tuple(warnings),
+        env_vars=tuple(env_vars), on_failure=() if spec.external_ray else teardown_steps(cluster),
+        on_interrupt=(stop_job(cluster),), notes=tuple(notes), warnings=tuple(warnings),
         overrides=tuple(c.filled(values) for c in shaped.override_changes),
         variant_changes=tuple(c.filled(values) for c in shaped.variant_changes),
     )
-
-
-def teardown_steps(cluster: ClusterFacts) -> tuple[Step, ...]:
-    """After a failed launch: ``ray stop --force`` on the head and every worker (the executor
-    runs those of the hosts where it started Ray)."""
-    return (StopStep(where=HEAD, host=cluster.head, commands=(RAY_STOP,), purpose="stop Ray on the head"),
-            *(StopStep(where=WORKER, host=h, commands=(RAY_STOP,), purpose=f"stop Ray on {h}")
-              for h in cluster.workers))
-
-
-def _stop_job(cluster: ClusterFacts) -> Step:
-    return StopJobStep(
-        where=HEAD, host=cluster.head, commands=(("ray", "job", "stop", f"--address={cluster.job_address}", JOB_ID),),
-        purpose="stop the job (Ctrl-C while it runs)",
-    )
-
-
-def build_down_plan(hostfile: Hostfile, head: str | None = None, head_is_local: bool = False) -> list[Step]:
-    """Steps that stop Ray everywhere: every hostfile host over SSH, plus the head here
-    when it runs the launcher and is not in the hostfile (pure)."""
-    steps: list[Step] = [StopStep(where=WORKER, host=h, commands=(RAY_STOP,), purpose=f"stop Ray on {h}")
-                         for h in hostfile.names]
-    if head and head_is_local and head not in hostfile.names:
-        steps.insert(0, StopStep(where=HEAD, host=head, commands=(RAY_STOP,), purpose="stop Ray on the head"))
-    return steps

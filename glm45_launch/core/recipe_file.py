@@ -15,6 +15,10 @@ A recipe file is a serialisation of :class:`~glm45_launch.recipes.Recipe`::
     [head_exports]        # ordered: exported before ray start / job submit
     PYTHONUNBUFFERED = "1"
 
+    [head_start_env]      # optional, for one command: `ray start --head` / `ray job submit` /
+    [submit_env]          # each worker's `ray start` (as `env K=V ray start ...`)
+    [worker_env]
+
     [env_vars]            # ordered: the runtime env's env_vars
     NCCL_CUMEM_ENABLE = "0"
 
@@ -54,8 +58,10 @@ from glm45_launch.recipes import BASH_RECIPE, Argv, Recipe
 _LISTS = ("group_order", "train_prefix", "entry", "head_start", "submit")
 _NESTED = ("head_cleanup", "worker_commands")
 _TABLES = ("head_exports", "env_vars", "defaults")
+_EXTRA_DEFAULTS = ("rollout_num_gpus",)  # placeholders other recipes use (the Air recipe's)
+_COMMAND_ENV = ("head_start_env", "submit_env", "worker_env")  # optional; written only when not empty
 _PORTS = ("ray_port", "dashboard_port")
-_KEYS = ("name", "description", *_LISTS, *_NESTED, *_TABLES, "groups")
+_KEYS = ("name", "description", *_LISTS, *_NESTED, *_TABLES, *_COMMAND_ENV, "groups")
 _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -100,7 +106,7 @@ def recipe_from_dict(data: Mapping[str, Any], source: str = "<recipe>", default_
             kw[key] = tuple(_words(c, source, f"{key}[{i}]") for i, c in enumerate(value))
         else:
             kw[key] = getattr(base, key)
-    for key in ("head_exports", "env_vars"):
+    for key in ("head_exports", "env_vars", *_COMMAND_ENV):
         kw[key] = _table(data[key], source, key) if key in data else getattr(base, key)
     kw["defaults"] = _defaults(data.get("defaults", {}), source)
     if "groups" in data:
@@ -138,6 +144,9 @@ def default_problem(key: str, value: str) -> str | None:
     elif key == "actor_num_nodes":
         if not (value.isascii() and value.isdigit() and int(value) >= 1):
             return f"expected a whole number >= 1, got {value!r}"
+    elif key == "rollout_num_gpus":
+        if not (value.isascii() and value.isdigit()):
+            return f"expected a whole number, got {value!r}"
     elif key == "dashboard_host":
         if not valid_hostname(value):
             return f"{value!r} is not an IPv4/IPv6 address or a DNS name"
@@ -157,9 +166,10 @@ def _defaults(value: object, source: str) -> dict[str, str]:
     merged = dict(BASH_RECIPE.defaults)
     for key, raw in value.items():
         where = f"{source}: [defaults] {key}"
-        if key not in BASH_RECIPE.defaults:
+        if key not in (*BASH_RECIPE.defaults, *_EXTRA_DEFAULTS):
             raise LaunchError(f"{where}: unknown key (known: {', '.join(BASH_RECIPE.defaults)})")
-        if isinstance(raw, int) and not isinstance(raw, bool) and key in (*_PORTS, "actor_num_nodes"):
+        if isinstance(raw, int) and not isinstance(raw, bool) and key in (*_PORTS, "actor_num_nodes",
+                                                                          *_EXTRA_DEFAULTS):
             raw = str(raw)  # ray_port = 6380 reads as well as "6380"
         if not isinstance(raw, str):
             raise LaunchError(f"{where}: expected a string, got {_kind(raw)} {raw!r}")
@@ -181,7 +191,7 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
         value = getattr(recipe, f.name)
         if f.name == "groups":
             out["groups"] = {g: list(recipe.groups.get(g, ())) for g in recipe.group_order}
-        elif f.name in _TABLES:
+        elif f.name in (*_TABLES, *_COMMAND_ENV):
             out[f.name] = dict(value) if isinstance(value, Mapping) else {k: v for k, v in value}
         elif f.name in _NESTED:
             out[f.name] = [list(c) for c in value]
@@ -209,7 +219,7 @@ def dump_recipe(recipe: Recipe, header: Sequence[str] = ()) -> str:
         lines.append(f"{key} = [")
         lines += [f"  {_inline(c)}," for c in commands]
         lines.append("]")
-    for key in _TABLES:
+    for key in (*_TABLES, *(k for k in _COMMAND_ENV if getattr(recipe, k))):
         value = getattr(recipe, key)
         items = value.items() if isinstance(value, Mapping) else value
         lines += ["", f"[{key}]"]

@@ -111,6 +111,16 @@ class WorkerStartStep(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
+class HoldStep(Step):
+    """Keep one worker's SSH session open while the job runs (for platforms that reap a node
+    whose entry process returns): its command blocks reading the session's stdin, which ends
+    when the launcher closes the session after the job. Consecutive hold steps run in the
+    background, in parallel, from this point of the plan until the job ends."""
+
+    kind: ClassVar[str] = "hold"
+
+
+@dataclass(frozen=True, kw_only=True)
 class JoinStep(Step):
     """Wait (Ray's state API at ``address``) until every host of ``hosts`` is an alive node
     and the cluster has ``gpus`` GPUs."""

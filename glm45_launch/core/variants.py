@@ -1,24 +1,16 @@
-"""The recipe's variants (RECIPE.md §3, §5) as data, and the pure step that applies them.
+"""The recipe's variants (RECIPE.md §3, §5): the per-option logic, and the pure step that applies it.
 
-``shape_recipe`` turns the base recipe into the one a launch runs: MODEL filled from the
-model, then the variant (profile, hardware, MTP, MIS, R3, FP8), then the user's overrides.
+``shape_recipe`` turns a profile's recipe into the one a launch runs: MODEL filled from the
+model, the profile's own job (``profiles.py``: the Python launcher's knobs, the Air recipe's
+transfer mode and sizes), then the per-option variants below, then the user's overrides.
 
-Where each variant puts its flags (upstream ``scripts/run_glm45_355b_a32b.py`` order where it
-has one):
+Where each variant puts its flags:
 
-* ``--profile python``: ROLLOUT ``--rm-type math``, ``--rollout-batch-size 32``,
-  ``--num-steps-per-rollout 1`` and GRPO ``--advantage-estimator grpo`` replaced in place;
-  OPTIMIZER loses the three CPU-Adam flags; PERF's TP/PP/CP/EP/ETP and max tokens replaced in
-  place by the node-count table; SGLANG replaced by the Python launcher's group:
-  engine size, memory fraction, ``--sglang-tp-size``, chunked prefill, then (Blackwell) the
-  attention backend, then FP8 rollout, then MTP, then the FP8 KV cache (upstream's order).
-  ``--actor-num-nodes`` defaults to the cluster's node count (upstream passes its
-  ``num_nodes``); the train prefix stays first, as in the bash recipe.
 * ``--rollout-fp8``: CKPT ``--hf-checkpoint`` gets the ``-FP8`` suffix; the FP8 SGLang flags
-  are merged into SGLANG (a flag the group already has is replaced in place, others appended
-  in upstream order; upstream appends a second ``--sglang-chunked-prefill-size``, which
-  argparse resolves to the same last value); env
-  ``SGLANG_DEEPEP_NUM_MAX_DISPATCH_TOKENS_PER_RANK=256`` appended to the runtime env.
+  go to SGLANG: appended in upstream's order in the python profile (after the Blackwell
+  attention backend, as upstream concatenates them; its second ``--sglang-chunked-prefill-size``
+  is the value argparse keeps), merged into the bash group (a flag the group has is replaced in
+  place); env ``SGLANG_DEEPEP_NUM_MAX_DISPATCH_TOKENS_PER_RANK=256`` appended to the runtime env.
 * ``--mtp``/``--no-mtp``: the five speculative flags at the end of SGLANG (python profile,
   plus env ``SGLANG_ENABLE_SPEC_V2=1``); the bash profile has them already and ``--no-mtp``
   removes them.
@@ -27,6 +19,8 @@ has one):
   end of MISC (upstream adds them to ``misc_args``); the plan writes the YAML first.
 * ``--r3``: ``--use-rollout-routing-replay`` at the end of GRPO (the algorithm group, where
   upstream launchers that enable it put it).
+* GPUs per node other than 8: ``--num-gpus-per-node G`` right after ``--actor-num-gpus-per-node``
+  (slime/miles default it to 8 and place rollout engines by it), unless the args have it.
 """
 
 from __future__ import annotations
@@ -43,10 +37,22 @@ from glm45_launch.core.overrides import (
     group_changes,
     set_env,
 )
+from glm45_launch.core.profiles import (
+    PROFILES,
+    NvlinkFact,
+    air_job,
+    check_knobs,
+    python_engine_gpus,
+    python_job,
+)
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import Argv, ModelSpec, Recipe
+from glm45_launch.recipes.python_launcher import BLACKWELL_ATTENTION
 
-PROFILES = ("bash", "python")
+__all__ = [
+    "BLACKWELL_ATTENTION", "CPU_ADAM_FLAGS", "FP8_SUFFIX", "HARDWARE", "KV_CACHE_FP8", "MTP_FLAGS", "PROFILES",
+    "R3_FLAG", "Hardware", "Shaped", "Variant", "fp8_sglang_flags", "shape_recipe",
+]
 
 
 @dataclass(frozen=True)
@@ -68,26 +74,8 @@ HARDWARE: dict[str, Hardware] = {
 # Upstream's train step asserts `hardware != "H100"` with this message.
 PYTHON_PROFILE_H100 = "H100 is not yet supported in this script"
 
+# The bash recipe's CPU Adam (upstream's Python launcher comments these out).
 CPU_ADAM_FLAGS = ("--optimizer-cpu-offload", "--overlap-cpu-optimizer-d2h-h2d", "--use-precision-aware-optimizer")
-
-PYTHON_PROFILE_SETS: tuple[tuple[str, str, Argv], ...] = (
-    ("ROLLOUT", "--rm-type", ("math",)),
-    ("ROLLOUT", "--rollout-batch-size", ("32",)),
-    ("ROLLOUT", "--num-steps-per-rollout", ("1",)),
-    ("GRPO", "--advantage-estimator", ("grpo",)),
-)
-
-# (node counts it applies to, TP, PP, CP, EP), first match wins (RECIPE.md §5)
-PYTHON_PERF_TABLE: tuple[tuple[str, int, int, int, int], ...] = (
-    ("<=4", 4, 1, 1, 4),
-    ("==8", 4, 8, 2, 8),
-    ("other", 4, 4, 2, 8),
-)
-PYTHON_ETP = 1
-PYTHON_MAX_TOKENS_PER_GPU = 16384
-SGLANG_MAX_ENGINE_GPUS = 32
-SGLANG_CHUNK_PER_GPU = 2048
-BLACKWELL_ATTENTION = ("--sglang-attention-backend", "trtllm_mha")
 
 MTP_FLAGS: Argv = (
     "--sglang-speculative-algorithm", "EAGLE", "--sglang-speculative-num-steps", "1",
@@ -119,11 +107,13 @@ rs_veto_threshold: 1.0e-4
 tis_batch_normalize: true
 """
 DEFAULT_FILES_DIR = "{base_dir}/glm45-launch"
+NUM_GPUS_PER_NODE = "--num-gpus-per-node"
+TRAINER_GPUS_PER_NODE = 8  # slime/miles' default --num-gpus-per-node (and the bash recipe's assumption)
 
 
 @dataclass(frozen=True)
 class Variant:
-    """Which row of the recipe tables to run; the defaults are the bash recipe."""
+    """Which row of the recipe tables to run, and the profile's knobs; the defaults are the bash recipe."""
 
     profile: str = "bash"
     hardware: str | None = None  # None: the hostfile's slots (else 8), no hardware-specific flags
@@ -134,6 +124,17 @@ class Variant:
     rollout_fp8: bool = False
     kv_cache_fp8: bool = False
     files_dir: str | None = None  # where files the job reads are written; "{base_dir}/glm45-launch"
+    # The Python launcher's knobs (profiles.py), named like upstream's options.
+    mode: str = "normal"  # normal | debug-minimal
+    task: str = "dapo-aime"  # dapo-aime | gsm8k
+    dynamic_sampling: bool = False
+    eval: bool = True  # --no-eval: False
+    benchmark: bool = False
+    cuda_core_dump: bool = False
+    # The Air recipe's knobs.
+    transfer_mode: str | None = None  # p2p (default) | broadcast
+    bucket_size_gb: float | None = None  # None: 1.0 (BUCKET_SIZE_GB)
+    skip_weight_check: bool = False  # SKIP_VALIDATION=1
 
     @property
     def is_default(self) -> bool:
@@ -145,11 +146,21 @@ class Variant:
             parts.append(self.hardware)
         if self.mtp is not None:
             parts.append("mtp" if self.mtp else "no-mtp")
-        for name in ("mis", "r3", "rollout_fp8", "kv_cache_fp8"):
+        for name in ("mis", "r3", "rollout_fp8", "kv_cache_fp8", "dynamic_sampling", "benchmark", "cuda_core_dump",
+                     "skip_weight_check"):
             if getattr(self, name):
                 parts.append(name.replace("_", "-"))
         if self.mis and not self.mis_use_rs:
             parts.append("mis without rs")
+        for name, default in (("mode", "normal"), ("task", "dapo-aime")):
+            if getattr(self, name) != default:
+                parts.append(f"{name} {getattr(self, name)}")
+        if not self.eval:
+            parts.append("no-eval")
+        if self.transfer_mode:
+            parts.append(f"transfer {self.transfer_mode}")
+        if self.bucket_size_gb is not None:
+            parts.append(f"bucket {self.bucket_size_gb:g} GiB")
         return ", ".join(parts)
 
 
@@ -192,17 +203,6 @@ def resolve_gpus_per_node(hostfile: Hostfile, gpus_per_node: int | None, hardwar
     return want
 
 
-def python_parallelism(num_nodes: int) -> tuple[int, int, int, int, int]:
-    """(TP, PP, CP, EP, ETP) of the Python launcher for ``num_nodes`` nodes."""
-    if num_nodes <= 4:
-        _, tp, pp, cp, ep = PYTHON_PERF_TABLE[0]
-    elif num_nodes == 8:
-        _, tp, pp, cp, ep = PYTHON_PERF_TABLE[1]
-    else:
-        _, tp, pp, cp, ep = PYTHON_PERF_TABLE[2]
-    return tp, pp, cp, ep, PYTHON_ETP
-
-
 def fp8_sglang_flags(engine_gpus: int) -> Argv:
     """The FP8 rollout's SGLang flags for an engine of ``engine_gpus`` GPUs."""
     n = engine_gpus
@@ -228,6 +228,29 @@ def _need_group(groups: dict[str, Argv], order: Sequence[str], group: str, why: 
     return groups.get(group, ())
 
 
+def with_num_gpus_per_node(
+    prefix: Argv, groups: dict[str, Argv], order: Sequence[str],
+) -> tuple[Argv, dict[str, Argv], bool]:
+    """``--num-gpus-per-node {gpus_per_node}`` right after ``--actor-num-gpus-per-node`` (in the prefix
+    or the first group with it; else at the end of the prefix), unless the args already have it.
+    Returns the new prefix and groups, and whether it was added."""
+    where = [("", prefix)] + [(g, groups.get(g, ())) for g in order]
+    if any(has_flag(words, NUM_GPUS_PER_NODE) for _, words in where):
+        return prefix, groups, False
+    add = (NUM_GPUS_PER_NODE, "{gpus_per_node}")
+    for name, words in where:
+        if has_flag(words, "--actor-num-gpus-per-node"):
+            out: list[str] = []
+            for flag, values in split_flags(words):
+                out += [flag, *values] if flag else list(values)
+                if flag == "--actor-num-gpus-per-node" and add[0] not in out:
+                    out += add
+            if not name:
+                return tuple(out), groups, True
+            return prefix, {**groups, name: tuple(out)}, True
+    return prefix + add, groups, True
+
+
 def validate_variant(variant: Variant) -> Hardware | None:
     """Refuse the combinations upstream refuses (or that RECIPE.md does not define)."""
     if variant.profile not in PROFILES:
@@ -246,7 +269,35 @@ def validate_variant(variant: Variant) -> Hardware | None:
         )
     if not variant.mis_use_rs and not variant.mis:
         raise LaunchError("--mis-no-rs: only means something with --mis")
+    check_knobs(variant.profile, mode=variant.mode, task=variant.task, dynamic_sampling=variant.dynamic_sampling,
+                eval_schedule=variant.eval, benchmark=variant.benchmark, cuda_core_dump=variant.cuda_core_dump,
+                transfer_mode=variant.transfer_mode, bucket_size_gb=variant.bucket_size_gb,
+                skip_weight_check=variant.skip_weight_check)
     return hw
+
+
+def _profile_job(
+    recipe: Recipe, variant: Variant, hw: Hardware | None, gpus: int, nodes: int, actor_num_nodes: int | None,
+    nvlink: NvlinkFact, wandb: bool,
+) -> tuple[Recipe, list[tuple[str, str]], list[str], list[str]]:
+    """The profile's own job (python, air-p2p) as a recipe, with its settings, notes and warnings."""
+    num_nodes = actor_num_nodes if actor_num_nodes is not None else nodes
+    if variant.profile == "python":
+        assert hw is not None
+        job = python_job(
+            recipe, mode=variant.mode, task=variant.task, dynamic_sampling=variant.dynamic_sampling,
+            eval_schedule=variant.eval, benchmark=variant.benchmark, cuda_core_dump=variant.cuda_core_dump,
+            hardware=hw.name, blackwell=hw.blackwell, gpus_per_node=gpus, num_nodes=num_nodes, nvlink=nvlink,
+            wandb=wandb,
+        )
+    elif variant.profile == "air-p2p":
+        job = air_job(recipe, transfer_mode=variant.transfer_mode, bucket_size_gb=variant.bucket_size_gb,
+                      skip_weight_check=variant.skip_weight_check, gpus_per_node=gpus, nodes=nodes,
+                      actor_num_nodes=actor_num_nodes)
+    else:
+        return recipe, [], [], []
+    shaped = replace(recipe, groups=job.groups, env_vars=job.env, defaults={**recipe.defaults, **job.defaults})
+    return shaped, job.settings, job.notes, job.warnings
 
 
 def shape_recipe(
@@ -259,8 +310,13 @@ def shape_recipe(
     gpus_per_node: int | None = None,
     nodes: int,
     actor_num_nodes: int | None = None,
+    nvlink: NvlinkFact | None = None,
+    wandb: bool = False,
 ) -> Shaped:
-    """The recipe after MODEL, variant and overrides (pure). ``nodes``: the cluster size."""
+    """The recipe after MODEL, the profile's job, the variant and overrides (pure).
+
+    ``recipe`` is the profile's (``profiles.profile_recipe``); ``nodes``: the cluster size;
+    ``nvlink``: the head's NVLink (python profile); ``wandb``: a wandb key is given."""
     variant = variant or Variant()
     overrides = overrides or Overrides()
     hw = validate_variant(variant)
@@ -269,53 +325,20 @@ def shape_recipe(
     groups: dict[str, Argv] = {g: tuple(recipe.groups.get(g, ())) for g in order}
     if "MODEL" in groups and not groups["MODEL"]:
         groups["MODEL"] = model.args
-    base = replace(recipe, groups=dict(groups))
-    env = tuple(recipe.env_vars)
-    defaults = dict(recipe.defaults)
-    notes: list[str] = []
-    warnings: list[str] = []
-    files: list[tuple[str, str]] = []
-    settings: list[tuple[str, str]] = []
     python = variant.profile == "python"
+    # The job with the profile's default knobs: variant_changes are what the options changed.
+    plain = replace(Variant(profile=variant.profile, hardware=variant.hardware), mtp=None)
+    base, _, _, _ = _profile_job(replace(recipe, groups=dict(groups)), plain, hw, gpus, nodes, actor_num_nodes,
+                                 nvlink or NvlinkFact(), wandb)
+    job, settings, notes, warnings = _profile_job(replace(recipe, groups=dict(groups)), variant, hw, gpus, nodes,
+                                                  actor_num_nodes, nvlink or NvlinkFact(), wandb)
+    groups = {g: tuple(job.groups.get(g, ())) for g in order}
+    env = tuple(job.env_vars)
+    files: list[tuple[str, str]] = []
     num_nodes = actor_num_nodes if actor_num_nodes is not None else nodes
-
-    if python:
-        why = "--profile python"
-        for group, flag, values in PYTHON_PROFILE_SETS:
-            groups[group] = set_flag(_need_group(groups, order, group, why), flag, values)
-        optimizer = _need_group(groups, order, "OPTIMIZER", why)
-        for flag in CPU_ADAM_FLAGS:
-            optimizer = unset_flag(optimizer, flag)
-        groups["OPTIMIZER"] = optimizer
-        tp, pp, cp, ep, etp = python_parallelism(num_nodes)
-        groups["PERF"] = merge_flags(_need_group(groups, order, "PERF", why), (
-            "--tensor-model-parallel-size", str(tp), "--pipeline-model-parallel-size", str(pp),
-            "--context-parallel-size", str(cp), "--expert-model-parallel-size", str(ep),
-            "--expert-tensor-parallel-size", str(etp), "--max-tokens-per-gpu", str(PYTHON_MAX_TOKENS_PER_GPU),
-        ))
-        if actor_num_nodes is None:
-            defaults["actor_num_nodes"] = str(nodes)
-        engine = min(SGLANG_MAX_ENGINE_GPUS, num_nodes * gpus)
-        assert hw is not None
-        mem = "0.8" if hw.name == "GB300" else "0.7"
-        _need_group(groups, order, "SGLANG", why)
-        sglang: Argv = (
-            "--rollout-num-gpus-per-engine", str(engine), "--sglang-mem-fraction-static", mem,
-            "--sglang-tp-size", str(engine), "--sglang-chunked-prefill-size", str(engine * SGLANG_CHUNK_PER_GPU),
-        )
-        if hw.blackwell:
-            sglang += BLACKWELL_ATTENTION
-        groups["SGLANG"] = sglang
-        settings.append(("parallelism", f"TP{tp}/PP{pp}/CP{cp}/EP{ep}/ETP{etp} for {num_nodes} node(s)"))
-        settings.append(("rollout engine", f"{engine} GPUs (min({SGLANG_MAX_ENGINE_GPUS}, {num_nodes} x {gpus}))"))
-        if num_nodes <= 4:
-            warnings.append(
-                f"--profile python on {num_nodes} node(s): TP4/PP1/CP1/EP4 is the upstream debug "
-                "layout (not really runnable for training; useful with --debug-rollout-only)"
-            )
-    else:
-        engine = flag_int(groups.get("SGLANG", ()), "--rollout-num-gpus-per-engine") or min(
-            SGLANG_MAX_ENGINE_GPUS, num_nodes * gpus)
+    engine = python_engine_gpus(num_nodes, gpus)
+    if not python:  # the recipe's own engine size where it names one
+        engine = flag_int(groups.get("SGLANG", ()), "--rollout-num-gpus-per-engine") or engine
 
     if variant.rollout_fp8:
         why = "--rollout-fp8"
@@ -324,7 +347,9 @@ def shape_recipe(
         if hf is None:
             raise LaunchError(f"{why}: the CKPT group has no --hf-checkpoint to point at the {FP8_SUFFIX} copy")
         groups["CKPT"] = set_flag(ckpt, "--hf-checkpoint", (hf[0].rstrip("/") + FP8_SUFFIX, *hf[1:]))
-        groups["SGLANG"] = merge_flags(_need_group(groups, order, "SGLANG", why), fp8_sglang_flags(engine))
+        sg = _need_group(groups, order, "SGLANG", why)
+        # Upstream appends its FP8 flags to its own group; into the bash group they are merged.
+        groups["SGLANG"] = sg + fp8_sglang_flags(engine) if python else merge_flags(sg, fp8_sglang_flags(engine))
         for key, value in FP8_ENV:
             env = set_env(env, key, value)
         notes.append(
@@ -333,7 +358,7 @@ def shape_recipe(
             "--block-size 128 128`"
         )
 
-    mtp = variant.mtp if variant.mtp is not None else not python
+    mtp = variant.mtp if variant.mtp is not None else variant.profile == "bash"
     if variant.mtp is not None or python:
         sg = _need_group(groups, order, "SGLANG", "--mtp" if mtp else "--no-mtp")
         if mtp:
@@ -361,8 +386,14 @@ def shape_recipe(
         if not has_flag(grpo, R3_FLAG):
             groups["GRPO"] = grpo + (R3_FLAG,)
 
-    shaped = replace(base, groups=groups, env_vars=env, defaults=defaults,
-                     name=f"{recipe.name.removesuffix('-bash')}-python" if python else recipe.name)
+    prefix = tuple(job.train_prefix)
+    if gpus != TRAINER_GPUS_PER_NODE:
+        prefix, groups, added = with_num_gpus_per_node(prefix, groups, order)
+        if added:
+            notes.append(f"{NUM_GPUS_PER_NODE} {gpus} passed to train.py: slime/miles default it to "
+                         f"{TRAINER_GPUS_PER_NODE} and place rollout engines by it (the bash recipe never "
+                         "passes it; deviation)")
+    shaped = replace(job, groups=groups, env_vars=env, train_prefix=prefix)
     arg_changes, env_changes = group_changes(base, shaped) if not variant.is_default else ([], [])
     applied = apply_overrides(shaped, overrides)
     warnings += applied.warnings

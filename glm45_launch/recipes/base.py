@@ -2,7 +2,9 @@
 
 Words may hold ``{name}`` placeholders for the run's inputs (``{base_dir}``, ``{head}``,
 ``{host}``, ``{gpus_per_node}``, ``{actor_num_nodes}``, ``{framework}``,
-``{ckpt_name}``, ``{ray_port}``, ``{dashboard_port}``, ``{dashboard_host}``, ``{entry}``).
+``{ckpt_name}``, ``{ray_port}``, ``{dashboard_port}``, ``{dashboard_host}``, ``{entry}``;
+the Python launcher's ``{model_local_dir}``, ``{output_dir}``, ``{run_id}``, ``{wandb_key}``;
+the Air recipe's ``{rollout_num_gpus}``).
 Only these lower-case names are placeholders: ``${MASTER_ADDR}`` in the runtime env is
 literal text for Ray to expand on each node.
 """
@@ -18,6 +20,7 @@ from glm45_launch.core.flags import Argv
 PLACEHOLDERS = (
     "base_dir", "head", "host", "gpus_per_node", "actor_num_nodes", "framework",
     "ckpt_name", "ray_port", "dashboard_port", "dashboard_host", "entry", "runtime_env_json",
+    "model_local_dir", "output_dir", "run_id", "wandb_key", "rollout_num_gpus",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
@@ -49,6 +52,10 @@ class Recipe:
     worker_commands: tuple[Argv, ...]  # joined with " ; " into one ssh command
     submit: Argv  # up to and including "--"; "{runtime_env_json}" is filled by the plan
     defaults: Mapping[str, str] = field(default_factory=dict)  # placeholder defaults
+    # Env for one command only (after head_exports), as `K=V command` in a script:
+    head_start_env: tuple[tuple[str, str], ...] = ()  # `ray start --head`
+    submit_env: tuple[tuple[str, str], ...] = ()  # `ray job submit`
+    worker_env: tuple[tuple[str, str], ...] = ()  # each worker's `ray start` (as `env K=V ray start`)
 
     def with_groups(self, groups: Mapping[str, Argv]) -> Recipe:
         return replace(self, groups=dict(groups))

@@ -96,3 +96,21 @@ class LocalHostFacts:
         from glm45_launch.runtime.procs import any_running
 
         return any_running("raylet|gcs_server|sglang")
+
+
+def nvlink_links(timeout_s: float = 10.0) -> list[str] | None:
+    """The NVLink labels (``NV18``...) ``nvidia-smi topo -m`` shows on this machine ([]: none, so no
+    NVLink), or None when there is no working ``nvidia-smi`` (upstream's probe counts ``NV<n>`` too)."""
+    import shutil
+    import subprocess
+
+    from glm45_launch.checks.host_checks import nvlink_labels
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        proc = subprocess.run([smi, "topo", "-m"], capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return nvlink_labels(proc.stdout) if proc.returncode == 0 else None

@@ -1,0 +1,213 @@
+"""Profiles: which launcher's job a plan runs, and that job assembled from its knobs (pure).
+
+* ``bash``: ``run-glm4.5-355B-A32B.sh`` (``recipes/glm45_bash.py``, or a ``--recipe`` file).
+* ``python``: the job of miles' Python launcher ``scripts/run_glm45_355b_a32b.py``
+  (``recipes/python_launcher.py``): :func:`python_job` concatenates its pieces the way
+  upstream's ``_execute_train`` does, word for word, for ``--mode``, ``--task``,
+  ``--dynamic-sampling``, ``--no-eval``, ``--benchmark``, ``--cuda-core-dump``, wandb (when a key
+  is given), the node-count layout and the SGLang engine; the per-option variants (FP8, MTP,
+  KV-FP8, MIS, R3) are then ``variants.py``'s.
+* ``air-p2p``: the disaggregated GLM-4.5-Air recipe (``recipes/air_p2p.py``): :func:`air_job`
+  adds ``--transfer-mode``, ``--bucket-size-gb`` and ``--skip-weight-check``, and sizes the actor
+  (half the nodes) and the rollout (the GPUs left).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from glm45_launch.core.flags import Argv
+from glm45_launch.errors import LaunchError
+from glm45_launch.recipes import BASH_RECIPE, Recipe
+from glm45_launch.recipes import air_p2p as air
+from glm45_launch.recipes import python_launcher as py
+
+PROFILES = ("bash", "python", "air-p2p")
+PROFILE_RECIPES: dict[str, Recipe] = {"python": py.RECIPE, "air-p2p": air.RECIPE}
+MODES = tuple(py.SAVE_INTERVAL)
+TASKS = tuple(py.TASKS)
+TRANSFER_MODES = tuple(air.TRANSFERS)
+DEFAULT_MODEL = "glm4.5-355B-A32B"
+
+
+@dataclass(frozen=True)
+class NvlinkFact:
+    """Whether the head's GPUs are linked by NVLink (``nvidia-smi topo -m`` shows ``NV<n>``), and
+    how that is known. The CLI probes the machine it runs on (the head) unless ``--nvlink``."""
+
+    present: bool | None = None  # None: unknown
+    how: str = "not probed"
+
+    def describe(self) -> str:
+        said = {True: "yes", False: "no", None: "unknown"}[self.present]
+        return f"{said} ({self.how})"
+
+
+@dataclass
+class Job:
+    """A profile's job before the per-option variants: groups, env, placeholder defaults and
+    what a reader should know."""
+
+    groups: dict[str, Argv]
+    env: tuple[tuple[str, str], ...]
+    defaults: dict[str, str]
+    settings: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def profile_recipe(profile: str, recipe: Recipe) -> Recipe:
+    """The recipe ``profile`` runs: ``recipe`` for bash (the bash recipe or a recipe file), the
+    launcher's own for the others."""
+    if profile == "bash":
+        return recipe
+    if profile not in PROFILE_RECIPES:
+        raise LaunchError(f"--profile: unknown profile {profile!r} (known: {', '.join(PROFILES)})")
+    if recipe is not BASH_RECIPE:
+        raise LaunchError(f"--recipe with --profile {profile}: a recipe file replaces the bash recipe; "
+                          f"the {profile} profile runs its own launcher's job (give one or the other)")
+    return PROFILE_RECIPES[profile]
+
+
+def default_model(profile: str) -> str:
+    """The model a profile runs when ``--model`` is not given."""
+    return air.MODEL if profile == "air-p2p" else DEFAULT_MODEL
+
+
+def python_parallelism(num_nodes: int) -> tuple[int, int, int, int, int]:
+    """(TP, PP, CP, EP, ETP) of the Python launcher for ``num_nodes`` nodes."""
+    row = py.PERF_TABLE[0] if num_nodes <= 4 else py.PERF_TABLE[1] if num_nodes == 8 else py.PERF_TABLE[2]
+    _, tp, pp, cp, ep = row
+    return tp, pp, cp, ep, py.PERF_ETP
+
+
+def python_engine_gpus(num_nodes: int, gpus_per_node: int) -> int:
+    """The SGLang engine size: min(32, all the GPUs)."""
+    return min(py.SGLANG_MAX_ENGINE_GPUS, num_nodes * gpus_per_node)
+
+
+def _set_env(env: tuple[tuple[str, str], ...], key: str, value: str) -> tuple[tuple[str, str], ...]:
+    return tuple((k, value if k == key else v) for k, v in env)
+
+
+def python_job(
+    recipe: Recipe, *, mode: str, task: str, dynamic_sampling: bool, eval_schedule: bool, benchmark: bool,
+    cuda_core_dump: bool, hardware: str, blackwell: bool, gpus_per_node: int, num_nodes: int,
+    nvlink: NvlinkFact, wandb: bool,
+) -> Job:
+    """The Python launcher's train args and runtime env, in upstream's order (before the variants)."""
+    debug = mode == "debug-minimal"
+    spec = py.TASKS[task]
+    groups = dict(recipe.groups)
+    interval = py.SAVE_INTERVAL[mode]
+    groups["CKPT"] = tuple(recipe.groups["CKPT"]) + ("--save-interval", interval, "--save-retain-interval", interval)
+    rollout = tuple(recipe.groups["ROLLOUT"])
+    if dynamic_sampling and not debug:
+        rollout += py.DYNAMIC_SAMPLING
+    groups["ROLLOUT"] = rollout + spec.prompt + ("--rollout-max-response-len", spec.response_len[mode])
+    groups["WANDB"] = py.WANDB if wandb else ()
+    tp, pp, cp, ep, etp = python_parallelism(num_nodes)
+    groups["PERF"] = (
+        "--tensor-model-parallel-size", str(tp), "--sequence-parallel", "--pipeline-model-parallel-size", str(pp),
+        "--context-parallel-size", str(cp), "--expert-model-parallel-size", str(ep),
+        "--expert-tensor-parallel-size", str(etp), *py.PERF_TAIL,
+    )
+    groups["EVAL"] = (py.EVAL_SCHEDULE if eval_schedule and not debug else ()) + spec.eval
+    engine = python_engine_gpus(num_nodes, gpus_per_node)
+    sglang: Argv = (
+        "--rollout-num-gpus-per-engine", str(engine),
+        "--sglang-mem-fraction-static", py.SGLANG_MEM_FRACTION.get(hardware, py.SGLANG_MEM_FRACTION_DEFAULT),
+        "--sglang-tp-size", str(engine), "--sglang-chunked-prefill-size", str(engine * py.SGLANG_CHUNK_PER_GPU),
+    )
+    groups["SGLANG"] = sglang + (py.BLACKWELL_ATTENTION if blackwell else ())
+    misc = tuple(recipe.groups["MISC"])
+    if benchmark:
+        misc += py.BENCHMARK + ("--sglang-mem-fraction-static",
+                                py.BENCHMARK_MEM_FRACTION.get(hardware, py.BENCHMARK_MEM_FRACTION_DEFAULT))
+    groups["MISC"] = misc
+
+    env = _set_env(tuple(recipe.env_vars), py.NVLS_ENV, "1" if nvlink.present else "0")
+    if cuda_core_dump:
+        env += py.CUDA_COREDUMP_ENV
+    job = Job(groups=groups, env=env, defaults={"actor_num_nodes": str(num_nodes)})
+    job.settings += [
+        ("parallelism", f"TP{tp}/PP{pp}/CP{cp}/EP{ep}/ETP{etp} for {num_nodes} node(s)"),
+        ("rollout engine", f"{engine} GPUs (min({py.SGLANG_MAX_ENGINE_GPUS}, {num_nodes} x {gpus_per_node}))"),
+        ("NVLink (head)", f"{nvlink.describe()}: {py.NVLS_ENV}={'1' if nvlink.present else '0'}"),
+    ]
+    if num_nodes <= 4:
+        job.warnings.append(
+            f"--profile python on {num_nodes} node(s): TP4/PP1/CP1/EP4 is the upstream debug layout "
+            "(not really runnable for training; useful with --debug-rollout-only)"
+        )
+    if nvlink.present is None:
+        job.notes.append(f"NVLink on the head is unknown ({nvlink.how}): {py.NVLS_ENV}=0, as upstream's probe "
+                         "gives without nvidia-smi; --nvlink yes|no states it")
+    if not wandb:
+        job.notes.append("no wandb flags: WANDB_API_KEY is not set (upstream skips wandb the same way)")
+    return job
+
+
+def air_job(
+    recipe: Recipe, *, transfer_mode: str | None, bucket_size_gb: float | None, skip_weight_check: bool,
+    gpus_per_node: int, nodes: int, actor_num_nodes: int | None,
+) -> Job:
+    """The Air recipe's train args for ``transfer_mode`` (default p2p), sized to the cluster."""
+    mode = transfer_mode or "p2p"
+    transfer = air.TRANSFERS[mode]
+    load = air.WEIGHT_LOAD["skip" if skip_weight_check else "check"]
+    bucket = air.DEFAULT_BUCKET_GB if bucket_size_gb is None else bucket_size_gb
+    # The script's `python3 -c "print(int(${BUCKET_SIZE_GB} * 1024 * 1024 * 1024))"`.
+    buffer = transfer.buffer_bytes or int(bucket * 1024 * 1024 * 1024)
+    groups = dict(recipe.groups)
+    groups["SGLANG"] = tuple(recipe.groups["SGLANG"]) + transfer.sglang + load.sglang
+    groups["MISC"] = tuple(recipe.groups["MISC"]) + ("--update-weight-buffer-size", str(buffer)) + load.misc \
+        + transfer.misc
+    actor = actor_num_nodes if actor_num_nodes is not None else max(1, nodes // 2)
+    rollout = (nodes - actor) * gpus_per_node
+    job = Job(groups=groups, env=tuple(recipe.env_vars),
+              defaults={"actor_num_nodes": str(actor), "rollout_num_gpus": str(rollout)})
+    job.settings += [
+        ("disaggregated", f"actor {actor} node(s) x {gpus_per_node} GPUs, rollout {rollout} GPUs "
+                          f"({nodes - actor} node(s)) in engines of {air.SGLANG[1]}"),
+        ("weight transfer", f"{mode}, buffer {buffer} bytes"
+                            + (f" ({bucket:g} GiB bucket)" if transfer.buffer_bytes is None else " (4 GiB)")
+                            + (", weights not checked (SKIP_VALIDATION=1)" if skip_weight_check else "")),
+    ]
+    job.notes.append("workers join as soon as the head's GCS answers (the script's workers sleep 20 s blindly)")
+    return job
+
+
+def check_knobs(profile: str, *, mode: str, task: str, dynamic_sampling: bool, eval_schedule: bool,
+                benchmark: bool, cuda_core_dump: bool, transfer_mode: str | None, bucket_size_gb: float | None,
+                skip_weight_check: bool) -> None:
+    """Refuse a knob the profile does not have, or a value it does not know (one line naming it)."""
+    if mode not in MODES:
+        raise LaunchError(f"--mode: unknown mode {mode!r} (known: {', '.join(MODES)})")
+    if task not in TASKS:
+        raise LaunchError(f"--task: unknown task {task!r} (known: {', '.join(TASKS)})")
+    if transfer_mode is not None and transfer_mode not in TRANSFER_MODES:
+        raise LaunchError(f"--transfer-mode: unknown mode {transfer_mode!r} (known: {', '.join(TRANSFER_MODES)})")
+    python_only = [
+        ("--mode debug-minimal", mode != "normal"), (f"--task {task}", task != "dapo-aime"),
+        ("--dynamic-sampling", dynamic_sampling), ("--no-eval", not eval_schedule), ("--benchmark", benchmark),
+        ("--cuda-core-dump", cuda_core_dump),
+    ]
+    air_only = [
+        (f"--transfer-mode {transfer_mode}", transfer_mode is not None),
+        ("--bucket-size-gb", bucket_size_gb is not None), ("--skip-weight-check", skip_weight_check),
+    ]
+    for name, given in python_only if profile != "python" else ():
+        if given:
+            raise LaunchError(f"{name}: an option of --profile python (the Python launcher's knob), "
+                              f"not of --profile {profile}")
+    for name, given in air_only if profile != "air-p2p" else ():
+        if given:
+            raise LaunchError(f"{name}: an option of --profile air-p2p (the Air recipe's), not of --profile {profile}")
+    if bucket_size_gb is not None:
+        if (transfer_mode or "p2p") != "p2p":
+            raise LaunchError(f"--bucket-size-gb: only --transfer-mode p2p uses it (broadcast sends "
+                              f"{air.TRANSFERS['broadcast'].buffer_bytes} bytes at a time)")
+        if not (math.isfinite(bucket_size_gb) and bucket_size_gb > 0) or int(bucket_size_gb * 1024 ** 3) < 1:
+            raise LaunchError(f"--bucket-size-gb: must be > 0, got {bucket_size_gb:g}")
