@@ -571,3 +571,54 @@ def test_dashboard_warning_in_plan_output(golden_env: Path, capsys: pytest.Captu
     assert f"  ! {EXPOSED.format(bind='0.0.0.0')}\n" in capsys.readouterr().out
     assert main(["plan", "--hostfile", str(golden_env), "--dashboard-host", "127.0.0.1", "--format", "json"]) == 0
     assert not [w for w in json.loads(capsys.readouterr().out)["warnings"] if "dashboard" in w]
+
+
+# --- disaggregation (the Air recipe: the actor and the rollout on GPUs of their own) -------------
+
+
+def air(nodes: int = 8, sets: tuple[str, ...] = (), unsets: tuple[str, ...] = (), extra: tuple[str, ...] = (),
+        **variant: Any) -> Plan:
+    from glm45_launch.core.overrides import build_overrides
+
+    return build_plan(LaunchSpec(
+        hostfile=hostfile(HOSTS8[:nodes] if nodes <= 8 else [f"10.0.1.{i}" for i in range(1, nodes + 1)]),
+        head=HEAD if nodes <= 8 else "10.0.1.1", base_dir="/root", variant=Variant(profile="air-p2p", **variant),
+        overrides=build_overrides(sets=sets, unsets=unsets, extra_args=extra)))
+
+
+@pytest.mark.parametrize("variant", [{}, {"transfer_mode": "broadcast"}, {"skip_weight_check": True}])
+def test_the_air_recipe_validates(variant: dict[str, Any]) -> None:
+    assert check_plan(air(**variant)) == []
+
+
+def test_disaggregated_gpus_must_add_up_to_the_cluster() -> None:
+    few = [p.message for p in check_plan(air(sets=("SGLANG.--rollout-num-gpus=24",)))]
+    assert "the actor's 32 GPUs (--actor-num-nodes 4 × --actor-num-gpus-per-node 8) + --rollout-num-gpus 24 = 56, " \
+           "fewer than the cluster's 64 (8 node(s) x 8 GPUs)" in few
+    many = [p.message for p in check_plan(air(sets=("MISC.--actor-num-nodes=5",)))]
+    assert any("= 72, more than the cluster's 64" in m for m in many)
+
+
+def test_disaggregated_rollout_needs_its_gpus() -> None:
+    problems = check_plan(air(unsets=("SGLANG.--rollout-num-gpus",)))
+    assert [p.code for p in problems] == ["disaggregation"]
+    assert problems[0].message.startswith("without --colocate the rollout runs on GPUs of its own")
+
+
+def test_p2p_weight_transfer_refuses_colocate() -> None:
+    problems = check_plan(air(extra=("--colocate",)))
+    assert any(p.flags == ("--update-weight-transfer-mode", "--colocate") for p in problems)
+    assert not any("--colocate" in p.flags for p in check_plan(air(transfer_mode="broadcast", extra=("--colocate",)))
+                   if p.code == "disaggregation" and "p2p" in p.message)
+
+
+def test_decoder_last_pipeline_layers_in_the_split() -> None:
+    assert check_plan(air()) == []  # 46 layers: 12/12/12 + the last stage's 10
+    bad = [p for p in check_plan(air(sets=("PERF.--decoder-last-pipeline-num-layers=9",))) if p.code == "pipeline-split"]
+    assert bad and "--decoder-last-pipeline-num-layers 9 do not split evenly over the 3 other stage(s)" in bad[0].message
+    assert "--decoder-last-pipeline-num-layers" in bad[0].flags
+
+
+def test_air_on_16_nodes_doubles_both_sides() -> None:
+    plan = air(16)
+    assert plan.cluster.total_gpus == 128 and check_plan(plan) == []

@@ -409,8 +409,12 @@ def build_plan(spec: LaunchSpec) -> Plan:
     if spec.external_ray:
         notes.append(f"--external-ray: the job goes to the Ray cluster already running at {address}: no Ray "
                      "cleanup, no ray start anywhere, nothing stopped after a failure")
+    if spec.hold_workers and spec.no_wait:
+        raise LaunchError("--hold-workers with --no-wait: up returns once the job is submitted, and the held "
+                          "ssh sessions end with it; drop one of them")
     if spec.hold_workers and workers:
-        notes.append("--hold-workers: an ssh session to every worker stays open until the job ends")
+        notes.append("--hold-workers: an ssh session to every worker stays open until the job ends "
+                     "(until up returns)")
     steps.append(JoinStep(
         where=HEAD, host=head, hosts=cluster.nodes, gpus=cluster.total_gpus, address=cluster.job_address,
         purpose=f"wait until {len(cluster.nodes)} node(s) and {cluster.total_gpus} GPUs have joined "

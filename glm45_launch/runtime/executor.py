@@ -34,16 +34,16 @@ from glm45_launch.core.steps import (
     WriteFileStep,
 )
 from glm45_launch.errors import ExitCode, LaunchError
+from glm45_launch.runtime.holds import HeldSessions
 from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter, Row
 from glm45_launch.runtime.procs import KILLERS, ancestors, parse_sleep
 from glm45_launch.runtime.ray_api import missing_hosts
-from glm45_launch.runtime.results import CommandResult, FanOutResult
+from glm45_launch.runtime.results import CommandResult
 from glm45_launch.runtime.steprunner import StepRunner
 
 T = TypeVar("T")
 _JOB_ID = re.compile(r"Job '([^']+)' submitted successfully")
 HEAD_START = "ray start --head"  # the background step's name in messages and the table
-HOLD_LIMIT_S = 30 * 24 * 3600.0  # a held ssh session lasts as long as the job; its remote `timeout` needs one
 
 
 @dataclass
@@ -163,14 +163,14 @@ class Executor:
         self.job_id: str | None = None
         self._background: list[tuple[Step, _Background[CommandResult]]] = []
         self._interrupted = threading.Event()
-        self._holds: list[_Background[FanOutResult]] = []  # --hold-workers sessions, closed after the job
+        self._holds = HeldSessions(local, remote, self.log_path, reporter)  # --hold-workers
         self._handlers: dict[str, Callable[[list[Step]], UpResult | None]] = {
             CleanupStep.kind: self._cleanup,
             HeadStartStep.kind: self._head_start,
             WorkerStartStep.kind: self._start_workers,
             JoinStep.kind: self._join,
             WriteFileStep.kind: self._write_files,
-            HoldStep.kind: self._hold,
+            HoldStep.kind: self._holds.open,
             SubmitStep.kind: self._submit,
         }
 
@@ -342,23 +342,6 @@ class Executor:
                     return missing
                 time.sleep(0.5)
 
-    def _hold(self, batch: list[Step]) -> None:
-        """Open the held ssh sessions, all at once, in the background (:meth:`_release_holds` ends them)."""
-        self.report.phase(f"holding an ssh session open on {len(batch)} worker(s) until the job ends")
-        runner = StepRunner(self.local, self.remote, self.log_path, max(1, len(batch)))
-        self._holds.append(_Background(lambda: runner.fan_out(batch, timeout_s=HOLD_LIMIT_S, echo=False)))
-
-    def _release_holds(self) -> None:
-        """The job is over: close the sessions (the held command reads EOF and exits); say which
-        ended before, since a platform may have reaped that node."""
-        for hold in self._holds:
-            for host, res in (hold.result.items() if hold.done.is_set() and hold.result is not None else ()):
-                self.report.warn(f"{host}: the held ssh session ended before the job did "
-                                 f"({res.reason or f'exit {res.exit_code}'})")
-        if self._holds:
-            self._holds.clear()
-            self.remote.close_all()
-
     def _write_files(self, batch: list[Step]) -> None:
         """Files the job reads (e.g. --mis's YAML), written here on the head, on the shared FS."""
         (step,) = batch
@@ -467,7 +450,7 @@ class Executor:
             self.report.line(f"{host} log", line)
 
     def _finish(self, result: UpResult) -> None:
-        self._release_holds()
+        self._holds.report_early_ends()
         self.report.table("glm45-launch up", self.rows)
         summary: dict[str, Any] = {
             "exit_code": int(result.exit_code), "job_id": result.job_id, "job_status": result.job_status,

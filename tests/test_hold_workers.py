@@ -1,0 +1,96 @@
+"""``--hold-workers``: an ssh session per worker from the join until the job ends (executor, with the
+test doubles of glm45_launch.testing.fakes; the real sessions are test_e2e_air.py's)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from glm45_launch.core.hostfile import parse_hostfile_text
+from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.errors import LaunchError
+from glm45_launch.runtime.executor import ExecOptions, Executor
+from glm45_launch.testing.fakes import (
+    FakeHostFacts,
+    FakeLocalRunner,
+    FakeRay,
+    FakeRemoteRunner,
+    RecordingReporter,
+)
+
+HOSTS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+
+
+def plan_for(tmp_path: Path, **kw: object) -> Plan:
+    return build_plan(LaunchSpec(hostfile=parse_hostfile_text("\n".join(HOSTS)), head=HOSTS[0], base_dir="/data",
+                                 workdir=str(tmp_path), actor_num_nodes=4, hold_workers=True, **kw))  # type: ignore[arg-type]
+
+
+class Timeline:
+    """What happened, in order, across the head and the workers."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.lock = threading.Lock()
+        self.held = threading.Event()  # set: the held sessions may end (the test's stand-in for closing them)
+
+    def add(self, event: str) -> None:
+        with self.lock:
+            self.events.append(event)
+
+
+def executor(tmp_path: Path, timeline: Timeline, plan: Plan, reporter: RecordingReporter) -> Executor:
+    def local(argv: object) -> tuple[int, list[str]]:
+        words = list(argv)  # type: ignore[call-overload]
+        if words[:3] == ["ray", "job", "submit"]:
+            # The job runs: every held session must be open by now (sent before this step began).
+            deadline = time.monotonic() + 2
+            while sum(e.startswith("hold") for e in timeline.events) < len(HOSTS) - 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            timeline.add("submit")
+            return 0, ["Job 'raysubmit_x' submitted successfully"]
+        return 0, []
+
+    def remote(host: str, command: str) -> tuple[int, list[str]]:
+        if command == "cat":
+            timeline.add(f"hold {host}")
+            timeline.held.wait(10)
+            timeline.add(f"released {host}")
+        return 0, []
+
+    return Executor(plan, ExecOptions(run_dir=tmp_path / "run", quiet=True), local=FakeLocalRunner(local),
+                    remote=FakeRemoteRunner("root", remote), ray=FakeRay.alive(HOSTS),
+                    host=FakeHostFacts(local={HOSTS[0]}), reporter=reporter)
+
+
+def test_sessions_are_held_from_the_join_through_the_job(tmp_path: Path) -> None:
+    timeline, reporter = Timeline(), RecordingReporter()
+    ex = executor(tmp_path, timeline, plan_for(tmp_path), reporter)
+    result = ex.up()
+    assert result.exit_code == 0 and result.job_status == "SUCCEEDED"
+    # Every worker was held before the job was submitted, and none had ended when up returned.
+    assert timeline.events.index("submit") == 3
+    assert sorted(timeline.events[:3]) == [f"hold {h}" for h in HOSTS[1:]]
+    assert not any(e.startswith("released") for e in timeline.events)
+    assert "ended before the job" not in reporter.text()
+    assert "holding an ssh session open on 3 worker(s) until the job ends" in reporter.text("phase")
+    assert sorted(c for c in ex.remote.calls if c[2] == "cat") == [["ssh", f"root@{h}", "cat"]  # type: ignore[attr-defined]
+                                                                   for h in HOSTS[1:]]
+    timeline.held.set()
+
+
+def test_a_session_that_ends_early_is_reported(tmp_path: Path) -> None:
+    timeline, reporter = Timeline(), RecordingReporter()
+    timeline.held.set()  # the sessions end at once (a platform reaped the node, a dropped connection)
+    ex = executor(tmp_path, timeline, plan_for(tmp_path), reporter)
+    ex.up()
+    warned = reporter.text("warn")
+    assert all(f"{h}: the held ssh session ended before the job did" in warned for h in HOSTS[1:])
+
+
+def test_hold_is_refused_with_no_wait(tmp_path: Path) -> None:
+    with pytest.raises(LaunchError, match="--hold-workers with --no-wait"):
+        plan_for(tmp_path, no_wait=True)
