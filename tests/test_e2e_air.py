@@ -1,7 +1,8 @@
 """`up --profile air-p2p` for real on an 8-host rack-in-a-box: one command on the head runs the
 Air recipe's cleanup on every host, its head and worker `ray start`s (Ray's logical GPUs: 8 per
 host, the recipe's 64), waits for the 64 GPUs, holds an ssh session per worker, and runs the
-smoke entry (standing in for train.py) with exactly the plan's argv."""
+smoke entry (standing in for train.py) with exactly the plan's argv. Then `--external-ray`
+submits to that cluster without stopping or starting anything."""
 
 from __future__ import annotations
 
@@ -83,3 +84,20 @@ def test_up_air_p2p_on_eight_hosts(tmp_path: Path) -> None:
         time.sleep(1)
         assert all(comm != "cat" for host in range(2, 9) for comm, _ in _procs(box, host))
         print(f"up --profile air-p2p on 8 hosts: {took:.1f}s")
+
+        # --external-ray on the cluster now running: no Ray cleanup, no ray start, straight to the join.
+        raylets = {h: _raylet_pids(box, h) for h in range(1, 9)}
+        again = [w if w != str(runs / "air") else str(runs / "external") for w in argv if w != "--hold-workers"]
+        ext = box.run_on(1, [*again, "--external-ray", "--no-wait"], cwd=str(checkout), capture_output=True,
+                         text=True, timeout=300, stdin=subprocess.DEVNULL, env=box.host_environ(1))
+        assert ext.returncode == 0, ext.stderr[-4000:]
+        assert ext.stdout.strip().splitlines()[-1].startswith("raysubmit_")
+        kinds = [s["kind"] for s in json.loads((runs / "external" / "plan.json").read_text())["steps"]]
+        assert kinds == ["cleanup", "join", "submit"]
+        assert {h: _raylet_pids(box, h) for h in range(1, 9)} == raylets  # the same cluster, untouched
+        assert "ray stop" not in (runs / "external" / "hosts" / "head.log").read_text()
+
+
+def _raylet_pids(box: RackBox, host: int) -> set[int]:
+    return {pid for pid in box.user_pids(host) if Path(f"/proc/{pid}/comm").exists()
+            and Path(f"/proc/{pid}/comm").read_text().strip() == "raylet"}

@@ -370,3 +370,23 @@ def test_check_profiles_tool_agrees(capsys: pytest.CaptureFixture[str], tmp_path
     g = json.loads((GOLDEN / "python-launcher-4node-gb200.json").read_text())
     submit = next(a for a in data["invocations"] if a[:3] == ["ray", "job", "submit"])
     assert submit[submit.index("--") + 3:] == g["submit"]["train_args"]
+
+
+def test_python_head_takes_no_dashboard_host() -> None:
+    spec = LaunchSpec(hostfile=hosts(4, 4), head=HEAD, base_dir="/data", dashboard_host="127.0.0.1",
+                      variant=Variant(profile="python", hardware="GB200"))
+    with pytest.raises(LaunchError, match="--dashboard-host: the glm45-python recipe's head start passes no "):
+        build_plan(spec)
+    air = build_plan(LaunchSpec(hostfile=hosts(8, 8), head=HEAD, base_dir="/root", dashboard_host=HEAD,
+                                variant=Variant(profile="air-p2p")))
+    assert f"--dashboard-host={HEAD}" in air.step("head-start").commands[0]  # type: ignore[union-attr]
+    assert air.job_address == f"http://{HEAD}:8265"
+
+
+def test_export_env_with_nothing_to_export() -> None:
+    plan = python_plan(4, nvlink=True)
+    spec = LaunchSpec(hostfile=hosts(4, 4), head=HEAD, base_dir="/data", export_env=True,
+                      variant=Variant(profile="python", hardware="GB200"))
+    exported = build_plan(spec)
+    assert "--export-env: the runtime env has no ${VAR}s, nothing to export" in exported.notes
+    assert [s.commands for s in exported.worker_steps] == [s.commands for s in plan.worker_steps]

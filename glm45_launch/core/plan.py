@@ -44,6 +44,11 @@ _LOOPBACK = ("127.0.0.1", "localhost")  # where the recipe's `ray job submit` fi
 _SSH_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_RUN_ID = "default"
+_JOIN_NOTE = {  # what the profile's own launcher does instead
+    "bash": "(the bash recipe waits for the ssh commands only)",
+    "python": "(upstream expects them in the cluster already)",
+    "air-p2p": "(the script's head polls Ray's GPU count the same way)",
+}
 
 
 @dataclass(frozen=True)
@@ -380,7 +385,7 @@ def build_plan(spec: LaunchSpec) -> Plan:
         )
     if len(workers) == len(hosts):
         notes.append(f"head {head} is not in {spec.hostfile.path}: every listed host joins as a worker")
-    if spec.gpus_per_node is None and gpus != 8 and {h.slots for h in spec.hostfile.hosts} == {gpus}:
+    if profile == "bash" and spec.gpus_per_node is None and gpus != 8 and {h.slots for h in spec.hostfile.hosts} == {gpus}:
         notes.append(f"{gpus} GPUs per node from the hostfile's slots= (the bash recipe ignores slots and uses 8)")
 
     # Where the launcher reaches the job server: loopback unless the dashboard binds one address.
@@ -418,7 +423,7 @@ def build_plan(spec: LaunchSpec) -> Plan:
     steps.append(JoinStep(
         where=HEAD, host=head, hosts=cluster.nodes, gpus=cluster.total_gpus, address=cluster.job_address,
         purpose=f"wait until {len(cluster.nodes)} node(s) and {cluster.total_gpus} GPUs have joined "
-        + ("(the external cluster)" if spec.external_ray else "(the bash recipe waits for the ssh commands only)"),
+        + ("(the external cluster)" if spec.external_ray else _JOIN_NOTE.get(profile, "")),
     ))
     if spec.hold_workers:
         steps += hold_steps(workers)
