@@ -24,7 +24,7 @@ ISOLATION_MISSING = "ran without namespace isolation"
 
 @pytest.fixture(params=[True, False], ids=["namespaces", "hooks-only"])
 def namespaces(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    monkeypatch.setattr(record, "_NAMESPACES", request.param)
+    monkeypatch.setattr(record, "_SANDBOX", request.param)
     return bool(request.param)
 
 
@@ -257,7 +257,7 @@ def isolated(rec: Recording) -> bool:
 def test_namespaces_make_the_filesystem_read_only_and_hide_processes(monkeypatch: pytest.MonkeyPatch,
                                                                       victims: dict[str, object],
                                                                       tmp_path: Path) -> None:
-    monkeypatch.setattr(record, "_NAMESPACES", True)
+    monkeypatch.setattr(record, "_SANDBOX", True)
     f = victims["file"]
     # a group's redirection is not part of the commands the DEBUG trap sees: the mount does it
     body = f"""{{ echo overwritten; }} > {f} || echo refused
@@ -303,10 +303,25 @@ echo "done >"
     assert f"recorded ray without writing {logs}/ray.log (outside the sandbox)" in rec.notes
 
 
-def test_without_namespaces_a_note_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    failing = record._LAUNCHER.replace("def isolate():\n", "def isolate():\n    return 'unshare: EPERM'\n", 1)
-    assert failing != record._LAUNCHER
-    monkeypatch.setattr(record, "_LAUNCHER", failing)
-    rec = run(tmp_path, "ray stop\nkill -9 1\n")
-    assert rec.returncode == 0 and rec.invocations == [["ray", "stop"], ["kill", "-9", "1"]], rec.stderr
-    assert rec.notes[0].startswith(ISOLATION_MISSING + " (unshare: EPERM)")
+def test_without_bubblewrap_parity_refuses_unless_unsafe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # bubblewrap's absence is not silently made up for: one line and exit 2, or an explicit
+    # --unsafe-no-sandbox whose report says so loudly (the hooks-only layer still records)
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/bash\nray stop\nkill -9 1\n")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.0.0.1 slots=8\n")
+    argv = [sys.executable, "-m", "glm45_launch", "parity", str(script), "--hostfile", str(hosts), "--head",
+            "10.0.0.1", "--base-dir", "/data"]
+    env = {**os.environ, "PATH": str(tmp_path / "nothing-here")}
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stdout == "", res
+    assert res.stderr.splitlines() == [
+        "glm45-launch: error: parity needs bubblewrap (apt-get install bubblewrap) to run the script isolated; "
+        "--unsafe-no-sandbox records without it, on this host"]
+    res = subprocess.run([*argv, "--unsafe-no-sandbox"], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1, res
+    assert "? WARNING: recorded WITHOUT the sandbox (--unsafe-no-sandbox)" in res.stdout
+    assert "only in the script: `kill -9 1`" in res.stdout  # recorded by the hooks, not sent
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    with pytest.raises(record.SandboxUnavailable, match="parity needs bubblewrap"):
+        record_script(script, env={})

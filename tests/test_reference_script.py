@@ -130,7 +130,7 @@ AIR_MODEL_ARGS = """
 
 def test_air_model_file(tmp_path: Path) -> None:
     body = f'source "{EXAMPLES}/models/glm4.5-106B-A12B.sh"\npython3 ${{MODEL_ARGS[@]}}\n'
-    rec = record_script(write_script(tmp_path / "air.sh", body), env={})
+    rec = record_script(write_script(tmp_path / "air.sh", body), env={}, expose=[EXAMPLES / "models"])
     assert rec.invocations == [["python3", *AIR_MODEL_ARGS]]
 
 
@@ -164,7 +164,8 @@ def test_mirror_keeps_parent_relative_paths(tmp_path: Path) -> None:
         "ssh $(awk '{print $1}' /root/mpi_rack_hostfile) $LIB_WORD\n",
     )
     hostfile = write_hostfile(tmp_path / "hosts", ["node7 slots=8"])
-    assert record_script(script, env={}, hostfile=hostfile).invocations == [["ssh", "node7", "from-parent"]]
+    rec = record_script(script, env={}, hostfile=hostfile, expose=[tmp_path])  # the sandbox shows the parent
+    assert rec.invocations == [["ssh", "node7", "from-parent"]]
 
 
 def test_infinite_loop_is_killed_at_timeout(tmp_path: Path) -> None:

@@ -7,11 +7,15 @@ arguments are attributed to the default recipe's groups by flag, in their origin
 (an unknown flag stays where it was: it joins the group of the flag before it). Values
 that came from ``$BASE_DIR``, the head address, a worker's address, the GPUs per node, the
 node count and the Ray ports become placeholders again, so the recipe runs on another
-rack. ``verify`` plans the recipe with the same inputs and compares it with the recording.
+rack. ``verify`` plans the recipe with the same inputs and compares it with the recording,
+strictly: a recording the recipe would not reproduce in full (inline code, a command the
+recorder does not know, a flag that lost its value, a skipped write, a poll, an early exit)
+is never identical, and the CLI then writes no recipe.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
@@ -23,10 +27,38 @@ from glm45_launch.core.hostfile import Hostfile
 from glm45_launch.core.plan import LaunchSpec, build_plan
 from glm45_launch.core.quoting import REMOTE_SEPARATOR, shell_join
 from glm45_launch.errors import LaunchError
-from glm45_launch.recipes import BASH_RECIPE, Argv, Recipe
+from glm45_launch.recipes import BASH_RECIPE, MODELS, Argv, Recipe
 from glm45_launch.recipes.base import PLACEHOLDERS
 from glm45_launch.sandbox.parity import PREFIX_GROUP as PREFIX
 from glm45_launch.sandbox.parity import RENV, ParityReport, ScriptRun, compare, known_flags
+from glm45_launch.sandbox.record import DEFAULT_RECORDED, Origin
+
+_INLINE = {"python": "-c", "python3": "-c", "bash": "-c", "sh": "-c", "perl": "-e", "node": "-e", "ruby": "-e"}
+
+
+def inline_code(argv: Sequence[str]) -> bool:
+    """``python3 -c CODE`` and the like: code the recorder does not run."""
+    return len(argv) > 2 and argv[0] in _INLINE and _INLINE[argv[0]] in argv[1:3]
+
+
+def _at(origin: Origin | None) -> str:
+    return f"line {origin.line}: " if origin else ""
+
+
+@functools.cache
+def valued_flags() -> frozenset[str]:
+    """Train flags that take a value in some recipe: the recipes' argument tuples and groups."""
+    from glm45_launch.recipes import air_p2p, glm45_bash, python_launcher
+
+    groups: list[Sequence[str]] = [m.args for m in MODELS.values()]
+    for module in (glm45_bash, air_p2p, python_launcher):
+        for value in vars(module).values():
+            if isinstance(value, tuple) and value and all(isinstance(w, str) for w in value):
+                groups.append(value)
+            elif isinstance(value, Recipe):
+                groups += list(value.groups.values())
+    return frozenset(f for words in groups for f, values in split_flags(words) if f and values)
+
 
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
@@ -137,11 +169,21 @@ def import_run(run: ScriptRun, *, head: str, base_dir: str, hostfile: Hostfile, 
         raise LaunchError("import: `ray job submit` ran before `ray start --head`")
     cleanup: list[Argv] = []
     workers: list[list[str]] = []
+    origins = run.origins()
     for i, argv in enumerate(invocations):
         if i == start or i == submit_at:
             continue
-        if argv[:1] == ["ssh"]:
+        origin = origins[i]
+        if origin is not None and origin.subshell and inline_code(argv):
+            lost.append(f"{_at(origin)}a value computed by inline code `{shell_join(argv)[:160]}` (the recorder "
+                        "does not run it: what the script did with its output is unknown)")
+        elif argv[:1] == ["ssh"]:
             workers.append(argv)
+        elif i < start and inline_code(argv):
+            lost.append(f"{_at(origin)}`{shell_join(argv)[:160]}` (inline code in the cleanup: not interpreted)")
+        elif i < start and argv[0] not in DEFAULT_RECORDED:
+            lost.append(f"{_at(origin)}`{shell_join(argv)[:160]}` (a command the recorder does not know: "
+                        "recorded, not run; import does not vouch for it)")
         elif i < start:
             cleanup.append(tpl.words(argv))
         else:
@@ -167,6 +209,10 @@ def import_run(run: ScriptRun, *, head: str, base_dir: str, hostfile: Hostfile, 
     rest = list(submit_argv[cut + 1 :])
     entry_len = next((i for i, w in enumerate(rest) if w.startswith("--")), len(rest))
     entry = tuple("{entry}" if w == "train.py" and i == 1 else tpl.word(w) for i, w in enumerate(rest[:entry_len]))
+    for flag, values in split_flags(rest[entry_len:]):
+        if flag in valued_flags() and not values:
+            lost.append(f"{_at(origins[submit_at])}`{flag}` of `ray job submit` lost its value (an empty variable, "
+                        "or one computed by code the recorder does not run)")
     groups = attribute(rest[entry_len:], known_flags())
     prefix = list(groups.pop(PREFIX))
     templated_prefix: list[str] = []
@@ -262,7 +308,18 @@ def _head_exports(head_env: Mapping[str, str] | None, tpl: _Templater,
 
 def verify(imported: Imported, run: ScriptRun, *, head: str, base_dir: str, hostfile: Hostfile,
            socket_ifname: str | None = None, script: str = "script") -> ParityReport:
-    """Plan ``imported`` with the recording's inputs and compare it with the recording."""
+    """Plan ``imported`` with the recording's inputs and compare it with the recording, strictly:
+    what the recipe would not reproduce (see the module) is a difference too."""
     spec = LaunchSpec(hostfile=hostfile, head=head, base_dir=base_dir, socket_ifname=socket_ifname,
                       ssh_user=imported.ssh_user, recipe=imported.recipe)
-    return compare(build_plan(spec), run, script)
+    report = compare(build_plan(spec), run, script)
+    rec = run.recording
+    strict = [f"not imported: {u}" for u in imported.unrepresentable]
+    if rec.returncode != 0 and rec.complete:
+        strict.append(f"the script exited with status {rec.returncode}")
+    strict += [f"the script writes {path} (skipped in the recording): the recipe would not" for path in rec.outside_writes]
+    strict += [f"the script polls `{shell_join(p.argv)[:100]}`: the recipe would not" for p in rec.polls]
+    strict += [f"the script waits (`{shell_join(w.test)[:100]}`): the recipe would not" for w in rec.waits]
+    strict += [f"{n}: the recipe would not run it" for n in rec.notes if n.startswith("skipped `")]
+    report.differences += [d for d in strict if d not in report.differences]
+    return report

@@ -18,6 +18,7 @@ import shlex
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +35,19 @@ from glm45_launch.core.variants import (
     fp8_sglang_flags,
 )
 from glm45_launch.recipes import BASH_RECIPE, MODELS, Recipe
-from glm45_launch.sandbox.record import HARDCODED_HOSTFILE, Recording, mirror_script, record_script
+from glm45_launch.sandbox.pernode import NodeView, command_pairs, env_difference
+from glm45_launch.sandbox.record import (
+    HARDCODED_HOSTFILE,
+    Cluster,
+    Origin,
+    Recording,
+    mirror_script,
+    record_script,
+)
 
 RENV = "--runtime-env-json="
 PREFIX_GROUP = "PREFIX"  # the train args before the groups (--actor-num-nodes ...)
 
-# Loaded by the script's bash through BASH_ENV: a `ray` function that saves the exported
-# environment at `ray start --head` and `ray job submit`, then runs the recording shim.
-_BASH_ENV = """\
-ray() {
-  case "${1-} ${2-}" in
-    "start --head") env -0 > "$GLM45_PARITY_DIR/head-start.env" 2>/dev/null ;;
-    "job submit") env -0 > "$GLM45_PARITY_DIR/submit.env" 2>/dev/null ;;
-  esac
-  command ray "$@"
-}
-"""
 # Keys bash or the harness sets by itself: never a difference.
 _ENV_NOISE = {"PWD", "OLDPWD", "SHLVL", "_", "PATH", "BASH_ENV", "GLM45_PARITY_DIR"}
 _INHERITED = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER", "LOGNAME", "TERM")
@@ -72,6 +70,13 @@ class ScriptRun:
     def invocations(self) -> list[list[str]]:
         return self.recording.canonical()
 
+    def origins(self) -> list[Origin | None]:
+        """Where each of ``invocations`` comes from (the same canonical order)."""
+        argvs = self.recording.invocations
+        order = [i for i, a in enumerate(argvs) if a[:1] != ["ssh"]]
+        order += sorted((i for i, a in enumerate(argvs) if a[:1] == ["ssh"]), key=lambda i: argvs[i][1:])
+        return [self.recording.origin(i) for i in order]
+
 
 def _read_env_dump(path: Path, given: Mapping[str, str]) -> dict[str, str] | None:
     if not path.exists():
@@ -87,12 +92,15 @@ def _read_env_dump(path: Path, given: Mapping[str, str]) -> dict[str, str] | Non
 
 
 def run_script(script: str | Path, *, env: Mapping[str, str], hostfile: str | Path | None = None,
-               timeout: float = 30.0, cwd: str | Path | None = None,
-               script_hostfile: str | None = None) -> ScriptRun:
-    """Record ``bash SCRIPT`` with ``env`` (and the hostfile redirected) under the shims.
+               timeout: float = 30.0, cwd: str | Path | None = None, script_hostfile: str | None = None,
+               args: Sequence[str] = (), sandbox: bool | None = None, expose: Sequence[Path | tuple[Path, str]] = (),
+               cluster: Cluster | None = None) -> ScriptRun:
+    """Record ``bash SCRIPT ARGS...`` with ``env`` (and the hostfile redirected) under the shims.
 
     ``script_hostfile``: a hostfile path the script hard-codes other than
     ``/root/mpi_rack_hostfile`` (which, like ``$HOSTFILE``, is always redirected).
+    ``sandbox=False`` records without bubblewrap (a warning note says so); ``cluster`` answers
+    the script's polls of the cluster (see ``record.record_script``).
     """
     from glm45_launch.errors import LaunchError
 
@@ -101,19 +109,25 @@ def run_script(script: str | Path, *, env: Mapping[str, str], hostfile: str | Pa
         raise LaunchError(f"{script}: no such script")
     mirror_notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="glm45-parity-") as tmp:
+        aliases: list[str] = []
         if script_hostfile and script_hostfile != HARDCODED_HOSTFILE:
             if hostfile is None:
                 raise LaunchError("--script-hostfile: give --hostfile to redirect it to")
             text = script.read_bytes()
             if script_hostfile.encode() not in text:
                 raise LaunchError(f"{script}: does not contain {script_hostfile} (--script-hostfile)")
-            script = mirror_script(script, text.replace(script_hostfile.encode(), HARDCODED_HOSTFILE.encode()),
-                                   Path(tmp) / "mirror", mirror_notes)
+            if sandbox is False:
+                script = mirror_script(script, text.replace(script_hostfile.encode(), HARDCODED_HOSTFILE.encode()),
+                                       Path(tmp) / "mirror", mirror_notes)
+            else:
+                aliases.append(script_hostfile)
         bash_env = Path(tmp) / "bash_env.sh"
-        bash_env.write_text(_BASH_ENV)
+        bash_env.write_text(resources.files("glm45_launch.sandbox").joinpath("programs", "parity_env.bash")
+                            .read_text(encoding="utf-8"))
         full_env = {**env, "BASH_ENV": str(bash_env), "GLM45_PARITY_DIR": tmp}
         rec = record_script(script, env=full_env, hostfile=Path(hostfile) if hostfile else None, timeout=timeout,
-                            cwd=Path(cwd) if cwd else None)
+                            cwd=Path(cwd) if cwd else None, args=args, sandbox=sandbox, expose=expose,
+                            hostfile_aliases=aliases, cluster=cluster)
         # what record_script passes on from our environment (HOME, LANG, ...) is no export either
         given = {k: os.environ[k] for k in _INHERITED if k in os.environ} | dict(env)
         if hostfile is not None:
@@ -121,11 +135,16 @@ def run_script(script: str | Path, *, env: Mapping[str, str], hostfile: str | Pa
         head_env = _read_env_dump(Path(tmp) / "head-start.env", given)
         submit_env = _read_env_dump(Path(tmp) / "submit.env", given)
     notes = mirror_notes + list(rec.notes)
+    if sandbox is False:
+        notes.insert(0, "WARNING: recorded WITHOUT the sandbox (--unsafe-no-sandbox): the script ran on this host "
+                        "with only the PATH allowlist and the bash hooks between it and the system")
     for line in rec.stderr.splitlines():
         if _STDERR_TROUBLE.search(line) and not line.startswith("+"):
             hint = ""
             if line.startswith("awk:") and "open" in line:
                 hint = " (a hostfile path the script hard-codes? --script-hostfile PATH redirects it)"
+            elif "No such file" in line and sandbox is not False:
+                hint = " (the sandbox shows only the script's folder: --expose PATH shows more)"
             notes.append(f"script stderr: {line.strip()[:200]}{hint}")
     if head_env is None and any(a[:3] == ["ray", "start", "--head"] for a in rec.invocations):
         notes.append("the exported environment at `ray start --head` could not be captured")
@@ -202,19 +221,24 @@ class ParityReport:
     differences: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timed_out: bool = False
+    side: str = ""  # per-node: "as rank 0 (the head)"...; "": the whole cluster
+    output_tail: list[str] = field(default_factory=list)  # the script's last lines when it ended early
 
     @property
     def identical(self) -> bool:
         return not self.differences and not self.timed_out
 
     def render(self) -> str:
-        out = [f"parity: {self.script} ({self.script_invocations} invocations recorded) vs the plan "
+        side = f" {self.side}" if self.side else ""
+        out = [f"parity: {self.script}{side} ({self.script_invocations} invocations recorded) vs the plan "
                f"({self.plan_invocations} invocations)"]
         if self.notes:
-            out += ["", "Could not interpret / notes"] + [f"  ? {n}" for n in self.notes]
+            out += ["", "Could not interpret / notes"] + [f"  ? {n}" for n in collapse(self.notes)]
+        if self.output_tail:
+            out += ["", "The script ended early; its last output:"] + [f"  | {line}" for line in self.output_tail]
         if self.differences:
             out += ["", "Differences (what the script does unlike the plan: added = only in the script, "
-                    "removed = only in the plan)"] + [f"  {d}" for d in self.differences]
+                    "removed = only in the plan)"] + [f"  {d}" for d in collapse(self.differences)]
             out += ["", f"not identical: {len(self.differences)} difference(s)"]
         elif self.timed_out:
             out += ["", "not identical: the script timed out, the recording may be incomplete"]
@@ -223,17 +247,41 @@ class ParityReport:
         return "\n".join(out) + "\n"
 
     def to_json(self) -> dict[str, Any]:
-        return {"script": self.script, "identical": self.identical, "differences": self.differences,
-                "notes": self.notes, "plan_invocations": self.plan_invocations,
-                "script_invocations": self.script_invocations, "timed_out": self.timed_out}
+        out = {"script": self.script, "identical": self.identical, "differences": self.differences,
+               "notes": self.notes, "plan_invocations": self.plan_invocations,
+               "script_invocations": self.script_invocations, "timed_out": self.timed_out}
+        if self.side:
+            out["side"] = self.side
+        if self.output_tail:
+            out["output_tail"] = self.output_tail
+        return out
+
+
+def collapse(lines: Sequence[str]) -> list[str]:
+    """Runs of the same line as one, with its count: ``only in the script: `sleep 5` (x3000)``."""
+    out: list[str] = []
+    count = 0
+    for i, line in enumerate(lines):
+        count += 1
+        if i + 1 == len(lines) or lines[i + 1] != line:
+            out.append(line if count == 1 else f"{line} (x{count})")
+            count = 0
+    return out
+
+
+def output_tail(rec: Recording, lines: int = 12) -> list[str]:
+    """The script's last lines (stdout, then stderr) when it ended early: a non-zero exit or
+    nothing recorded (a usage text, ``X is not set``)."""
+    if not rec.complete or (rec.returncode == 0 and rec.invocations):
+        return []
+    out = [ln for ln in rec.stdout.splitlines() if ln.strip()][-lines:]
+    out += [f"(stderr) {ln}" for ln in rec.stderr.splitlines() if ln.strip() and not ln.startswith("+")][-lines:]
+    return [ln[:200] for ln in out]
 
 
 def plan_train_groups(plan: Plan) -> list[tuple[str, Sequence[str]]]:
     """The plan's train args as (group, words), the prefix as group ``PREFIX``."""
-    argv = plan.train_argv
-    entry = len(plan.spec.recipe.entry)
-    prefix = argv[entry : entry + len(plan.spec.recipe.train_prefix)]
-    return [(PREFIX_GROUP, prefix), *[(g, w) for g, w in plan.train_groups]]
+    return [(PREFIX_GROUP, plan.train.prefix), *[(g, w) for g, w in plan.train.groups]]
 
 
 def _submit_differences(plan: Plan, got: Sequence[str]) -> list[str]:
@@ -263,7 +311,7 @@ def _submit_differences(plan: Plan, got: Sequence[str]) -> list[str]:
             for key in sorted(extra):
                 if w_json.get(key) != g_json.get(key):
                     out.append(f"runtime env key {key!r}: plan {w_json.get(key)!r}, script {g_json.get(key)!r}")
-    entry = len(plan.spec.recipe.entry)
+    entry = len(plan.train.entry)
     w_entry, g_entry = want[w_cut + 1 : w_cut + 1 + entry], got[g_cut + 1 : g_cut + 1 + entry]
     if w_entry != g_entry:
         out.append(f"entry point: plan `{shell_join(w_entry)}`, script `{shell_join(g_entry)}`")
@@ -358,8 +406,46 @@ def _env_differences(label: str, want: Mapping[str, str], got: Mapping[str, str]
     return out
 
 
-def compare(plan: Plan, run: ScriptRun, script: str = "script") -> ParityReport:
-    """How what ``run`` recorded differs from ``plan`` (nothing: identical)."""
+def _pair_differences(plan: Plan, ws: list[list[str]], gs: list[list[str]],
+                      lines: Sequence[str] = ()) -> tuple[list[str], list[int]]:
+    """Differences of two unequal runs of commands, paired by kind; and the script's
+    commands left unpaired (their indexes in ``gs``, reported by the caller)."""
+    diffs: list[str] = []
+    used: set[int] = set()
+    for w in ws:
+        match = next((k for k, g in enumerate(gs) if k not in used and _kind(g) == _kind(w)), None)
+        if match is None:
+            diffs.append(f"missing from the script: `{_short(w)}`")
+            continue
+        used.add(match)
+        g = gs[match]
+        diffs += _submit_differences(plan, g) if _kind(w) == "ray job submit" else [_command_difference(w, g)]
+    return diffs, [k for k in range(len(gs)) if k not in used]
+
+
+def _only_in_script(g: Sequence[str], where: str = "") -> str:
+    what = "only in the script"
+    if g[:1] in (["python"], ["python3"]) and "-c" in g[1:2]:
+        what += " (inline Python, not interpreted)"
+    return f"{what}: `{_short(g)}`" + (f" ({where})" if where else "")
+
+
+def compare(plan: Plan, run: ScriptRun, script: str = "script", rank: int | None = None) -> ParityReport:
+    """How what ``run`` recorded differs from ``plan`` (nothing: identical). ``rank``: the
+    script is per node and this is what node ``rank`` ran (see ``pernode``)."""
+    if rank is not None:
+        report = _compare_node(plan, run, script, rank)
+    else:
+        report = _compare_cluster(plan, run, script)
+    if run.recording.timed_out:
+        report.notes.append("the script timed out: invocations after that point are missing")
+    if run.recording.stopped:
+        report.differences.append(f"the recording was stopped ({run.recording.stopped}): it is incomplete")
+    report.output_tail = output_tail(run.recording)
+    return report
+
+
+def _compare_cluster(plan: Plan, run: ScriptRun, script: str) -> ParityReport:
     want = plan.invocations()
     got = run.invocations
     report = ParityReport(script, len(want), len(got), notes=list(run.notes), timed_out=run.recording.timed_out)
@@ -369,34 +455,52 @@ def compare(plan: Plan, run: ScriptRun, script: str = "script") -> ParityReport:
     matcher = difflib.SequenceMatcher(a=[normalize(a) for a in w_head], b=[normalize(a) for a in g_head],
                                       autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        if op == "equal":
-            continue
-        ws, gs = w_head[i1:i2], g_head[j1:j2]
-        used: set[int] = set()
-        for w in ws:
-            match = next((k for k, g in enumerate(gs) if k not in used and _kind(g) == _kind(w)), None)
-            if match is None:
-                diffs.append(f"missing from the script: `{_short(w)}`")
-                continue
-            used.add(match)
-            g = gs[match]
-            if _kind(w) == "ray job submit":
-                diffs += _submit_differences(plan, g)
-            else:
-                diffs.append(_command_difference(w, g))
-        for k, g in enumerate(gs):
-            if k not in used:
-                what = "only in the script"
-                if g[:1] in (["python"], ["python3"]) and "-c" in g[1:2]:
-                    what += " (inline Python, not interpreted)"
-                diffs.append(f"{what}: `{_short(g)}`")
+        if op != "equal":
+            gs = g_head[j1:j2]
+            found, extra = _pair_differences(plan, w_head[i1:i2], gs)
+            diffs += found + [_only_in_script(gs[k]) for k in extra]
     diffs += _ssh_differences([a for a in want if a[:1] == ["ssh"]], [a for a in got if a[:1] == ["ssh"]])
+    diffs += _head_env_differences(plan, run)
+    return report
 
+
+def _head_env_differences(plan: Plan, run: ScriptRun) -> list[str]:
     head_step = next((s for s in plan.steps if s.kind == "head-start" and s.where == HEAD), None)
-    if head_step is not None and run.head_env is not None:
-        diffs += _env_differences("head env (at `ray start --head`):", dict(head_step.env), run.head_env)
-    if run.recording.timed_out:
-        report.notes.append("the script timed out: invocations after that point are missing")
+    if head_step is None or run.head_env is None:
+        return []
+    return _env_differences("head env (at `ray start --head`):", dict(head_step.env), run.head_env)
+
+
+def _compare_node(plan: Plan, run: ScriptRun, script: str, rank: int) -> ParityReport:
+
+    view = NodeView(plan, run.recording, rank)
+    want, got = view.want(), view.got()
+    side = "as rank 0 (the head)" if rank == 0 else f"as rank {rank} (worker {view.host})"
+    report = ParityReport(script, len(want), len(got), notes=list(run.notes), timed_out=run.recording.timed_out,
+                          side=side)
+    diffs = report.differences
+    for op, i1, i2, j1, j2 in command_pairs(want, got):
+        if op == "equal":
+            for (argv, env, step), (_, origin) in zip(want[i1:i2], got[j1:j2], strict=True):
+                if (text := env_difference(argv, env, step, origin)) is not None:
+                    diffs.append(text)
+            continue
+        gs = [g[0] for g in got[j1:j2]]
+        found, extra = _pair_differences(plan, [w[0] for w in want[i1:i2]], gs)
+        diffs += found
+        for k in extra:
+            origin = got[j1 + k][1]
+            where = f"line {origin.line}" if origin else ""
+            if gs[k][:1] == ["sleep"]:
+                report.notes.append(f"`{_short(gs[k])}`{' at ' + where if where else ''}: the script's pacing "
+                                    "(a blind wait; the plan waits for what it needs instead)")
+            else:
+                diffs.append(_only_in_script(gs[k], where))
+    view.meet()
+    diffs += view.differences
+    report.notes += view.notes
+    if rank == 0:
+        diffs += _head_env_differences(plan, run)
     return report
 
 
