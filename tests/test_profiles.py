@@ -5,6 +5,7 @@ against an independent reading of upstream (``upstream_launchers.py``) for every
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -390,3 +391,37 @@ def test_export_env_with_nothing_to_export() -> None:
     exported = build_plan(spec)
     assert "--export-env: the runtime env has no ${VAR}s, nothing to export" in exported.notes
     assert [s.commands for s in exported.worker_steps] == [s.commands for s in plan.worker_steps]
+
+
+def _fake_smi(bin_dir: Path, topo: str, calls: Path) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nprintf '%s\\n' '{topo}'\n")
+    smi.chmod(0o755)
+
+
+@pytest.mark.parametrize(("topo", "shown", "nvls"), [
+    ("GPU0\tX\tNV18\tNV18", "yes (nvidia-smi topo -m here: NV18)", "1"),
+    ("GPU0\tX\tSYS\tPIX", "no (nvidia-smi topo -m here: no NV links)", "0"),
+])
+def test_cli_probes_nvlink_here_for_the_python_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str], topo: str, shown: str,
+                                                       nvls: str) -> None:
+    calls = tmp_path / "calls"
+    _fake_smi(tmp_path / "bin", topo, calls)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    hf = tmp_path / "h"
+    hf.write_text("10.0.0.1 slots=4\n")
+    base = ["plan", "--hostfile", str(hf), "--head", HEAD, "--base-dir", "/d", "--format", "json"]
+    assert main([*base, "--profile", "python", "--hardware", "GB200"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["settings"]["NVLink (head)"] == f"{shown}: NCCL_NVLS_ENABLE={nvls}"
+    assert data["runtime_env"]["env_vars"]["NCCL_NVLS_ENABLE"] == nvls
+    assert calls.read_text() == "topo -m\n"
+    # --nvlink states it (no probe); the bash profile never probes (its env says NCCL_NVLS_ENABLE=0).
+    calls.unlink()
+    assert main([*base, "--profile", "python", "--hardware", "GB200", "--nvlink", "no"]) == 0
+    assert json.loads(capsys.readouterr().out)["runtime_env"]["env_vars"]["NCCL_NVLS_ENABLE"] == "0"
+    assert main(base) == 0
+    capsys.readouterr()
+    assert not calls.exists()
