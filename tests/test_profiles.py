@@ -425,3 +425,9 @@ def test_cli_probes_nvlink_here_for_the_python_profile(tmp_path: Path, monkeypat
     assert main(base) == 0
     capsys.readouterr()
     assert not calls.exists()
+
+
+def test_the_plan_names_the_recipe_it_runs() -> None:
+    assert python_plan(4).recipe_name == "glm45-python" and python_plan(4).to_json()["recipe"] == "glm45-python"
+    assert air_plan().to_json()["recipe"] == "glm45-air-p2p"
+    assert build_plan(LaunchSpec(hostfile=hosts(8, None), head=HEAD, base_dir="/d")).to_json()["recipe"] == "glm45-bash"

@@ -156,6 +156,11 @@ class Plan:
         return self.cluster.head
 
     @property
+    def recipe_name(self) -> str:
+        """The recipe the plan runs: the profile's (``spec.recipe`` is the bash recipe or a file)."""
+        return dict(self.settings).get("recipe", self.spec.recipe.name)
+
+    @property
     def cluster_hosts(self) -> list[str]:
         """Every node of the Ray cluster: the head, then the workers in hostfile order."""
         return list(self.cluster.nodes)
@@ -201,7 +206,7 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         user = self.cluster.ssh_user
         return {
-            "recipe": self.spec.recipe.name,
+            "recipe": self.recipe_name,
             "settings": dict(self.settings),
             "notes": list(self.notes),
             "warnings": list(self.warnings),
