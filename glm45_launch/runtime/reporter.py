@@ -1,4 +1,5 @@
-"""The real :class:`~.interfaces.Reporter`: rich output on stderr, thread-safe lines."""
+"""The real :class:`~.interfaces.Reporter`: rich output on stderr, thread-safe lines, and one
+live progress line for a fan-out over many hosts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from glm45_launch.runtime.interfaces import Echo, Row
+
+LIVE_LINE_CHARS = 100  # the latest output line, as the live board shows it
 
 
 class RichReporter:
@@ -48,7 +51,16 @@ class RichReporter:
             self.rich.print(Text.assemble((f"[{source}] ", "cyan"), text))
 
     def echo_for(self, source: str) -> Echo:
-        return lambda text: self.line(source, text)
+        return _SourceEcho(self, source)
+
+    def _board(self, total: int) -> FanOutBoard | None:
+        """A live board, or None while another live display (a progress bar) is on."""
+        from rich.errors import LiveError
+
+        try:
+            return FanOutBoard(self, total)
+        except LiveError:
+            return None
 
     def table(self, title: str, rows: Sequence[Row]) -> None:
         from rich.markup import escape
@@ -86,3 +98,59 @@ class RichReporter:
 class _Bar:
     def __init__(self, update: Any) -> None:
         self.update = update
+
+
+class _SourceEcho:
+    """``echo_for(source)``: prints a source's lines; a fan-out over many hosts asks it for a
+    live board instead (``fanout.LIVE_AFTER``)."""
+
+    __slots__ = ("reporter", "source")
+
+    def __init__(self, reporter: RichReporter, source: str) -> None:
+        self.reporter, self.source = reporter, source
+
+    def __call__(self, text: str) -> None:
+        self.reporter.line(self.source, text)
+
+    def fan_out_board(self, total: int) -> FanOutBoard | None:
+        return self.reporter._board(total)
+
+
+class FanOutBoard:
+    """One live line for a fan-out: ``hosts ━━━━━ 120/200 · 2 failed · [host] latest line``.
+
+    Thread-safe: hosts report lines and completions from their threads; rich redraws the line
+    a few times a second (on a terminal; elsewhere only the final line is printed). Failures
+    are named by the caller afterwards, with their output tails; every line is in the logs.
+    """
+
+    def __init__(self, reporter: RichReporter, total: int) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.total, self.failed, self.lines = total, 0, 0
+        self._lock = threading.Lock()
+        self._progress = Progress(
+            TextColumn("[bold]hosts"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[failed]}"), TimeElapsedColumn(), TextColumn("{task.fields[latest]}"),
+            console=reporter.rich, transient=False, disable=reporter.quiet, refresh_per_second=4,
+        )
+        self._task = self._progress.add_task("hosts", total=total, failed="", latest="")
+        self._progress.start()
+
+    def line(self, host: str, text: str) -> None:
+        from rich.markup import escape
+
+        shown = f"[cyan]\\[{escape(host)}][/] {escape(text[:LIVE_LINE_CHARS])}"
+        with self._lock:
+            self.lines += 1
+        self._progress.update(self._task, latest=shown)
+
+    def done(self, host: str, ok: bool) -> None:
+        with self._lock:
+            self.failed += not ok
+            failed = f"[red]{self.failed} failed[/]" if self.failed else ""
+        self._progress.update(self._task, advance=1, failed=failed)
+
+    def close(self) -> None:
+        self._progress.update(self._task, latest=f"{self.lines} output line(s) in the host logs")
+        self._progress.stop()
