@@ -170,7 +170,9 @@ def check_workers(hostfile: Hostfile, head: str) -> None:
         if host.name == head:
             continue
         where = f"{hostfile.path}:{host.line}"
-        if host_key(host.name) == host_key(head):
+        numeric = numeric_ipv4(host.name)
+        if host_key(host.name) == host_key(head) and numeric is not None and numeric != host.name:
+            # A resolver spelling (0x0a000001) hides the head; case or IPv6 spellings name it plainly.
             named = f"line {head_line}" if head_line else "--head / MLP_WORKER_0_HOST"
             raise LaunchError(f"{where}: {host.name} is the head {head} ({named}) written another way: it would "
                               f"join as a worker and its cleanup would kill the head; write it as {head}")
