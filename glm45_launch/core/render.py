@@ -7,23 +7,26 @@ import os
 from collections.abc import Callable
 
 from glm45_launch.core.flags import split_flags
+from glm45_launch.core.operations import LATEST_ITERATION, Operations, build_operations
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.quoting import comment, quote, shell_join
 from glm45_launch.core.secrets import mask_plan, mask_text, plan_secrets
-from glm45_launch.core.steps import HEAD, WORKER, JoinStep, Step, SubmitStep, WriteFileStep
+from glm45_launch.core.steps import HEAD, WORKER, DiagnoseStep, JoinStep, Step, SubmitStep, WriteFileStep
 
 FORMATS = ("text", "json", "bash")
 
 
-def render(plan: Plan, fmt: str, show_secrets: bool = False) -> str:
-    """``plan`` as text, json or bash; secrets are ``***`` unless ``show_secrets``."""
+def render(plan: Plan, fmt: str, show_secrets: bool = False, ops: Operations | None = None) -> str:
+    """``plan`` as text, json or bash; secrets are ``***`` unless ``show_secrets``. ``ops``: what
+    runs around the job (default: :func:`build_operations` with the default settings)."""
     if fmt == "json":
-        if show_secrets:
-            return json.dumps(plan.to_json(), indent=2)
-        return mask_text(json.dumps(mask_plan(plan).to_json(), indent=2), plan_secrets(plan))
+        shown = plan if show_secrets else mask_plan(plan)
+        data = {**shown.to_json(), "operations": (ops or build_operations(shown)).to_json(plan.cluster.ssh_user)}
+        text = json.dumps(data, indent=2)
+        return text if show_secrets else mask_text(text, plan_secrets(plan))
     if fmt == "bash":
         return render_bash(plan, show_secrets)
-    return render_text(plan, show_secrets)
+    return render_text(plan, show_secrets, ops)
 
 
 def _masked(plan: Plan, show: Callable[[Plan], str]) -> str:
@@ -73,10 +76,10 @@ def _step_lines(n: int, step: Step, plan: Plan) -> list[str]:
     return lines
 
 
-def render_text(plan: Plan, show_secrets: bool = False) -> str:
+def render_text(plan: Plan, show_secrets: bool = False, ops: Operations | None = None) -> str:
     """Grouped, readable plan with the effective settings and any warnings (secrets masked)."""
     if not show_secrets:
-        return _masked(plan, lambda p: render_text(p, show_secrets=True))
+        return _masked(plan, lambda p: render_text(p, True, ops))
     out = ["Launch plan", ""]
     width = max(len(k) for k, _ in plan.settings)
     out += [f"  {k:<{width}}  {v}" for k, v in plan.settings]
@@ -99,10 +102,51 @@ def render_text(plan: Plan, show_secrets: bool = False) -> str:
             out += ["", title]
             for n, step in enumerate(steps, start=1):
                 out += _step_lines(n, step, plan)
+    out += _operations_lines(plan, ops or build_operations(plan))
     out += ["", f"Runtime env ({len(plan.env_vars)} env_vars, in order)"]
     width = max((len(k) for k, _ in plan.env_vars), default=0)
     out += [f"  {k:<{width}} = {v}" for k, v in plan.env_vars]
     return "\n".join(out) + "\n"
+
+
+def _op_lines(n: int, step: Step, plan: Plan) -> list[str]:
+    where = "head" if step.where == HEAD else step.host
+    ssh = f"ssh {plan.cluster.ssh_user}@{step.host} " if step.where == WORKER else ""
+    lines = [f"{n:>2}. [{where}] {step.purpose}"]
+    if isinstance(step, DiagnoseStep):  # the program by its file name (its text is the word after -c)
+        return lines + [f"      $ {ssh}python3 -c <{step.program}> {quote(c[3])}" for c in step.commands]
+    if step.where == WORKER:
+        return lines + [f"      $ {ssh}{quote(step.remote_command)}"]
+    return lines + [f"      $ {shell_join(c)}" for c in step.commands]
+
+
+def _operations_lines(plan: Plan, ops: Operations) -> list[str]:
+    """What runs around the job: the health watch, stopping it, diagnostics, restarts."""
+    s = ops.settings
+    stall = f"{s.stall_timeout_s:g}s without driver output: stalled" if s.stall_timeout_s else "--stall-timeout off"
+    out = ["", f"While the job runs: the health watch, every {s.interval_s:g}s"
+               + ("" if s.watch else " (off: --no-watch)"),
+           f"  Ray's node table at {ops.node_table}: every node ALIVE; a node DEAD or gone, or without a raylet, "
+           f"is lost; one that does not answer within {s.probe_timeout_s:g}s, {s.unreachable_after} times in a row, "
+           f"is lost; {stall}"]
+    for n, step in enumerate(ops.health, start=1):
+        out += _op_lines(n, step, plan)
+    out += ["", f"When a node is lost or the job stalls: stop the job, forced after {s.stop_grace_s:g}s"]
+    out += _op_lines(1, ops.stop_job[0], plan) if ops.stop_job else []
+    out.append("  then, if the job has not stopped: the launcher's `ray job submit` is killed and")
+    for n, step in enumerate(ops.force_stop, start=2):
+        out += _op_lines(n, step, plan)
+    out += ["", f"Diagnostics, on a failure and by `glm45-launch collect` (at most {s.collect_timeout_s:g}s; "
+                "<diagnose.py> is glm45_launch/runtime/programs/diagnose.py)"]
+    for n, step in enumerate((*ops.diagnose, ops.job_logs), start=1):
+        out += _op_lines(n, step, plan)
+    if s.max_restarts:
+        out += ["", f"Restarts: up to {s.max_restarts} after a node lost, a stall or a failed job: wait for the "
+                    f"lost node (at most {s.host_wait_s:g}s), then the steps above again from 1; the trainer "
+                    f"resumes from {ops.checkpoint_dir}/{LATEST_ITERATION}"]
+    else:
+        out += ["", "Restarts: none (--max-restarts 0)"]
+    return out
 
 
 def render_bash(plan: Plan, show_secrets: bool = False) -> str:

@@ -202,3 +202,44 @@ class ConvertCheckStep(ConvertStep):
     """Exit 0 when the conversion's target is already there."""
 
     kind: ClassVar[str] = "convert-check"
+
+
+# -- around the job: the health watch, diagnostics, the job's logs (core/operations.py builds them) --
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthCheckStep(Step):
+    """While the job runs, on one node: is its raylet running? Exit 0: yes; 1: no raylet;
+    no exit (cannot connect, no answer in time): unreachable."""
+
+    kind: ClassVar[str] = "health-check"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiagnoseStep(Step):
+    """After a failure, on one node: ``python3 -c PROGRAM CONFIG`` prints the tails of Ray's
+    logs, of ``dmesg`` (Xid errors) and ``nvidia-smi``, bounded, then one summary line.
+    ``program`` names the program file (its text is ``commands[0][2]``)."""
+
+    kind: ClassVar[str] = "diagnose"
+    program: str = "diagnose.py"
+
+    def to_json(self, ssh_user: str) -> dict[str, Any]:
+        out = super().to_json(ssh_user)
+        # The program's text is shown by name (like a log line): plan output stays readable.
+        out["commands"] = [[f"<{self.program}>" if i == 2 and c[:2] == ("python3", "-c") else w
+                            for i, w in enumerate(c)] for c in self.commands]
+        out.pop("remote_command", None)
+        out["program"] = self.program
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobLogsStep(Step):
+    """``ray job logs``: the job's driver log (:data:`JOB_ID` filled in at run time)."""
+
+    kind: ClassVar[str] = "job-logs"
+
+    def for_job(self, job_id: str, follow: bool = False) -> tuple[Argv, ...]:
+        extra = ("--follow",) if follow else ()
+        return tuple(tuple(job_id if w == JOB_ID else w for w in c) + extra for c in self.commands)

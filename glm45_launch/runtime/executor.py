@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from glm45_launch.checks.host_checks import is_ray_process
+from glm45_launch.core.operations import Operations
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.quoting import shell_join
 from glm45_launch.core.steps import (
@@ -34,6 +35,7 @@ from glm45_launch.core.steps import (
     WriteFileStep,
 )
 from glm45_launch.errors import ExitCode, LaunchError
+from glm45_launch.runtime.causes import Cause, job_cause
 from glm45_launch.runtime.holds import HeldSessions
 from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter, Row
 from glm45_launch.runtime.procs import KILLERS, ancestors, parse_sleep
@@ -57,6 +59,7 @@ class ExecOptions:
     head_timeout: float = 300.0
     stop_timeout: float = 60.0
     quiet: bool = False
+    ops: Operations | None = None  # the health watch while the job runs (None: no watch)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class UpResult:
     job_id: str | None = None
     job_status: str | None = None
     rows: list[Row] = field(default_factory=list)
+    cause: Cause | None = None  # why it failed (None: it did not, or Ctrl-C)
 
 
 class StepFailed(Exception):
@@ -358,12 +362,15 @@ class Executor:
     def _submit(self, batch: list[Step]) -> UpResult:
         (step,) = batch
         assert isinstance(step, SubmitStep)
+        watch = None if step.no_wait else self._start_watch()
 
         def on_line(line: str) -> None:
             m = _JOB_ID.search(line)
             if m and self.job_id is None:
                 self.job_id = m.group(1)
                 (self.run_dir / "job_id").write_text(self.job_id + "\n")
+            if watch is not None:
+                watch.output_seen()
 
         try:
             res = self.local.run(step.commands[0], self.run_dir / "job.log", self.report.echo_for("job"),
@@ -371,8 +378,12 @@ class Executor:
         except KeyboardInterrupt:
             self._interrupted.set()
             self.local.kill_children()
+            if watch is not None:
+                watch.close()
             self._stop_job()
             raise
+        if watch is not None:
+            watch.close()  # the job ended (or the watch stopped it): wait for its stop sequence
         self.rows.append(Row("head", "ray job submit", res.exit_code, res.duration_s, res.error))
         job_id = self.job_id
         if step.no_wait:
@@ -390,7 +401,20 @@ class Executor:
         code = ExitCode.OK if res.ok and status == "SUCCEEDED" else ExitCode.FAILED
         say = self.report.ok if code == ExitCode.OK else self.report.error
         say(f"job {job_id or '?'} finished: {status or 'not submitted'}")
-        return UpResult(code, job_id, status, self.rows)
+        cause = None if code == ExitCode.OK else job_cause(watch.verdict if watch else None, job_id, status,
+                                                           res.reason)
+        return UpResult(code, job_id, status, self.rows, cause=cause)
+
+    # -- the health watch (runtime/health.py) -----------------------------------------------------
+    def _start_watch(self) -> Any:
+        """The health watch over the job, when ``opts.ops`` asks for one (else None)."""
+        if self.opts.ops is None or not self.opts.ops.settings.watch:
+            return None
+        from glm45_launch.runtime.health import start_watch
+
+        return start_watch(self.opts.ops, local=self.local, remote=self.remote, ray=self.ray, host=self.host,
+                           reporter=self.report, steps=self.steps, run_dir=self.run_dir,
+                           job_id=lambda: self.job_id, started=lambda: list(self.started))
 
     # -- stopping -------------------------------------------------------------------------
     def _stop_job(self) -> None:

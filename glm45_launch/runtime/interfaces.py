@@ -51,6 +51,23 @@ class NodeInfo:
     is_head: bool
 
 
+@dataclass(frozen=True)
+class JobInfo:
+    """One job the cluster knows: its state and when it ran (seconds since the epoch)."""
+
+    job_id: str
+    status: str
+    entrypoint: str
+    start_time: float | None = None
+    end_time: float | None = None
+
+    def runtime_s(self, now: float) -> float | None:
+        """How long it ran (or has been running, at ``now``)."""
+        if self.start_time is None:
+            return None
+        return max(0.0, (self.end_time or now) - self.start_time)
+
+
 class RayQueries(Protocol):
     """Questions asked of a Ray cluster through its job server address."""
 
@@ -59,6 +76,8 @@ class RayQueries(Protocol):
     def job_status(self, address: str, job_id: str) -> str: ...
 
     def list_jobs(self, address: str) -> list[tuple[str, str, str]]: ...
+
+    def jobs(self, address: str) -> list[JobInfo]: ...
 
 
 class HostFacts(Protocol):

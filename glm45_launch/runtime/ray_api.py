@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from glm45_launch.runtime.interfaces import NodeInfo
+from glm45_launch.runtime.interfaces import JobInfo, NodeInfo
 
 
 def missing_hosts(expected: Iterable[str], nodes: Iterable[NodeInfo], resolve: Callable[[str], set[str]]) -> list[str]:
@@ -46,3 +46,14 @@ class RayClient:
 
         jobs = JobSubmissionClient(address).list_jobs()
         return [(j.submission_id or j.job_id or "?", str(j.status.value), j.entrypoint) for j in jobs]
+
+    def jobs(self, address: str) -> list[JobInfo]:
+        """Every job the cluster knows, with its start and end times, oldest first."""
+        from ray.job_submission import JobSubmissionClient
+
+        found = [
+            JobInfo(j.submission_id or j.job_id or "?", str(j.status.value), j.entrypoint,
+                    j.start_time / 1000 if j.start_time else None, j.end_time / 1000 if j.end_time else None)
+            for j in JobSubmissionClient(address).list_jobs()
+        ]
+        return sorted(found, key=lambda j: j.start_time or 0.0)

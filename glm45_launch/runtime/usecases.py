@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from glm45_launch.checks.preflight_report import PreflightOptions, PreflightReport
 from glm45_launch.core.convert_plan import ConvertPlan
 from glm45_launch.core.hostfile import Hostfile
+from glm45_launch.core.operations import WatchSettings, build_operations, restart_problem
 from glm45_launch.core.plan import Plan, build_down_plan
 from glm45_launch.core.steps import HEAD, WORKER, ProbeStep
 from glm45_launch.errors import ExitCode, LaunchError
-from glm45_launch.runtime.executor import ExecOptions, Executor, UpResult, require_head_here
+from glm45_launch.runtime.executor import ExecOptions, UpResult, require_head_here
 from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter, Row
 from glm45_launch.runtime.lock import head_lock
 from glm45_launch.runtime.results import FanOutResult
@@ -42,6 +43,8 @@ class Runtime:
     ray: RayQueries
     host: HostFacts
     reporter: Reporter
+    # A new RemoteRunner, for a teardown after Ctrl-C closed ``remote``'s connections (None: reuse it).
+    reconnect: Callable[[], RemoteRunner] | None = None
 
     @classmethod
     def real(cls, ssh: SshOptions, quiet: bool = False, mask: Callable[[str], str] | None = None) -> Runtime:
@@ -52,7 +55,8 @@ class Runtime:
         from glm45_launch.runtime.reporter import RichReporter
         from glm45_launch.runtime.ssh import SshRunner
 
-        return cls(LocalRunner(mask=mask), SshRunner(ssh), RayClient(), LocalHostFacts(), RichReporter(quiet))
+        return cls(LocalRunner(mask=mask), SshRunner(ssh), RayClient(), LocalHostFacts(), RichReporter(quiet),
+                   reconnect=lambda: SshRunner(ssh))
 
 
 @dataclass
@@ -66,6 +70,7 @@ class UpOptions:
     preflight: PreflightOptions | None = field(default_factory=lambda: PreflightOptions(libs=False))
     quiet: bool = False
     lock_path: Path | None = None  # None: lock.lock_path() (GLM45_LOCK_DIR, else /tmp/glm45-launch)
+    watch: WatchSettings = field(default_factory=WatchSettings)  # health watch, diagnostics, restarts
 
     def exec_options(self, run_dir: Path) -> ExecOptions:
         return ExecOptions(run_dir=run_dir, parallel=self.parallel, serial=self.serial,
@@ -81,7 +86,12 @@ def preflight(plan: Plan, opts: PreflightOptions, run_dir: Path, rt: Runtime) ->
 
 
 def up(plan: Plan, opts: UpOptions, rt: Runtime) -> UpResult:
-    """Preflight (unless skipped), then every step of ``plan`` (:class:`Executor`), on the head."""
+    """Preflight (unless skipped), then every step of ``plan`` (:class:`Executor`), on the head,
+    with the health watch, diagnostics on a failure and up to ``opts.watch.max_restarts``
+    restarts (:class:`~glm45_launch.runtime.restarts.Supervisor`)."""
+    problem = restart_problem(plan, opts.watch) or next(iter(opts.watch.problems()), None)
+    if problem:
+        raise LaunchError(problem)
     require_head_here(plan, rt.host)  # before preflight contacts any host, before any file is written
     run_dir = prepare_run_dir(opts.run_dir)
     with head_lock(run_dir, opts.lock_path):  # one launch per head: a second one is refused, named
@@ -91,9 +101,11 @@ def up(plan: Plan, opts: UpOptions, rt: Runtime) -> UpResult:
             # Host checks first: a failure raises before anything is started or stopped.
             preflight_or_raise(plan, opts.preflight, run_dir, local=rt.local, remote=rt.remote, host=rt.host,
                                reporter=rt.reporter, ssh_user=plan.cluster.ssh_user)
-        executor = Executor(plan, opts.exec_options(run_dir), local=rt.local, remote=rt.remote, ray=rt.ray,
-                            host=rt.host, reporter=rt.reporter)
-        return executor.up()
+        from glm45_launch.runtime.programs import diagnose_program
+        from glm45_launch.runtime.restarts import Supervisor
+
+        ops = build_operations(plan, opts.watch, diagnose_program())
+        return Supervisor(plan, ops, opts.exec_options(run_dir), rt).run()
 
 
 def down(hostfile: Hostfile, head: str | None, rt: Runtime, run_dir: Path, parallel: int = 32) -> list[Row]:
@@ -114,17 +126,32 @@ RAYLET_PROBE = ("pgrep", "-x", "raylet")  # exit 0 when a raylet runs, 1 when no
 class HostState:
     host: str
     reachable: bool
-    ray_running: bool
-    alive_in_cluster: bool
+    ray_running: bool  # a raylet process is there (pgrep -x raylet)
+    alive_in_cluster: bool  # ALIVE in Ray's node table
     gpus: float
     error: str | None
+    ray_state: str = "unknown"  # ALIVE, DEAD, absent (not in the node table), unknown (no cluster answer)
+
+    @property
+    def health(self) -> str:
+        """One word or phrase: ok, or what is wrong with this node."""
+        if not self.reachable:
+            return "unreachable"
+        if self.alive_in_cluster:
+            return "ok" if self.ray_running else "LOST: no raylet (Ray has not noticed yet)"
+        if self.ray_state == "DEAD":
+            return "LOST: DEAD in Ray's node table" + ("" if not self.ray_running else " (a raylet runs: another cluster?)")
+        return "raylet running, not in this cluster" if self.ray_running else "no Ray"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "health": self.health}
 
 
 @dataclass
 class StatusReport:
     address: str
     hosts: list[HostState]
-    jobs: list[dict[str, str]]
+    jobs: list[dict[str, Any]]
     alive_nodes: int
     alive_gpus: float
     cluster_error: str | None
@@ -134,7 +161,7 @@ class StatusReport:
         return all(h.reachable and h.ray_running and h.alive_in_cluster for h in self.hosts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"hosts": [h.__dict__ for h in self.hosts], "jobs": self.jobs, "cluster_error": self.cluster_error,
+        return {"hosts": [h.to_json() for h in self.hosts], "jobs": self.jobs, "cluster_error": self.cluster_error,
                 "alive_nodes": self.alive_nodes}
 
 
@@ -144,8 +171,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def status(hostfile: Hostfile, address: str, rt: Runtime, parallel: int = 32, log_dir: Path | None = None) -> StatusReport:
-    """Per host: reachable, a raylet running (``pgrep -x raylet`` over SSH), alive in Ray's
-    node table, GPUs; and the cluster's jobs at ``address``."""
+    """Per host: reachable, a raylet running (``pgrep -x raylet`` over SSH), its state in Ray's
+    node table, GPUs; and the cluster's jobs at ``address`` with their state and runtime."""
     import tempfile
 
     steps = [ProbeStep(where=WORKER, host=h, commands=(RAYLET_PROBE,), purpose=f"is a raylet running on {h}")
@@ -162,13 +189,18 @@ def status(hostfile: Hostfile, address: str, rt: Runtime, parallel: int = 32, lo
     for step in steps:
         r = results[step.host]
         addrs = rt.host.resolve(step.host)
-        node = next((n for n in nodes if n.ip in addrs and n.alive), None)
+        mine = [n for n in nodes if n.ip in addrs]
+        node = next((n for n in mine if n.alive), None)
+        state = "unknown" if cluster_error else "ALIVE" if node else "DEAD" if mine else "absent"
         rows.append(HostState(step.host, r.error is None or r.exit_code is not None, r.exit_code == 0,
-                              node is not None, node.gpus if node else 0, r.error if r.exit_code is None else None))
-    jobs: list[dict[str, str]] = []
+                              node is not None, node.gpus if node else 0, r.error if r.exit_code is None else None,
+                              state))
+    jobs: list[dict[str, Any]] = []
     if cluster_error is None:
+        now = time.time()
         try:
-            jobs = [{"id": j, "status": s, "entrypoint": e} for j, s, e in rt.ray.list_jobs(address)]
+            jobs = [{"id": j.job_id, "status": j.status, "entrypoint": j.entrypoint, "start_time": j.start_time,
+                     "end_time": j.end_time, "runtime_s": j.runtime_s(now)} for j in rt.ray.jobs(address)]
         except Exception as exc:  # noqa: BLE001
             cluster_error = "jobs: " + _first_line(exc)
     return StatusReport(address, rows, jobs, sum(n.alive for n in nodes), sum(n.gpus for n in nodes if n.alive),

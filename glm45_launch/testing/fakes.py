@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glm45_launch.runtime.interfaces import Echo, NodeInfo, Row
+from glm45_launch.runtime.interfaces import Echo, JobInfo, NodeInfo, Row
 from glm45_launch.runtime.results import CommandResult
 
 Answer = Callable[[Sequence[str]], tuple[int, list[str]]]  # argv -> (exit code, output lines)
@@ -86,6 +86,7 @@ class FakeRay:
     statuses: dict[str, str] = field(default_factory=dict)
     default_status: str = "SUCCEEDED"
     asked: list[str] = field(default_factory=list)
+    times: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     @classmethod
     def alive(cls, hosts: Sequence[str], gpus: float = 8.0) -> FakeRay:
@@ -100,6 +101,10 @@ class FakeRay:
 
     def list_jobs(self, address: str) -> list[tuple[str, str, str]]:
         return [(j, s, "python3 train.py") for j, s in self.statuses.items()]
+
+    def jobs(self, address: str) -> list[JobInfo]:
+        """The jobs of ``statuses``, with the times of ``times`` (job id -> (start, end))."""
+        return [JobInfo(j, s, "python3 train.py", *self.times.get(j, (None, None))) for j, s in self.statuses.items()]
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""``glm45-launch status``: per host, reachable / Ray running / alive in the cluster / GPUs."""
+"""``glm45-launch status``: per node, reachable / raylet process / Ray's node table / GPUs / health;
+the cluster's jobs with their state and runtime (the current run's job marked)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +20,8 @@ from glm45_launch.cli.options import HOSTS, PARALLEL, SSH, hostfile_from, option
                    "or from another machine).")
 @options(PARALLEL)
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+              help="Where `up` wrote its runs: the last one's job is marked as the current job.")
 def status(**kwargs: Any) -> int:
     """Show every host's state and the cluster's jobs. Exit 0 when every host is in the cluster."""
     import json
@@ -33,28 +37,50 @@ def status(**kwargs: Any) -> int:
     rt = Runtime.real(ssh_from_options(kwargs, hosts["spec"]["ssh_user"]))
     address = kwargs["dashboard_address"] or f"http://127.0.0.1:{kwargs['dashboard_port']}"
     report = run_status(hostfile, address, rt, kwargs["parallel"])
+    current = _current_job(kwargs["runs"])
     if kwargs["as_json"]:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        click.echo(json.dumps({**report.to_json(), "current_job": current}, indent=2))
         return 0 if report.healthy else 1
     table = Table(title=escape(f"hosts of {hostfile.path}"), title_justify="left")
-    for col in ("host", "reachable", "ray running", "in cluster", "GPUs"):
+    for col in ("host", "reachable", "raylet process", "Ray's node table", "GPUs", "health"):
         table.add_column(col)
 
     def mark(ok: bool) -> str:
         return "[green]yes[/]" if ok else "[red]no[/]"
 
     for row in report.hosts:
+        state = {"ALIVE": "[green]ALIVE[/]", "DEAD": "[red]DEAD[/]"}.get(row.ray_state, row.ray_state)
+        health = "[green]ok[/]" if row.health == "ok" else f"[red]{escape(row.health)}[/]"
         table.add_row(escape(row.host), mark(row.reachable) + (f" ({escape(row.error)})" if row.error else ""),
-                      mark(row.ray_running), mark(row.alive_in_cluster), f"{row.gpus:.0f}")
+                      mark(row.ray_running), state, f"{row.gpus:.0f}", health)
     rt.reporter.show(table)
     if report.cluster_error:
         rt.reporter.warn(f"cluster at {address}: not reachable ({report.cluster_error})")
     else:
         rt.reporter.phase(f"cluster at {address}: {report.alive_nodes} alive node(s), {report.alive_gpus:.0f} GPUs")
-        jobs = Table(title="jobs", title_justify="left")
-        for col in ("submission id", "status", "entrypoint"):
+        jobs = Table(title="jobs" + (f" (current: {escape(current)})" if current else ""), title_justify="left")
+        for col in ("submission id", "status", "runtime", "entrypoint"):
             jobs.add_column(col)
         for j in report.jobs:
-            jobs.add_row(escape(j["id"]), escape(j["status"]), escape(j["entrypoint"][:80]))
+            name = escape(j["id"]) + (" [bold]*[/]" if j["id"] == current else "")
+            jobs.add_row(name, escape(j["status"]), _duration(j.get("runtime_s")), escape(j["entrypoint"][:80]))
         rt.reporter.show(jobs)
     return 0 if report.healthy else 1
+
+
+def _current_job(runs: Path) -> str | None:
+    """The last job of the last run under ``runs`` (what logs/attach/stop default to)."""
+    from glm45_launch.runtime.jobs import last_run_dir
+
+    run = last_run_dir(runs)
+    try:
+        return (run / "job_id").read_text().strip() or None if run else None
+    except OSError:
+        return None
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
