@@ -357,10 +357,11 @@ class _Run:
         self._build_root(self._caller_hooks(), cluster)
 
     def _copy(self, src: Path, inside: str) -> None:
+        """A read-only copy of ``src`` (a named path: its own symlinks followed) at ``inside``."""
         dest = self.stage / "copies" / str(len(self.copies))
         dest.parent.mkdir(exist_ok=True, mode=0o755)
         try:
-            layout.copy_in(src, dest, self.budget)
+            layout.copy_in(src.resolve(), dest, self.budget)
         except OSError as exc:
             self.notes.append(f"could not copy {src} into the sandbox: {exc.strerror}")
             return
@@ -426,11 +427,13 @@ class _Run:
         (root / "state" / "window").touch()
         if cluster is not None:
             (root / "cluster").write_text(f"{cluster.total_gpus} {cluster.gpus_per_node} {cluster.nodes}\n")
-        self.run_env["PATH"] = f"{root / 'bin'}{os.pathsep}{root / 'safe'}"
+        path = [root / "bin", root / "safe"]
         if _HOOKS:
             self.run_env["BASH_ENV"] = str(root / "hooks.bash")
-        else:
+        else:  # the tools themselves, unguarded: only the sandbox holds them
             self.run_env.pop("BASH_ENV", None)
+            path.append(root / "guarded")
+        self.run_env["PATH"] = os.pathsep.join(map(str, path))
 
     # -- running it ----------------------------------------------------------------------------
 
