@@ -292,3 +292,68 @@ def test_cli_parity_missing_script(capsys: pytest.CaptureFixture[str], tmp_path:
     code = main(["parity", str(tmp_path / "nope.sh"), "--hostfile", str(hostfile), "--head", HEAD,
                  "--base-dir", BASE])
     assert code == 2 and "nope.sh: no such script" in capsys.readouterr().err
+
+
+def line_of(script: Path, text: str) -> int:
+    return next(i for i, line in enumerate(script.read_text().splitlines(), 1) if text in line)
+
+
+IMPORT_REFUSALS = [
+    pytest.param([("pkill -9 sglang\n", 'BUF=$(python3 -c "import os; print(os.cpu_count() * 2**30)")\n'
+                   "pkill -9 sglang\n"),
+                  ("   --attention-backend flash\n", "   --attention-backend flash\n   --update-weight-buffer-size ${BUF}\n")],
+                 ["BUF=$(python3", "a value computed by inline code `python3 -c 'import os; print(os.cpu_count() * "
+                  "2**30)'` (the recorder does not run it: what the script did with its output is unknown)"],
+                 ["ray job submit", "`--update-weight-buffer-size` of `ray job submit` lost its "
+                  "value (an empty variable, or one computed by code the recorder does not run)"],
+                 id="inline-code-value-and-lost-flag"),
+    pytest.param([("pkill -9 sglang\n", "pkill -9 sglang\npython3 -c 'import ray; ray.shutdown()'\n")],
+                 ["python3 -c 'import ray", "`python3 -c 'import ray; ray.shutdown()'` (inline code in the cleanup: "
+                  "not interpreted)"], None, id="inline-python-in-the-cleanup"),
+    pytest.param([("pkill -9 sglang\n", "pkill -9 sglang\nrm -rf /tmp/ray\n")],
+                 ["rm -rf /tmp/ray", "`rm -rf /tmp/ray` (a command the recorder does not know: recorded, not run; "
+                  "import does not vouch for it)"], None, id="unknown-command"),
+    pytest.param([("pkill -9 sglang\n", 'BUF=$(python3 -c "print(int(1.5 * 1024))")\npkill -9 sglang\n'),
+                  ("   --attention-backend flash\n", "   --attention-backend flash\n   --update-weight-buffer-size ${BUF}\n")],
+                 ["BUF=$(python3", "a value computed by inline code `python3 -c 'print(int(1.5 * 1024))'` (the "
+                  "recorder answered 1536; a recipe has no place for the computation)"], None, id="computed-value"),
+]
+
+
+@pytest.mark.parametrize(("edits", "first", "second"), IMPORT_REFUSALS)
+def test_import_refuses_what_a_recipe_would_not_reproduce(edits: list[tuple[str, str]], first: list[str],
+                                                          second: list[str] | None, hostfile: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    script = edited_copy(tmp_path, edits)
+    out = tmp_path / "r.toml"
+    args = ["--hostfile", str(hostfile), "--env", f"BASE_DIR={BASE}", "--env", f"MLP_WORKER_0_HOST={HEAD}"]
+    assert main(["import", str(script), "-o", str(out), *args]) == 1
+    text = capsys.readouterr().out
+    assert not out.exists()  # never a recipe that would run something else
+    assert f"import: {script}: no recipe written: it would not run what the script runs\n" in text
+    for where, message in [first] + ([second] if second else []):
+        assert f"  not imported: line {line_of(script, where)}: {message}\n" in text, text
+
+
+def test_import_refuses_a_write_it_would_not_do(hostfile: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    script = edited_copy(tmp_path, [("pkill -9 sglang\n", "pkill -9 sglang\necho started > /var/log/launch.log\n")])
+    out = tmp_path / "r.toml"
+    args = ["--hostfile", str(hostfile), "--env", f"BASE_DIR={BASE}", "--env", f"MLP_WORKER_0_HOST={HEAD}"]
+    assert main(["import", str(script), "-o", str(out), *args]) == 1
+    text = capsys.readouterr().out
+    assert not out.exists()
+    assert "  the script writes /var/log/launch.log (skipped in the recording): the recipe would not\n" in text
+    assert "  ? skipped `echo started > /var/log/launch.log`: it writes /var/log/launch.log (outside the sandbox)\n" in text
+
+
+def test_parity_and_import_pass_the_script_its_arguments(hostfile: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # the reference script, made to take its temperature as $1
+    script = edited_copy(tmp_path, [("--rollout-temperature 1\n", "--rollout-temperature ${1:-1}\n")])
+    args = ["--hostfile", str(hostfile), "--env", f"BASE_DIR={BASE}", "--env", f"MLP_WORKER_0_HOST={HEAD}"]
+    assert main(["parity", str(script), *args, "--", "0.7"]) == 1
+    assert "train arg ROLLOUT --rollout-temperature: 1 -> 0.7" in capsys.readouterr().out
+    out = tmp_path / "r.toml"
+    assert main(["import", str(script), "-o", str(out), *args, "--", "0.7"]) == 0, capsys.readouterr().out
+    assert "--rollout-temperature', '0.7'" in str(load_recipe(out).groups["ROLLOUT"]).replace('"', "'")

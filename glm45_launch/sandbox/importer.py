@@ -318,7 +318,13 @@ def verify(imported: Imported, run: ScriptRun, *, head: str, base_dir: str, host
     if rec.returncode != 0 and rec.complete:
         strict.append(f"the script exited with status {rec.returncode}")
     strict += [f"the script writes {path} (skipped in the recording): the recipe would not" for path in rec.outside_writes]
-    strict += [f"the script polls `{shell_join(p.argv)[:100]}`: the recipe would not" for p in rec.polls]
+    for poll in rec.polls:
+        if poll.kind == "computed":
+            strict.append(f"not imported: {_at(poll.origin)}a value computed by inline code "
+                          f"`{shell_join(poll.argv)[:120]}` (the recorder answered {poll.answer}; a recipe has no "
+                          "place for the computation)")
+        else:
+            strict.append(f"{_at(poll.origin)}the script polls `{shell_join(poll.argv)[:100]}`: the recipe would not")
     strict += [f"the script waits (`{shell_join(w.test)[:100]}`): the recipe would not" for w in rec.waits]
     strict += [f"{n}: the recipe would not run it" for n in rec.notes if n.startswith("skipped `")]
     report.differences += [d for d in strict if d not in report.differences]

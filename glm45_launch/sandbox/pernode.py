@@ -128,7 +128,7 @@ class NodeView:
     def meet(self) -> None:
         """Polls vs the join, wait loops vs the hold, writes of sync files."""
         kinds = {s.kind for s in self.steps}
-        polls = [shell_join(p.argv)[:100] for p in self.rec.polls]
+        polls = [shell_join(p.argv)[:100] for p in self.rec.polls if p.kind == "cluster"]
         if self.rank == 0 and "join" in kinds:
             if polls:
                 self.notes.append(f"the script polls the cluster (`{polls[0]}`), answered as the plan's cluster "

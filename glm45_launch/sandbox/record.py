@@ -119,24 +119,6 @@ class Cluster:
     nodes: int
 
 
-@dataclass
-class Poll:
-    """A poll the recording answered (``argv``: what asked, ``answer``: what it printed)."""
-
-    argv: list[str]
-    answer: str
-
-
-@dataclass
-class Wait:
-    """A wait loop the hooks ended: ``count`` x ``argv`` (a sleep) recorded, then ``break``;
-    ``test`` is the loop's last other command, expanded (``[ ! -f /x/done ]``)."""
-
-    argv: list[str]
-    count: int
-    test: list[str]
-
-
 @dataclass(frozen=True)
 class Origin:
     """Where a recorded command comes from: the script's file and line, its subshell depth (1
@@ -149,6 +131,28 @@ class Origin:
 
     def where(self) -> str:
         return f"{os.path.basename(self.source) or 'script'}:{self.line}"
+
+
+@dataclass
+class Poll:
+    """A command the recording answered instead of recording it: ``argv`` asked, ``answer`` is
+    what it printed; ``kind``: "cluster" (the planned cluster's GPUs, ray status) or
+    "computed" (arithmetic on literals in ``python3 -c``)."""
+
+    argv: list[str]
+    answer: str
+    kind: str = "cluster"
+    origin: Origin | None = None
+
+
+@dataclass
+class Wait:
+    """A wait loop the hooks ended: ``count`` x ``argv`` (a sleep) recorded, then ``break``;
+    ``test`` is the loop's last other command, expanded (``[ ! -f /x/done ]``)."""
+
+    argv: list[str]
+    count: int
+    test: list[str]
 
 
 @dataclass
@@ -562,9 +566,11 @@ class _Run:
                 outside.append(words[0])
             elif frame.kind == "N":
                 notes.append(frame.payload.decode("utf-8", "replace"))
-            elif frame.kind == "P" and (argv := _argv(frame, notes)) and len(argv) > 1:
-                polls.append(Poll(argv[1:], argv[0]))
-                notes.append(f"answered `{shlex.join(argv[1:])[:120]}` as the planned cluster would")
+            elif frame.kind == "P" and (argv := _argv(frame, notes)) and len(argv) > 2:
+                origin = _take_origin(pending, frame.pid.split(":"), argv[2])
+                polls.append(Poll(argv[2:], argv[1], argv[0], origin))
+                how = "as the planned cluster would" if argv[0] == "cluster" else f"with {argv[1]} (arithmetic)"
+                notes.append(f"answered `{shlex.join(argv[2:])[:120]}` {how}")
             elif frame.kind == "W" and (argv := _argv(frame, notes)) and len(argv) > 2:
                 waits.append(_wait(argv, invocations, origins))
                 loop_ends[frame.pid] = waits[-1]
@@ -648,10 +654,12 @@ def _wait(words: list[str], invocations: list[list[str]], origins: list[Origin |
     n = int(words[1]) if words[1].isdigit() else 0
     sleep, test = words[2 : 2 + n], words[2 + n :]
     removed = 0
-    while removed < count and invocations and invocations[-1] == sleep:
-        invocations.pop()
-        origins.pop()
-        removed += 1
+    for i in range(len(invocations) - 1, -1, -1):  # the last ``count`` of them (polls may be between)
+        if removed == count:
+            break
+        if invocations[i] == sleep:
+            del invocations[i], origins[i]
+            removed += 1
     return Wait(sleep, removed, test)
 
 

@@ -293,7 +293,7 @@ __glm45_word() {
 # would (in the caller's positional parameters) unless a word has a command substitution:
 # that one stays as written, as nothing may run here.
 __glm45_words_from() {
-  __glm45_argv=() __glm45_i=$__glm45_from
+  __glm45_argv=() __glm45_i=$__glm45_from __glm45_n=${#__glm45_s}
   while __glm45_word; do
     if [[ $__glm45_f != *[cx]* ]] && eval "__glm45_xp $__glm45_w" 2>/dev/null; then
       __glm45_argv+=("${__glm45_e[@]}")
@@ -542,7 +542,10 @@ __glm45_check() {
     __glm45_prev=$__glm45_s
   fi
   if [[ $__glm45_s != *'>'* ]] || __glm45_writes_ok "$@"; then
-    [[ -n $__glm45_cw && -n ${__glm45_ok[$__glm45_shims/$__glm45_cw]-} ]] && __glm45_origin "$__glm45_cw"
+    # (inside a function named like the command, a wrapper: its caller announced it)
+    if [[ -n $__glm45_cw && -n ${__glm45_ok[$__glm45_shims/$__glm45_cw]-} && ${FUNCNAME[1]-} != "$__glm45_cw" ]]; then
+      __glm45_origin "$__glm45_cw"
+    fi
     return 1
   fi
   __glm45_json "$__glm45_bad"
