@@ -177,8 +177,12 @@ class Rack:
         logs = self.dir / "logs" / run
         logs.mkdir(parents=True, exist_ok=True)
         ssh = ["--identity", str(self.box.identity), "--known-hosts", str(self.known)]
-        par = ["--parallel", str(self.args.parallel)] if self.args.parallel else []
-        if arm == "launcher":
+        knobs = dict(kv.split("=") for kv in arm.split(":")[1:])  # launcher:p=32:s=8 (a variant)
+        parallel, slots = knobs.get("p", ""), knobs.get("s", "")
+        par = ["--parallel", parallel] if parallel else []
+        if arm.startswith("launcher"):
+            if slots and phase in ("down", "preflight"):
+                return None  # the CLI has no knob for handshakes in flight
             py = [sys.executable]
             if phase == "down":
                 argv = [*py, "-m", "glm45_launch", "down", "--hostfile", str(self.hostfile), *ssh, *par,
@@ -190,7 +194,7 @@ class Rack:
             else:
                 argv = [*py, str(BENCH / "fanout_phase.py"), "start" if phase == "start" else "preflight+start",
                         str(self.hostfile), self.box.head, str(self.base), str(self.box.identity), str(self.known),
-                        str(logs), *([str(self.args.parallel)] if self.args.parallel else [])]
+                        str(logs), parallel or "0", slots or "0"]
         elif arm == "bash":
             phases = ("preflight", "start") if phase == "pf+start" else (phase,)
             loops = [f"{BENCH / 'fanout_bash.sh'} {self.dir / f'hosts.{p}'} {self.dir / 'cmd' / p} {self.known} "
@@ -208,6 +212,9 @@ def bench_n(n: int, args: argparse.Namespace) -> list[Sample]:
     samples: list[Sample] = []
     with RackBox(n, prefix=free_prefix("g45fan"), stub_ray=True) as box:
         rack = Rack(box, args)
+        if args.ray_start_s:
+            for k in range(1, n + 1):
+                box.set_shell_env(k, exports={"RAY_STUB_START_S": str(args.ray_start_s)})
         print(f"== {n} hosts, known_hosts {args.known_hosts_lines} lines ({args.known_hosts_style}), "
               f"box {box.memory()}", flush=True)
         for phase in args.phases:
@@ -219,11 +226,11 @@ def bench_n(n: int, args: argparse.Namespace) -> list[Sample]:
                     assert argv is not None
                     wall, cpu, peak, biggest, code = measure(argv, rack.env(), rack.dir / f"{phase}-{arm}.out")
                     # preflight exits 1 on failed checks (no GPUs here); reaching every host is what counts
-                    ok = code == 0 or (phase == "preflight" and arm == "launcher" and code == 1
+                    ok = code == 0 or (phase == "preflight" and arm.startswith("launcher") and code == 1
                                        and "ssh: " not in (rack.dir / f"{phase}-{arm}.out").read_text())
                     if run:
                         samples.append(Sample(n, phase, arm, wall, cpu, peak, biggest, ok))
-                    print(f"  {phase:9} {arm:8} run {run}: {wall:6.2f} s  cpu {cpu:6.2f} s  "
+                    print(f"  {phase:9} {arm:18} run {run}: {wall:6.2f} s  cpu {cpu:6.2f} s  "
                           f"peak {peak:6.0f} MiB{'' if ok else f'  FAILED ({code})'}", flush=True)
                     time.sleep(args.pause)
     return samples
@@ -236,13 +243,14 @@ def report(samples: list[Sample], args: argparse.Namespace) -> None:
     med = {k: Sample(k[0], k[1], k[2], statistics.median(x.wall_s for x in v), statistics.median(x.cpu_s for x in v),
                      statistics.median(x.tree_peak_mib for x in v), statistics.median(x.max_proc_mib for x in v),
                      all(x.ok for x in v)) for k, v in groups.items()}
-    print(f"\nmedians of {args.runs} runs; known_hosts {args.known_hosts_lines} lines ({args.known_hosts_style})")
-    print(f"{'N':>4} {'phase':10} {'arm':9} {'wall s':>7} {'vs bash':>7} {'CPU s':>6} {'ms/host':>8} "
+    print(f"\nmedians of {args.runs} runs; known_hosts {args.known_hosts_lines} lines ({args.known_hosts_style}); "
+          f"stub `ray start` {args.ray_start_s:g} s")
+    print(f"{'N':>4} {'phase':10} {'arm':18} {'wall s':>7} {'vs bash':>7} {'CPU s':>6} {'ms/host':>8} "
           f"{'tree MiB':>9} {'max proc MiB':>12}  ok")
     for (n, phase, arm), m in sorted(med.items(), key=lambda kv: (PHASES.index(kv[0][1]), kv[0][0], kv[0][2])):
         bash = med.get((n, phase, "bash"))
         ratio = f"{m.wall_s / bash.wall_s:6.2f}x" if bash else "-"
-        print(f"{n:>4} {phase:10} {arm:9} {m.wall_s:7.2f} {ratio:>7} {m.cpu_s:6.2f} {1000 * m.cpu_s / n:8.1f} "
+        print(f"{n:>4} {phase:10} {arm:18} {m.wall_s:7.2f} {ratio:>7} {m.cpu_s:6.2f} {1000 * m.cpu_s / n:8.1f} "
               f"{m.tree_peak_mib:9.0f} {m.max_proc_mib:12.0f}  {'yes' if m.ok else 'NO'}")
     print("\nlauncher CPU = fixed + per-host x N (least squares over the Ns; the extrapolation):")
     for phase in args.phases:
@@ -252,7 +260,7 @@ def report(samples: list[Sample], args: argparse.Namespace) -> None:
                 continue
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             slope, fixed = statistics.linear_regression(xs, ys)
-            print(f"  {phase:10} {arm:9} fixed {fixed:5.2f} s + {1000 * slope:5.1f} ms/host  ->  2048 hosts: "
+            print(f"  {phase:10} {arm:18} fixed {fixed:5.2f} s + {1000 * slope:5.1f} ms/host  ->  2048 hosts: "
                   f"{fixed + slope * 2048:6.1f} s of CPU")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(s) for s in samples], indent=1))
@@ -263,8 +271,11 @@ def main() -> int:
     ap.add_argument("--hosts", default="32,128,200", help="comma-separated N values")
     ap.add_argument("--runs", type=int, default=3, help="kept runs per arm (after one warm-up run)")
     ap.add_argument("--phases", default="down,preflight,start,pf+start")
-    ap.add_argument("--arms", default="launcher,bash,pssh")
-    ap.add_argument("--parallel", type=int, default=0, help="the launcher's --parallel (default: its own)")
+    ap.add_argument("--arms", default="launcher,bash,pssh",
+                    help="launcher, bash, pssh; launcher:p=N:s=M is the launcher with --parallel N and M SSH "
+                         "handshakes in flight (s only for start, pf+start)")
+    ap.add_argument("--ray-start-s", type=float, default=0.0,
+                    help="how long the stub `ray start` takes on every host (a real one: seconds)")
     ap.add_argument("--known-hosts-lines", type=int, default=2048)
     ap.add_argument("--known-hosts-style", choices=("mixed", "hashed", "plain"), default="mixed")
     ap.add_argument("--pssh-python", default=shutil.which("python3") if _has_pssh() else None,
@@ -276,8 +287,7 @@ def main() -> int:
     args.arms = [a for a in args.arms.split(",") if a and (a != "pssh" or args.pssh_python)]
     if bad := set(args.phases) - set(PHASES):
         ap.error(f"unknown phases {bad}")
-    if "pssh" in args.arms.__str__() or not args.pssh_python:
-        print("parallel-ssh: " + (args.pssh_python or "not installed (pip install parallel-ssh; --pssh-python)"))
+    print("parallel-ssh: " + (args.pssh_python or "not installed (pip install parallel-ssh; --pssh-python)"))
     samples = [s for n in (int(x) for x in args.hosts.split(",")) for s in bench_n(n, args)]
     report(samples, args)
     return 0

@@ -209,8 +209,10 @@ SSH = (
         help="Connection attempts per host (with backoff).")),
 )
 
-PARALLEL = Opt("parallel", ("--parallel",), "run.parallel", dict(type=click.IntRange(min=1), default=32,
-               show_default=True, help="Hosts contacted at once."))
+# 256 = runtime.fanout.DEFAULT_PARALLEL: a rack row in one or two rounds; SSH handshakes in flight are
+# bounded apart (16), so a wide fan-out costs threads, not CPU (bench/fanout.py measured it).
+PARALLEL = Opt("parallel", ("--parallel",), "run.parallel", dict(type=click.IntRange(min=1), default=256,
+               show_default=True, help="Commands in flight at once (SSH handshakes: at most 16 at a time)."))
 
 
 def by_name(name: str, **changes: Any) -> Opt:

@@ -10,8 +10,8 @@ that way is refused with a clear reason).
 Cost: loading is linear in the files' length, once per run. A check is a dict lookup by the
 presented key's blob, then a match of the few lines holding that key (a plain name, one
 HMAC for a hashed name, or a pattern). Only a key that is not known for the host (unknown or
-changed) scans every hashed line (one HMAC-SHA1 each) to tell the two apart; the result is
-cached per host. :meth:`KnownHosts.record` (``--accept-new-host-keys``) appends under one
+changed) scans every hashed line (one HMAC-SHA1 each, ~2 us: ~2 ms per host for 1024 hashed
+lines) to tell the two apart; the result is cached per host. :meth:`KnownHosts.record` (``--accept-new-host-keys``) appends under one
 lock, never twice for a name and key, and a changed key is never recorded.
 """
 
@@ -26,6 +26,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+from hashlib import sha1
 from pathlib import Path
 
 from glm45_launch.errors import LaunchError
@@ -66,11 +67,15 @@ class Entry:
     keytype: str
     blob: bytes
     where: str  # "FILE:LINE", for messages
+    hashed: tuple[bytes, bytes, bytes] | None = None  # a |1| name: HMAC-SHA1 (ipad, opad) and digest
 
     def matches(self, name: str) -> bool:
         """Does the hostnames field match ``name`` (lowercase, ``[h]:p`` off port 22)?"""
+        if self.hashed is not None:
+            ipad, opad, digest = self.hashed
+            return hmac.compare_digest(sha1(opad + sha1(ipad + name.encode()).digest()).digest(), digest)
         if self.names.startswith("|1|"):
-            return _hashed_match(self.names, name)
+            return False  # a hashed name that did not decode
         hit = False
         for pattern in self.names.split(","):
             negated = pattern.startswith("!")
@@ -97,16 +102,22 @@ class Check:
         return list(dict.fromkeys(e.keytype for e in self.known))
 
 
-def _hashed_match(field: str, name: str) -> bool:
+def _hmac_pads(field: str) -> tuple[bytes, bytes, bytes] | None:
+    """A ``|1|salt|digest`` name, ready to test: HMAC-SHA1's inner and outer pads of the salt
+    (precomputed: a test is then two SHA-1s, ~2 us, not an HMAC set-up, ~4 us) and the digest."""
     try:
         _, _, salt, digest = field.split("|", 3)
-        want = base64.b64decode(digest)
-        got = hmac.digest(base64.b64decode(salt), name.encode(), "sha1")
+        key, want = base64.b64decode(salt), base64.b64decode(digest)
     except (ValueError, binascii.Error):
-        return False
-    return hmac.compare_digest(got, want)
+        return None
+    if len(key) > 64 or len(want) != 20:
+        return None
+    key = int.from_bytes(key.ljust(64, b"\0"), "big")
+    return (key ^ _IPAD).to_bytes(64, "big"), (key ^ _OPAD).to_bytes(64, "big"), want
 
 
+_IPAD = int.from_bytes(b"\x36" * 64, "big")
+_OPAD = int.from_bytes(b"\x5c" * 64, "big")
 _PATTERN_CACHE: dict[str, re.Pattern[str] | None] = {}
 
 
@@ -173,8 +184,10 @@ class KnownHosts:
         except (binascii.Error, ValueError):
             self.skipped.append(f"{where}: key is not base64")
             return
-        names = fields[0] if fields[0].startswith("|1|") else fields[0].lower()  # base64 is case-sensitive
-        self._add(Entry(marker, names, fields[1], blob, where))
+        if fields[0].startswith("|1|"):  # base64: case matters
+            self._add(Entry(marker, fields[0], fields[1], blob, where, _hmac_pads(fields[0])))
+        else:
+            self._add(Entry(marker, fields[0].lower(), fields[1], blob, where))
 
     def _add(self, entry: Entry) -> None:
         if entry.marker == REVOKED_MARKER:

@@ -11,6 +11,7 @@ from typing import Any
 from glm45_launch.runtime.interfaces import Echo, Row
 
 LIVE_LINE_CHARS = 100  # the latest output line, as the live board shows it
+TABLE_ROWS = 32  # a longer outcome table shows only its failures and one row for the rest
 
 
 class RichReporter:
@@ -69,12 +70,18 @@ class RichReporter:
         table = Table(title=escape(title), title_justify="left")
         for col in ("host", "what", "exit", "time", "result"):
             table.add_column(col, justify="right" if col in ("exit", "time") else "left")
-        for o in rows:
+        shown = list(rows)
+        if len(shown) > TABLE_ROWS:  # a rack row: the failures, and how many went well
+            shown = [o for o in rows if not o.ok]
+        for o in shown:
             # Errors quote paths and output: escaped, "[/root/x]" is text, not rich markup.
             table.add_row(
                 escape(o.host), escape(o.what), "-" if o.exit_code is None else str(o.exit_code),
                 f"{o.duration_s:.1f}s", "[green]ok[/]" if o.ok else f"[red]{escape(o.error or 'failed')}[/]",
             )
+        if len(shown) < len(rows):
+            slowest = max((o.duration_s for o in rows if o.ok), default=0.0)
+            table.add_row("...", f"{len(rows) - len(shown)} more", "0", f"<={slowest:.1f}s", "[green]ok[/]")
         with self._lock:
             self.rich.print(table)
 
