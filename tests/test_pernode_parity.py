@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from glm45_launch.cli.main import main
-from glm45_launch.sandbox.parity import collapse, run_script
+from glm45_launch.sandbox.parity import run_script
 from glm45_launch.sandbox.record import Cluster, record_script
+from glm45_launch.sandbox.report import collapse
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests/data"

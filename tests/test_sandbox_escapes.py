@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from glm45_launch.sandbox import record
+from glm45_launch.sandbox import hostprocs, record
 from glm45_launch.sandbox.record import LIMITS, Recording, record_script
 
 pytestmark = pytest.mark.skipif(record.bubblewrap() is None, reason="bubblewrap is not installed")
@@ -243,7 +243,7 @@ def _sandbox_processes() -> int:
                 uid = next(int(line.split()[1]) for line in f if line.startswith(b"Uid:"))
         except (OSError, StopIteration, ValueError):
             continue
-        count += uid >= record._UID_BASE and uid < record._UID_BASE + 100_000
+        count += hostprocs.UID_BASE <= uid < hostprocs.UID_BASE + 100_000
     return count
 
 
@@ -277,7 +277,7 @@ def test_fork_bomb_is_bounded_and_stopped(hooks: bool, canaries: Canaries, tmp_p
 _RSS = """
 import json, resource, sys, time
 from pathlib import Path
-from glm45_launch.sandbox import record
+from glm45_launch.sandbox import hostprocs, record
 record._HOOKS = sys.argv[2] == "1"
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.monotonic()

@@ -30,25 +30,30 @@ is not seen by the DEBUG trap and writes).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
-import shlex
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 
-from glm45_launch.core.steps import canonical_order
 from glm45_launch.errors import LaunchError
-from glm45_launch.sandbox import layout
+from glm45_launch.sandbox import hostprocs, layout
 from glm45_launch.sandbox.channel import Frame, Limits, Outcome, pump
+from glm45_launch.sandbox.recording import (
+    Cluster,
+    FrameLog,
+    Origin,
+    Poll,
+    Recording,
+    Wait,
+    canonical,
+)
+from glm45_launch.sandbox.rootdir import SAFE_TOOLS, build_root, runs_itself
 
 DEFAULT_RECORDED: tuple[str, ...] = (
     "ray", "ssh", "pkill", "killall", "sleep", "python", "python3", "torchrun", "nvidia-smi", "hf",
@@ -59,31 +64,12 @@ DEFAULT_RECORDED: tuple[str, ...] = (
 HARDCODED_HOSTFILE = "/root/mpi_rack_hostfile"
 """Hostfile path the bash recipe hard-codes; the hostfile is found there too."""
 
-SAFE_TOOLS: tuple[str, ...] = (
-    "awk", "sed", "grep", "egrep", "fgrep", "cut", "tr", "cat", "head", "tail", "sort", "uniq",
-    "wc", "tac", "paste", "comm", "join", "rev", "fold", "nl", "od", "column", "dirname",
-    "basename", "readlink", "realpath", "ls", "stat", "printf", "echo", "seq", "expr", "test",
-    "[", "true", "false", "date", "env", "printenv", "pwd", "which", "hostname", "id", "whoami",
-    "uname", "nproc", "getconf", "jq", "md5sum", "sha1sum", "sha256sum", "cksum",
-)
-"""The only real commands on the script's PATH (those installed here): they read and print.
-``tee``, ``mktemp``, ``find``, ``xargs``, shells and interpreters are deliberately absent."""
-
-# Allowlisted tools that can also write files or run commands: bash functions check their
-# arguments first (programs/hooks.bash); the real programs live off PATH, in "guarded".
-_GUARDED = ("awk", "sed", "sort", "uniq", "date", "env", "hostname")
-_FUNCTIONS = ("egrep", "fgrep", "which")  # bash functions in the hooks (scripts elsewhere)
 _BASE_ENV_KEYS = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER", "LOGNAME", "TERM")
 _SHELL_SAFE = re.compile(r"[\w@%+=:,./-]+")
-_BASH_SHEBANG = re.compile(rb"#![ \t]*(/usr)?/bin/bash([ \t]+-[a-oq-zA-Z]+)?[ \t]*\r?\n")
-"""A script may run itself by path when the kernel then starts bash (which reads the hooks
-again): not through ``env bash`` (no bash on the sandbox PATH), not with -p (no BASH_ENV)."""
-
 _SANDBOX = True
 """Record in the bubblewrap sandbox unless ``sandbox=False`` (tests switch the default)."""
 _HOOKS = True
 """Load the bash hooks (tests turn them off to check the sandbox on its own)."""
-_UID_BASE = 2_045_000_000  # the unprivileged users a root recorder runs the sandbox as
 
 
 @dataclass(frozen=True)
@@ -92,7 +78,7 @@ class ResourceLimits:
     file size, CPU seconds beyond the timeout, open files; the grace left to leftovers."""
 
     processes: int = 64
-    memory_bytes: int = 256 * 1024 * 1024
+    memory_bytes: int = 128 * 1024 * 1024
     file_bytes: int = 16 * 1024 * 1024
     cpu_extra_s: int = 5
     open_files: int = 1024
@@ -108,94 +94,6 @@ LIMITS = ResourceLimits()
 
 class SandboxUnavailable(LaunchError):
     """The sandbox cannot run here (bubblewrap missing, no user namespaces)."""
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """What a poll of the cluster hears: the planned GPUs and nodes."""
-
-    total_gpus: int
-    gpus_per_node: int
-    nodes: int
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a recorded command comes from: the script's file and line, its subshell depth (1
-    and more: a command substitution or a subshell) and the ``VAR=value`` words before it."""
-
-    source: str
-    line: int
-    subshell: int = 0
-    env: tuple[str, ...] = ()
-
-    def where(self) -> str:
-        return f"{os.path.basename(self.source) or 'script'}:{self.line}"
-
-
-@dataclass
-class Poll:
-    """A command the recording answered instead of recording it: ``argv`` asked, ``answer`` is
-    what it printed; ``kind``: "cluster" (the planned cluster's GPUs, ray status) or
-    "computed" (arithmetic on literals in ``python3 -c``)."""
-
-    argv: list[str]
-    answer: str
-    kind: str = "cluster"
-    origin: Origin | None = None
-
-
-@dataclass
-class Wait:
-    """A wait loop the hooks ended: ``count`` x ``argv`` (a sleep) recorded, then ``break``;
-    ``test`` is the loop's last other command, expanded (``[ ! -f /x/done ]``)."""
-
-    argv: list[str]
-    count: int
-    test: list[str]
-
-
-@dataclass
-class Recording:
-    """What a script did in the recording sandbox."""
-
-    invocations: list[list[str]]
-    """argv of each recorded command (argv[0] is the bare command name), in recording order
-    (without answered polls and the sleeps of ended wait loops: see ``polls``, ``waits``)."""
-    returncode: int
-    """The script's exit status (negative: the recording was killed by that signal)."""
-    stdout: str
-    stderr: str
-    timed_out: bool = False
-    notes: list[str] = field(default_factory=list)
-    """Anomalies: commands recorded or skipped instead of run (and why), timeout, leftover
-    processes, output cut off, non-zero exit, unreadable frames."""
-    polls: list[Poll] = field(default_factory=list)
-    waits: list[Wait] = field(default_factory=list)
-    stopped: str = ""
-    """Why the recording was stopped before the script ended ("": it was not, or timed out)."""
-    origins: list[Origin | None] = field(default_factory=list)
-    """Per invocation (when known): where in the script it comes from."""
-    outside_writes: list[str] = field(default_factory=list)
-    """Files the script tried to write outside the sandbox (the writes were skipped)."""
-
-    def origin(self, index: int) -> Origin | None:
-        return self.origins[index] if index < len(self.origins) else None
-
-    @property
-    def complete(self) -> bool:
-        return not self.timed_out and not self.stopped
-
-    def canonical(self) -> list[list[str]]:
-        """Head-side commands in order, then the (parallel) ssh fan-out sorted by argv[1:]."""
-        return canonical(self.invocations)
-
-
-def canonical(invocations: Recording | Iterable[Sequence[str]]) -> list[list[str]]:
-    """Order-independent form of the ssh fan-out: non-ssh argv in order, then ssh sorted."""
-    if isinstance(invocations, Recording):
-        invocations = invocations.invocations
-    return canonical_order(invocations)
 
 
 def bubblewrap() -> str | None:
@@ -264,43 +162,6 @@ def record_script(
         return run.recording(outcome, timeout)
 
 
-@functools.lru_cache(maxsize=8)
-def _bash_builtins(bash: str) -> tuple[str, ...]:
-    """Builtins and reserved words of ``bash``."""
-    try:
-        out = subprocess.run([bash, "-c", "compgen -b; compgen -k"], capture_output=True, text=True,
-                             timeout=10, stdin=subprocess.DEVNULL, env={"PATH": layout.DEFAULT_PATH}).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    return tuple(sorted(set(out.split()) | {"kill", "exec", "command", "builtin", "eval", "source", "."}))
-
-
-@functools.lru_cache(maxsize=8)
-def _sed_sandbox(sed: str) -> bool:
-    """Whether ``sed`` has ``--sandbox`` (GNU sed: no e/r/w commands)."""
-    try:
-        return subprocess.run([sed, "--sandbox", "-n", "p"], input="", capture_output=True, timeout=10,
-                              text=True).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-@functools.lru_cache(maxsize=8)
-def _tools(path: str, programs_only: bool) -> tuple[tuple[str, str], ...]:
-    """(name, path) of the ``SAFE_TOOLS`` that ``path`` finds (``programs_only``: ELF ones)."""
-    found = ((name, shutil.which(name, path=path)) for name in SAFE_TOOLS if name not in _FUNCTIONS)
-    return tuple((name, real) for name, real in found
-                 if real and (not programs_only or layout.is_program(os.path.realpath(real))))
-
-
-def _write_list(path: Path, words: Iterable[str]) -> None:
-    path.write_bytes(b"".join(os.fsencode(w) + b"\0" for w in words))
-
-
-def _program(name: str) -> str:
-    return resources.files("glm45_launch.sandbox").joinpath("programs", name).read_text(encoding="utf-8")
-
-
 class _Run:
     """One recording: its staging directory, sandbox and what came back."""
 
@@ -316,7 +177,7 @@ class _Run:
         self.copies: list[tuple[Path, str]] = []
         self.writable: list[tuple[str, list[tuple[Path, str]]]] = []  # dir, (host file, name)
         self.budget = layout.CopyBudget()
-        self.programs: list[str] = [bash]
+        self.programs: list[str] = []
         self.workdir = stage / "cwd"
         self.workdir_writable = True
         self.cat = self.wc = ""
@@ -358,7 +219,18 @@ class _Run:
         if self.budget.skipped:
             self.notes.append(f"not copied into the sandbox (over its size budget): {len(self.budget.skipped)} "
                               f"file(s), e.g. {self.budget.skipped[0]}")
-        self._build_root(self._caller_hooks(), cluster)
+        caller = self._caller_hooks()
+        scripts = [s for s in dict.fromkeys([self.target, self.script]) if runs_itself(s)]
+        root = build_root(self.root, names=self.names, bash=self.bash, programs_only=self.isolated, hooks=_HOOKS,
+                          inherited_path=self.env.get("PATH") or os.environ.get("PATH") or layout.DEFAULT_PATH,
+                          scripts=scripts, writable=[d for d, _ in self.writable], tree=str(self.workdir),
+                          caller=caller, cluster=cluster)
+        self.programs, self.cat, self.wc = root.programs, root.cat, root.wc
+        self.run_env["PATH"] = root.search_path
+        if root.bash_env:
+            self.run_env["BASH_ENV"] = root.bash_env
+        else:
+            self.run_env.pop("BASH_ENV", None)
 
     def _copy(self, src: Path, inside: str) -> None:
         """A read-only copy of ``src`` (a named path: its own symlinks followed) at ``inside``."""
@@ -389,56 +261,6 @@ class _Run:
             self._copy(Path(caller).absolute(), os.path.abspath(caller))
         return caller
 
-    def _build_root(self, caller: str, cluster: Cluster | None) -> None:
-        root = self.root
-        for d in ("bin", "safe", "guarded", "lists", "state"):
-            (root / d).mkdir(parents=True, mode=0o755)
-        root.chmod(0o755)
-        for name in ("hooks.bash", "record.bash", "init.bash"):
-            (root / name).write_text(_program(name))
-            (root / name).chmod(0o755)
-        ok = []
-        for name in self.names:
-            (root / "bin" / name).symlink_to("../record.bash")
-            ok.append(str(root / "bin" / name))
-        inherited = self.env.get("PATH") or os.environ.get("PATH") or layout.DEFAULT_PATH
-        guards, sed_opts = [], ""
-        for name, real in _tools(inherited, self.isolated):
-            if name in self.names:
-                continue
-            self.programs.append(real)
-            if name in _GUARDED:
-                guards.append(name)
-                (root / "guarded" / name).symlink_to(real)
-                ok.append(str(root / "guarded" / name))
-                sed_opts = "--sandbox" if name == "sed" and _sed_sandbox(real) else sed_opts
-            else:
-                (root / "safe" / name).symlink_to(real)
-                ok += [str(root / "safe" / name), real]
-        # init's own, for the writable directories
-        self.cat = shutil.which("cat", path=layout.DEFAULT_PATH) or "/bin/cat"
-        self.wc = shutil.which("wc", path=layout.DEFAULT_PATH) or "/bin/wc"
-        self.programs += [self.cat, self.wc]
-        scripts = [str(s) for s in dict.fromkeys([self.target, self.script])
-                   if _BASH_SHEBANG.match(s.read_bytes()[:200])]
-        unguard = [g for g in _GUARDED if g not in guards] + [f for f in _FUNCTIONS if f in self.names]
-        _write_list(root / "lists" / "ok", dict.fromkeys(ok))
-        _write_list(root / "lists" / "scripts", scripts)
-        _write_list(root / "lists" / "builtins", _bash_builtins(self.bash))
-        _write_list(root / "lists" / "writable", dict.fromkeys(d for d, _ in self.writable))
-        _write_list(root / "lists" / "unguard", unguard)
-        _write_list(root / "settings", ["tree", str(self.workdir), "caller", caller, "sed", sed_opts])
-        (root / "state" / "window").touch()
-        if cluster is not None:
-            (root / "cluster").write_text(f"{cluster.total_gpus} {cluster.gpus_per_node} {cluster.nodes}\n")
-        path = [root / "bin", root / "safe"]
-        if _HOOKS:
-            self.run_env["BASH_ENV"] = str(root / "hooks.bash")
-        else:  # the tools themselves, unguarded: only the sandbox holds them
-            self.run_env.pop("BASH_ENV", None)
-            path.append(root / "guarded")
-        self.run_env["PATH"] = os.pathsep.join(map(str, path))
-
     # -- running it ----------------------------------------------------------------------------
 
     def start_and_pump(self, command: list[str], bwrap: str | None, timeout: float) -> Outcome:
@@ -449,8 +271,8 @@ class _Run:
         err_r, err_w = os.pipe()
         child_fds = [chan_w, tick_r, out_w, err_w]
         uid = os.getuid()
-        host_uid = _sandbox_uid() if (self.isolated and os.geteuid() == 0) else uid
-        nproc = _processes_of(host_uid) + lim.processes + 4
+        host_uid = hostprocs.sandbox_uid() if (self.isolated and os.geteuid() == 0) else uid
+        nproc = hostprocs.processes_of(host_uid) + lim.processes + 4
         mode = "sandbox" if self.isolated else "unsafe"
         outdirs = [d for d, _ in self.writable] if self.isolated else []
         init = [self.bash, "-p", str(self.root / "init.bash"), mode, str(int(lim.grace_s * 1000)), str(chan_w),
@@ -483,16 +305,16 @@ class _Run:
             if self.isolated:
                 proc.kill()
             else:
-                _kill_group(proc.pid)
+                hostprocs.kill_group(proc.pid)
 
         def after_exit() -> None:
             if self.isolated:
                 return
             deadline = time.monotonic() + lim.grace_s
-            while (left := _group_members(proc.pid)) and time.monotonic() < deadline:
+            while (left := hostprocs.group_members(proc.pid)) and time.monotonic() < deadline:
                 time.sleep(0.02)
             if left:
-                _kill_group(proc.pid)
+                hostprocs.kill_group(proc.pid)
                 self.left.append(f"killed {len(left)} process(es) left running by the script")
 
         try:
@@ -536,67 +358,26 @@ class _Run:
     # -- what came back ------------------------------------------------------------------------
 
     def recording(self, outcome: Outcome, timeout: float) -> Recording:
-        invocations: list[list[str]] = []
-        origins: list[Origin | None] = []
-        pending: dict[str, list[tuple[str, Origin]]] = {}
-        loop_ends: dict[str, Wait] = {}  # the sleep that ends a wait loop, by the loop's shell
-        outside: list[str] = []
-        polls: list[Poll] = []
-        waits: list[Wait] = []
-        notes: list[str] = []
-        status: int | None = None
-        started = not self.isolated
-        for frame in outcome.frames:
-            if frame.kind == "H":
-                started = True
-            elif frame.kind == "R" and (argv := _argv(frame, notes)) is not None:
-                pids = frame.pid.split(":")
-                ended = loop_ends.get(pids[-1])
-                if ended is not None and ended.argv == argv:
-                    del loop_ends[pids[-1]]
-                    ended.count += 1
-                    continue
-                invocations.append(argv)
-                origins.append(_take_origin(pending, pids, argv[0] if argv else ""))
-            elif frame.kind == "C" and (words := _argv(frame, notes)) and len(words) >= 4:
-                line = int(words[1]) if words[1].isdigit() else 0
-                subshell = int(words[2]) if words[2].isdigit() else 0
-                pending.setdefault(frame.pid, []).append((words[3], Origin(words[0], line, subshell, tuple(words[4:]))))
-            elif frame.kind == "O" and (words := _argv(frame, notes)):
-                outside.append(words[0])
-            elif frame.kind == "N":
-                notes.append(frame.payload.decode("utf-8", "replace"))
-            elif frame.kind == "P" and (argv := _argv(frame, notes)) and len(argv) > 2:
-                origin = _take_origin(pending, frame.pid.split(":"), argv[2])
-                polls.append(Poll(argv[2:], argv[1], argv[0], origin))
-                how = "as the planned cluster would" if argv[0] == "cluster" else f"with {argv[1]} (arithmetic)"
-                notes.append(f"answered `{shlex.join(argv[2:])[:120]}` {how}")
-            elif frame.kind == "W" and (argv := _argv(frame, notes)) and len(argv) > 2:
-                waits.append(_wait(argv, invocations, origins))
-                loop_ends[frame.pid] = waits[-1]
-            elif frame.kind == "S" and frame.payload.isdigit():
-                status = int(frame.payload)
-            elif frame.kind == "L":
-                notes.append(f"killed {frame.payload.decode()} process(es) left running by the script")
-            elif frame.kind == "F":
-                self._copy_back(frame, notes)
+        log = FrameLog(self._copy_back).read(outcome.frames)
         stderr = outcome.stderr.text()
-        if not started and not outcome.timed_out:
-            line = next((ln for ln in stderr.splitlines() if ln.strip()), "no message")
-            raise SandboxUnavailable(f"the recording sandbox did not start: {line.strip()[:300]}")
-        notes = self.notes + list(dict.fromkeys(n for n in notes if n))
+        if self.isolated and not log.started and not outcome.timed_out:
+            line = next((ln for ln in stderr.splitlines() if ln.strip()), "no message").strip()[:300]
+            hint = " (are unprivileged user namespaces disabled here?)" if "namespace" in line.lower() else ""
+            raise SandboxUnavailable(f"the recording sandbox did not start: {line}{hint}; --unsafe-no-sandbox "
+                                     "records without it")
+        notes = self.notes + list(dict.fromkeys(n for n in log.notes if n))
         if outcome.timed_out:
             notes.append(f"timed out after {timeout:g} s; the recording was stopped")
         if outcome.over_limit:
             notes.append(f"stopped the script: {outcome.over_limit}")
         notes += self.left
-        returncode = status if status is not None and not outcome.timed_out else outcome.returncode
+        returncode = log.status if log.status is not None and not outcome.timed_out else outcome.returncode
         if not outcome.timed_out and not outcome.over_limit and returncode != 0:
             notes.append(f"script exited with status {returncode}")
         if outcome.garbled:
             notes.append(f"{outcome.garbled} unreadable line(s) on the recording's channel (the script wrote to it?)")
-        return Recording(invocations, returncode, outcome.stdout.text(), stderr, outcome.timed_out, notes,
-                         polls, waits, outcome.over_limit, origins, list(dict.fromkeys(outside)))
+        return Recording(log.invocations, returncode, outcome.stdout.text(), stderr, outcome.timed_out, notes,
+                         log.polls, log.waits, outcome.over_limit, log.origins, log.outside)
 
     def _copy_back(self, frame: Frame, notes: list[str]) -> None:
         """A file the script wrote in a writable directory, back to the host directory."""
@@ -622,77 +403,6 @@ class _Run:
             return
         with os.fdopen(fd, "wb") as f:
             f.write(frame.data)
-
-
-def _argv(frame: Frame, notes: list[str]) -> list[str] | None:
-    try:
-        argv = json.loads(frame.payload.decode("utf-8", "surrogateescape"))
-    except ValueError:
-        argv = None
-    if not isinstance(argv, list) or not all(isinstance(w, str) for w in argv):
-        notes.append(f"unreadable {frame.kind} frame: {frame.payload[:80]!r}")
-        return None
-    return argv
-
-
-def _take_origin(pending: dict[str, list[tuple[str, Origin]]], pids: list[str], name: str) -> Origin | None:
-    """The oldest origin announced for ``name`` by the recording process or its parent."""
-    for pid in pids:
-        queue = pending.get(pid, [])
-        for i, (announced, origin) in enumerate(queue):
-            if announced == name:
-                del queue[i]
-                return origin
-    return None
-
-
-def _wait(words: list[str], invocations: list[list[str]], origins: list[Origin | None]) -> Wait:
-    """A W frame (count, sleep argv length, sleep argv, test words); the loop's recorded
-    sleeps leave the invocations (they are the wait, not commands), as will the one that
-    ends it, recorded next."""
-    count = int(words[0]) if words[0].isdigit() else 0
-    n = int(words[1]) if words[1].isdigit() else 0
-    sleep, test = words[2 : 2 + n], words[2 + n :]
-    removed = 0
-    for i in range(len(invocations) - 1, -1, -1):  # the last ``count`` of them (polls may be between)
-        if removed == count:
-            break
-        if invocations[i] == sleep:
-            del invocations[i], origins[i]
-            removed += 1
-    return Wait(sleep, removed, test)
-
-
-def _sandbox_uid() -> int:
-    """An unprivileged user no process has now (a root recorder's fork limit then holds)."""
-    used = _uids()
-    start = os.getpid() % 100_000
-    return next((_UID_BASE + (start + i) % 100_000 for i in range(100_000)
-                 if _UID_BASE + (start + i) % 100_000 not in used), _UID_BASE)
-
-
-def _uids() -> dict[int, int]:
-    """Real uid -> number of processes, from /proc."""
-    counts: dict[int, int] = {}
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return counts
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"Uid:"):
-                        uid = int(line.split()[1])
-                        counts[uid] = counts.get(uid, 0) + 1
-                        break
-        except (OSError, ValueError):
-            continue
-    return counts
-
-
-def _processes_of(uid: int) -> int:
-    return _uids().get(uid, 0)
 
 
 def mirror_script(script: Path, text: bytes, up: Path, notes: list[str]) -> Path:
@@ -723,35 +433,8 @@ def _link_entries(directory: Path, dest: Path, skip: str, notes: list[str]) -> N
             (dest / entry.name).symlink_to(entry)
 
 
-def _kill_group(pgid: int, wait_s: float = 2.0) -> None:
-    """SIGKILL every process of the group and wait (up to ``wait_s``) until none is alive."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + wait_s
-    while _group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, from /proc; killpg(0) elsewhere."""
-    try:
-        pids = [name for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    members = []
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(pid))
-    return members
-
+__all__ = [
+    "DEFAULT_RECORDED", "HARDCODED_HOSTFILE", "LIMITS", "SAFE_TOOLS", "Cluster", "Origin", "Poll", "Recording",
+    "ResourceLimits", "SandboxUnavailable", "Wait", "bubblewrap", "canonical", "mirror_script", "record_script",
+    "require_bubblewrap",
+]

@@ -42,7 +42,8 @@ def import_script(script: str, **kwargs: Any) -> int:
     from glm45_launch.core.secrets import mask_text
     from glm45_launch.errors import LaunchError
     from glm45_launch.sandbox.importer import import_run, verify
-    from glm45_launch.sandbox.parity import collapse, run_script, secrets_of
+    from glm45_launch.sandbox.parity import run_script, secrets_of
+    from glm45_launch.sandbox.report import collapse
 
     out = Path(kwargs["output"])
     if out.exists() and not kwargs["force"]:

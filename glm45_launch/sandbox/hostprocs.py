@@ -1,0 +1,81 @@
+"""The host's view of a recording's processes: the user it runs as, its process group.
+
+A root recorder runs the sandbox as an unprivileged user no process has (so the process
+limit holds: the kernel does not count root's processes against it); an unsafe recording
+(no sandbox) is a process group, its leftovers found and killed through /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+UID_BASE = 2_045_000_000  # the unprivileged users a root recorder runs the sandbox as
+
+
+def sandbox_uid() -> int:
+    """An unprivileged user no process has now (a root recorder's fork limit then holds)."""
+    used = uids()
+    start = os.getpid() % 100_000
+    return next((UID_BASE + (start + i) % 100_000 for i in range(100_000)
+                 if UID_BASE + (start + i) % 100_000 not in used), UID_BASE)
+
+
+def uids() -> dict[int, int]:
+    """Real uid -> number of processes, from /proc."""
+    counts: dict[int, int] = {}
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return counts
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Uid:"):
+                        uid = int(line.split()[1])
+                        counts[uid] = counts.get(uid, 0) + 1
+                        break
+        except (OSError, ValueError):
+            continue
+    return counts
+
+
+def processes_of(uid: int) -> int:
+    return uids().get(uid, 0)
+
+
+def kill_group(pgid: int, wait_s: float = 2.0) -> None:
+    """SIGKILL every process of the group and wait (up to ``wait_s``) until none is alive."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + wait_s
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, from /proc; killpg(0) elsewhere."""
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            members.append(int(pid))
+    return members
+
