@@ -7,11 +7,12 @@ waits for two iterations, injects the fault on the last host, and reads the run'
 events.jsonl: when the watch saw the fault (`fault-detected`) and when the job was over
 (`job-stopped`). Prints every run and the medians.
 
-    python3 bench/fault_to_stop.py [--hosts 3] [--runs 5] [--fault raylet|host-down]
+    python3 bench/fault_to_stop.py [--hosts 3] [--runs 5] [--fault raylet|host-down|network-cut]
                                    [--health-interval 10] [--health-timeout 10]
 
 Faults: `raylet` SIGKILLs the host's raylet by PID; `host-down` stops its sshd and kills every
-process on it (a crashed host: SSH refused, Ray's node table marks it DEAD later).
+process on it (a crashed host: SSH refused, Ray's node table marks it DEAD later);
+`network-cut` takes its link down (packets dropped: checks time out).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def _inject(box: RackBox, host: int, fault: str) -> None:
     if fault == "host-down":
         box.stop_sshd(host)
         box.kill_all(host)
+        return
+    if fault == "network-cut":
+        box.set_link(host, False)
         return
     for pid in box.user_pids(host):
         try:
@@ -85,7 +89,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=3)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--fault", choices=("raylet", "host-down"), default="raylet")
+    ap.add_argument("--fault", choices=("raylet", "host-down", "network-cut"), default="raylet")
     ap.add_argument("--health-interval", type=float, default=10.0, help="up's --health-interval (its default: 10)")
     ap.add_argument("--health-timeout", type=float, default=10.0, help="up's --health-timeout (its default: 10)")
     args = ap.parse_args()
@@ -107,6 +111,7 @@ def main() -> int:
         for n in range(1, args.runs + 1):
             if args.fault == "host-down":
                 box.start_sshd(box.n_hosts)
+            box.set_link(box.n_hosts, True)
             shutil.rmtree(box.workdir / "ckpt", ignore_errors=True)
             d, s = one_run(box, args, n, up, checkout)
             detect.append(d)

@@ -124,9 +124,19 @@ def test_a_lost_node_is_restarted_from_the_last_checkpoint(rack: Rack) -> None:
     lost = box.hosts[2]
     t0 = time.monotonic()
     proc, err = rack.start(rack.up_args("lost-node", "--max-restarts", "2", "--host-wait", "60"), "lost-node")
+    rack.wait_for("an iteration", lambda: _iterations(rack.events()), proc, err)
+    # Another shell on the head attaches to the run: it must follow it across the restart.
+    attach_out = box.workdir / "attach.stdout"
+    with attach_out.open("w") as fh:
+        attach = box.popen_on(1, [sys.executable, "-m", "glm45_launch", "attach", "--runs", str(rack.runs)],
+                              cwd=str(rack.checkout), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=box.host_environ(1))
     rack.wait_for("three iterations", lambda: len(_iterations(rack.events())) >= 3, proc, err)
     _kill_raylet(box, 3)
     fault_at = time.time()
+    # status right away: the node with no raylet is not "in the cluster", whatever Ray still says.
+    state = json.loads(rack.launch("status", "--hostfile", str(rack.hostfile), "--json", *rack.ssh_args()).stdout)
+    assert state["hosts"][2]["health"].startswith("LOST"), state["hosts"][2]
     out = _finish(proc, err, timeout=240)
     took = time.monotonic() - t0
     assert proc.returncode == 0, out[-4000:]
@@ -171,6 +181,18 @@ def test_a_lost_node_is_restarted_from_the_last_checkpoint(rack: Rack) -> None:
     assert state["jobs"][0]["runtime_s"] > 0 and state["current_job"] == attempts[1]["job_id"]
     logs = rack.launch("logs", "--runs", str(rack.runs))
     assert logs.returncode == 0 and f"trained {ITERATIONS} iterations (resumed from {saved})" in logs.stdout
+    # attach followed the first job, then the restart's, and ended with the run.
+    assert _finish(attach, attach_out, timeout=60) and attach.returncode == 0, attach_out.read_text()[-3000:]
+    followed = attach_out.read_text()
+    assert "lost a peer" in followed and f"trained {ITERATIONS} iterations" in followed
+    assert f"attached to job {attempts[0]['job_id']}" in followed and f"attached to job {attempts[1]['job_id']}" in followed
+    # collect, any time: one line per node and the last job's driver log.
+    coll = rack.launch("collect", "--hostfile", str(rack.hostfile), "--base-dir", str(box.workdir / "base"),
+                       "--runs", str(rack.runs), *rack.ssh_args())
+    assert coll.returncode == 0, coll.stderr[-3000:]
+    (where,) = (run / "diagnostics").glob("collect-*")
+    assert [ln.split(":")[0] for ln in (where / "summary.txt").read_text().splitlines()[:3]] == box.hosts
+    assert f"trained {ITERATIONS} iterations" in (where / "driver.log").read_text()
     print(f"lost node, one restart, {ITERATIONS} iterations: {took:.1f}s; "
           f"detected {detected['t'] - fault_at:.1f}s, stopped {stopped['t'] - fault_at:.1f}s after the fault")
 

@@ -174,6 +174,8 @@ def test_a_dead_raylet_is_a_lost_node_and_the_job_is_stopped(tmp_path: Path) -> 
     events = [e["event"] for e in read_events(tmp_path / "events.jsonl")]
     assert events == ["fault-detected", "stop-sent", "job-stopped"]
     assert f"node lost: {HOSTS[2]}: raylet not running" in watch.report.text("error")  # type: ignore[attr-defined]
+    health = (tmp_path / "health.log").read_text()  # changes only, not every check
+    assert f" {HOSTS[2]} no raylet" in health and health.count(f" {HOSTS[1]} ok") == 1
 
 
 def test_an_unreachable_node_is_lost_only_when_it_stays_unreachable(tmp_path: Path) -> None:
@@ -182,6 +184,8 @@ def test_an_unreachable_node_is_lost_only_when_it_stays_unreachable(tmp_path: Pa
     cause = _until(watch, cluster)
     assert cause is not None and cause.host == HOSTS[1] and "unreachable" in cause.detail
     assert "3 checks in a row" in cause.detail and "connection refused" in cause.detail
+    warned = watch.report.text("warn")  # type: ignore[attr-defined]
+    assert warned.count(f"{HOSTS[1]}: health check failed (cannot connect") == 1 and "lost after 3 in a row" in warned
     assert sum(c[1] == f"root@{HOSTS[1]}" for c in cluster.remote.calls) >= 3
 
 
@@ -423,6 +427,12 @@ def test_the_standin_trainer_saves_like_megatron(tmp_path: Path) -> None:
 
 
 # -- re-attach and status -------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _keep_pytests_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """attach/logs --follow rename their process (out of the recipe's `pkill -9 python`): not pytest's."""
+    monkeypatch.setattr(jobs, "keep_out_of_the_cleanup", lambda: None)
+
+
 def test_the_default_job_is_the_last_job_of_the_last_run(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for name, job, t in (("a", "raysubmit_old", 1000), ("b", "raysubmit_new", 2000)):
@@ -461,6 +471,13 @@ def test_attach_follows_the_next_attempt_of_a_running_up(tmp_path: Path, monkeyp
     seen: list[str] = []
     code = jobs.attach(jobs.find_job(run_dir=run), FakeLocalRunner(answer), ray, RecordingReporter(), seen.append)
     assert code == 0 and seen == ["log of raysubmit_1", "log of raysubmit_2"]
+
+
+def test_attach_names_its_process_out_of_the_recipes_pkill_python() -> None:
+    code = ("from glm45_launch.runtime.jobs import keep_out_of_the_cleanup as k; k(); "
+            "print(open('/proc/self/comm').read().strip())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "glm45-launch"  # `pkill -9 python` matches process names: not this one
 
 
 def test_status_per_node_and_job_runtime(tmp_path: Path) -> None:

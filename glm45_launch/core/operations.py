@@ -129,7 +129,7 @@ def diagnose_config(plan: Plan, settings: WatchSettings) -> dict[str, Any]:
 def job_logs_step(head: str, address: str) -> JobLogsStep:
     """``ray job logs --address=URL JOB`` on the head (``logs``, ``attach``, diagnostics)."""
     return JobLogsStep(where=HEAD, host=head, commands=(("ray", "job", "logs", f"--address={address}", JOB_ID),),
-                       purpose="the job's driver log")
+                       purpose="the job's driver log (`glm45-launch logs -f` and `attach` add --follow)")
 
 
 def stop_job_step(head: str, address: str) -> StopJobStep:

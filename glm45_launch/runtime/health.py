@@ -14,6 +14,7 @@ ends the watch: it names the node and what it saw, and stops the job (:class:`Jo
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +30,7 @@ from glm45_launch.runtime.results import CommandResult
 from glm45_launch.runtime.steprunner import StepRunner
 
 NODE_TABLE_WARN_AFTER = 3  # failed reads of Ray's node table in a row before a warning
+SLACK = 0.02  # of a probe timeout: a check that late counts as one timeout late
 
 
 class _Probe:
@@ -41,6 +43,7 @@ class _Probe:
         self.strikes = 0
         self.struck = 0  # strikes the check in flight already counted (one per timeout it is late)
         self.last_problem = ""
+        self.outcome = ""  # the last outcome written to health.log
         self.warned = False
 
 
@@ -127,11 +130,13 @@ class HealthWatch:
                 if cause is not None:
                     return cause
             elif since is not None and new_round:
-                due = int((now - since) // self.s.probe_timeout_s)  # one strike per timeout in flight
+                # One strike per timeout in flight; rounds and launches share one clock, so a check
+                # launched one round ago is compared with a little slack for the round's own jitter.
+                due = int((now - since) / self.s.probe_timeout_s + SLACK)
                 if due > probe.struck:
                     probe.strikes += due - probe.struck
                     probe.struck = due
-                    probe.last_problem = f"no answer to the health check within {self.s.probe_timeout_s:g}s"
+                    self._strike(probe, f"no answer to the health check within {self.s.probe_timeout_s:g}s")
             if probe.strikes >= self.s.unreachable_after:
                 return Cause(NODE_LOST, f"unreachable: {probe.last_problem} ({probe.strikes} checks in a row)",
                              probe.step.host)
@@ -142,16 +147,40 @@ class HealthWatch:
     def _judge(self, probe: _Probe, res: CommandResult) -> Cause | None:
         host = probe.step.host
         if res.exit_code == 0:
+            if probe.strikes:
+                self.report.warn(f"{host}: health check answers again")
             probe.strikes = 0
+            self._note(probe, "ok")
         elif res.exit_code == 1:
+            self._note(probe, "no raylet")
             return Cause(NODE_LOST, "raylet not running (pgrep -x raylet found none)", host)
         elif res.exit_code is None or res.exit_code in (124, 137, 255):  # no connection, timed out
             probe.strikes += 0 if probe.struck else 1
-            probe.last_problem = res.error or f"exit {res.exit_code}"
+            self._strike(probe, res.error or f"exit {res.exit_code}")
         elif not probe.warned:  # e.g. 127: no pgrep there; the node table still watches it
             probe.warned = True
+            self._note(probe, f"cannot check: {res.reason}")
             self.report.warn(f"health check on {host} cannot run ({res.reason}): relying on Ray's node table")
         return None
+
+    def _strike(self, probe: _Probe, problem: str) -> None:
+        """A check that failed to reach its node: said once per streak, logged."""
+        probe.last_problem = problem
+        self._note(probe, f"unreachable: {problem}")
+        if probe.strikes == 1 and self.s.unreachable_after > 1:
+            self.report.warn(f"{probe.step.host}: health check failed ({problem}); lost after "
+                             f"{self.s.unreachable_after} in a row")
+
+    def _note(self, probe: _Probe, outcome: str) -> None:
+        """``health.log``: one line per change of a node's check outcome (a week of checks stays small)."""
+        if outcome == probe.outcome:
+            return
+        probe.outcome = outcome
+        try:
+            with (self.run_dir / "health.log").open("a") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {probe.step.host} {outcome}\n")
+        except OSError:
+            pass
 
     def _launch(self, probe: _Probe) -> None:
         probe.since, probe.struck = self.clock(), 0
@@ -159,7 +188,7 @@ class HealthWatch:
 
     def _run_check(self, probe: _Probe) -> None:
         step = probe.step
-        log = self.run_dir / "health" / f"{step.host.replace(':', '_')}.log"
+        log = Path(os.devnull)  # every check would be a line: health.log keeps the changes instead
         timeout = self.s.probe_timeout_s
         try:
             if step.where == HEAD:

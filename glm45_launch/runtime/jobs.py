@@ -20,6 +20,17 @@ from glm45_launch.runtime.interfaces import CommandRunner, RayQueries, Reporter
 from glm45_launch.runtime.lock import lock_path
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+PROCESS_NAME = "glm45-launch"
+
+
+def keep_out_of_the_cleanup() -> None:
+    """Name this process ``glm45-launch``: a restart's cleanup runs the recipe's ``pkill -9 python``
+    on the head, which matches process names, and must not kill a shell following the job."""
+    try:
+        with open("/proc/self/comm", "w") as fh:
+            fh.write(PROCESS_NAME)
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,8 @@ def supervised(run_dir: Path | None) -> bool:
 
 def logs(ref: JobRef, local: CommandRunner, echo: Callable[[str], None], follow: bool = False) -> int:
     """``ray job logs [--follow]``: the job's driver log to ``echo``; the command's exit code."""
+    if follow:
+        keep_out_of_the_cleanup()
     argv = job_logs_step(ref.head, ref.address).for_job(ref.job_id, follow)[0]
     res = local.run(argv, Path(os.devnull), echo)
     return 0 if res.ok else ExitCode.FAILED
@@ -104,6 +117,7 @@ def attach(ref: JobRef, local: CommandRunner, ray: RayQueries, reporter: Reporte
            restart_wait_s: float = 3600.0) -> int:
     """Follow the job's log until it ends; while the run's ``up`` still runs, follow the job of its
     next attempt too. Exit 0 when the last job SUCCEEDED."""
+    keep_out_of_the_cleanup()
     current = ref
     while True:
         reporter.phase(f"attached to job {current.job_id} (Ctrl-C detaches; the job keeps running)")

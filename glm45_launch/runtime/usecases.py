@@ -48,7 +48,8 @@ class Runtime:
 
     @classmethod
     def real(cls, ssh: SshOptions, quiet: bool = False, mask: Callable[[str], str] | None = None) -> Runtime:
-        """This machine, Fabric over SSH, Ray's SDK and rich on stderr."""
+        """This machine, SSH (one paramiko connection per host for the whole run), Ray's SDK and
+        rich on stderr."""
         from glm45_launch.runtime.hostfacts import LocalHostFacts
         from glm45_launch.runtime.local import LocalRunner
         from glm45_launch.runtime.ray_api import RayClient
