@@ -142,8 +142,8 @@ def _operations_lines(plan: Plan, ops: Operations) -> list[str]:
         out += _op_lines(n, step, plan)
     if s.max_restarts:
         out += ["", f"Restarts: up to {s.max_restarts} after a node lost, a stall or a failed job: wait for the "
-                    f"lost node (at most {s.host_wait_s:g}s), then the steps above again from 1; the trainer "
-                    f"resumes from {ops.checkpoint_dir}/{LATEST_ITERATION}"]
+                    f"lost node (at most {s.host_wait_s:g}s), then Steps 1-{len(plan.steps)} again (the cleanup "
+                    f"stops what is left); the trainer resumes from {ops.checkpoint_dir}/{LATEST_ITERATION}"]
     else:
         out += ["", "Restarts: none (--max-restarts 0)"]
     return out
