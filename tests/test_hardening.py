@@ -70,6 +70,37 @@ def test_bash_plan_keeps_newlines_inside_quotes_and_comments(tmp_path: Path) -> 
     assert any(c.startswith("ray job submit") for c in calls)
 
 
+def test_bash_plan_releases_held_sessions_when_the_job_ends(tmp_path: Path) -> None:
+    """--hold-workers in the bash plan: each held session reads a FIFO until the script closes
+    its only writer after the job; run with `ssh` standing in as `cat` (what the held command
+    runs), the script must end and leave no session behind."""
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text(HOSTS8)
+    res = cli(["plan", "--hostfile", str(hostfile), "--head", "10.0.0.1", "--profile", "air-p2p", "--model",
+               "glm4.5-106B-A12B", "--base-dir", "/root", "--hold-workers", "--format", "bash"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("< \"$hold_fifo\" 9>&- &") == 7
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    pids = tmp_path / "held"
+    for name in ("ray", "pkill", "sleep", "mkdir", "env"):
+        (shims / name).write_text("#!/bin/sh\nexit 0\n")
+    # `ssh HOST cat` is a held session: it reads its stdin until the end; other ssh commands just return.
+    (shims / "ssh").write_text(f'#!/bin/sh\n[ "$2" = cat ] || exit 0\necho $$ >> {pids}\nexec /bin/cat > /dev/null\n')
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    run = subprocess.run(["/bin/bash", "-c", 'wait() { :; }; source "$0"', "/dev/stdin"], input=res.stdout,
+                         text=True, capture_output=True, env={"PATH": f"{shims}:/usr/bin:/bin"}, timeout=30)
+    assert run.returncode == 0, run.stderr
+    held = [int(p) for p in pids.read_text().split()]
+    assert len(held) == 7
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]
+              for p in held):
+        assert time.monotonic() < deadline, "a held session outlived the script"
+        time.sleep(0.1)
+
+
 # --- hostfiles: regular files, bounded reads, short errors -------------------------------------
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "too-big", "directory"])

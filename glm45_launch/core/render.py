@@ -11,7 +11,16 @@ from glm45_launch.core.operations import LATEST_ITERATION, Operations, build_ope
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.quoting import comment, quote, shell_join
 from glm45_launch.core.secrets import mask_plan, mask_text, plan_secrets
-from glm45_launch.core.steps import HEAD, WORKER, DiagnoseStep, JoinStep, Step, SubmitStep, WriteFileStep
+from glm45_launch.core.steps import (
+    HEAD,
+    WORKER,
+    DiagnoseStep,
+    HoldStep,
+    JoinStep,
+    Step,
+    SubmitStep,
+    WriteFileStep,
+)
 
 FORMATS = ("text", "json", "bash")
 
@@ -88,7 +97,7 @@ def render_text(plan: Plan, show_secrets: bool = False, ops: Operations | None =
     if plan.warnings:
         out += ["", "Warnings"] + [f"  ! {w}" for w in plan.warnings]
     if plan.variant_changes:
-        out += ["", f"Variant (differences from recipe {plan.spec.recipe.name})"]
+        out += ["", f"Variant (differences from recipe {plan.recipe_name})"]
         out += [f"  {c}" for c in plan.variant_changes]
     if plan.overrides:
         out += ["", "Overrides (differences from the recipe" + (" and variant" if plan.variant_changes else "") + ")"]
@@ -160,10 +169,18 @@ def render_bash(plan: Plan, show_secrets: bool = False) -> str:
         "# Every word is quoted, so paths with spaces stay one word (unlike the bash recipe).",
         "set -u",
     ]
+    holding = False
     for step in plan.steps:
         out += ["", comment(step.purpose)]
         if isinstance(step, JoinStep):
             out.append("wait")
+            continue
+        if isinstance(step, HoldStep):
+            if not holding:  # the held sessions read a FIFO whose only writer is fd 9: closing it ends them
+                out.append('hold_fifo=$(mktemp -u) && mkfifo "$hold_fifo" && exec 9<>"$hold_fifo" || exit 1')
+                holding = True
+            out.append(f"ssh {quote(plan.cluster.ssh_user + '@' + step.host)} {quote(step.remote_command)}"
+                       ' < "$hold_fifo" 9>&- &')  # 9>&-: the session must not hold the writer itself
             continue
         if step.cwd:
             out.append(f"cd {quote(step.cwd)} || exit 1")
@@ -182,4 +199,7 @@ def render_bash(plan: Plan, show_secrets: bool = False) -> str:
             if step.ignore_errors:
                 line += " || true"
             out.append(line)
+    if holding:
+        out += ["", comment("the job has ended: release the held worker sessions"),
+                'exec 9>&- && rm -f "$hold_fifo"']
     return "\n".join(out) + "\n"
