@@ -15,12 +15,31 @@ from pathlib import Path
 UID_BASE = 2_045_000_000  # the unprivileged users a root recorder runs the sandbox as
 
 
-def sandbox_uid() -> int:
-    """An unprivileged user no process has now (a root recorder's fork limit then holds)."""
+def sandbox_uid() -> int | None:
+    """An unprivileged user (its group: the same number) that this user namespace maps and no
+    process has now, so that a root recorder's process limit holds; None: there is none."""
     used = uids()
+    uid_ranges, gid_ranges = _mapped("uid"), _mapped("gid")
     start = os.getpid() % 100_000
-    return next((UID_BASE + (start + i) % 100_000 for i in range(100_000)
-                 if UID_BASE + (start + i) % 100_000 not in used), UID_BASE)
+    candidates = [UID_BASE + (start + i) % 100_000 for i in range(1000)]
+    for first, count in uid_ranges:  # a container that maps fewer users: the top of its ranges
+        if count > 1:
+            candidates += [first + count - 1 - (start + i) % min(count - 1, 1000) for i in range(1000)]
+    return next((c for c in candidates if c != 0 and c not in used and _in(c, uid_ranges) and _in(c, gid_ranges)),
+                None)
+
+
+def _mapped(kind: str) -> list[tuple[int, int]]:
+    """The (first, count) id ranges this process's user namespace maps."""
+    try:
+        lines = Path(f"/proc/self/{kind}_map").read_text().splitlines()
+    except OSError:
+        return [(0, 2**32 - 1)]
+    return [(int(f[0]), int(f[2])) for f in (line.split() for line in lines) if len(f) == 3]
+
+
+def _in(n: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(first <= n < first + count for first, count in ranges)
 
 
 def uids() -> dict[int, int]:

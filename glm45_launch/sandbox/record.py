@@ -5,14 +5,15 @@ Nothing the script asks for really runs except pure text tools. Three layers:
 1. The sandbox (``layout.py``): bubblewrap runs the script in new user, mount, PID, network,
    IPC, UTS and cgroup namespaces, without capabilities, in a new session, as an unprivileged
    user when we are root, under resource limits (processes, memory, file size, CPU time, open
-   files: ``Limits``). Its filesystem holds only bash, the text tools, their libraries, stand-ins
+   files: ``ResourceLimits``). Its filesystem holds only bash, the text tools, their libraries, stand-ins
    for the system's other commands and read-only copies of what the script may read; what it
    writes goes to size-limited tmpfs. A script that gets past the layers below still touches
    nothing of the host.
 2. ``PATH`` is the shim directory (one link to ``programs/record.bash`` per recorded command
-   name: it records its argv and exits 0 silently, answering a cluster poll when the recording
-   has a ``cluster``) plus a directory of links to the allowlisted text tools (``SAFE_TOOLS``),
-   so the script's word splitting, globbing, loops and text processing behave as in production.
+   name: it records its argv and exits 0 silently, or answers a poll: arithmetic in ``python3
+   -c``, and the cluster's GPUs when the recording has a ``cluster``) plus a directory of links
+   to the allowlisted text tools (``SAFE_TOOLS``, ``rootdir.py``), so the script's word
+   splitting, globbing, loops and text processing behave as in production.
 3. Bash hooks (``programs/hooks.bash``, read through ``BASH_ENV`` by every bash the script
    starts) record every other command name, ``kill``, commands called by path, the tools' uses
    that write files or run commands, and skip what would write outside the sandbox; they also
@@ -20,7 +21,7 @@ Nothing the script asks for really runs except pure text tools. Three layers:
 
 Everything reaches the recorder as frames on one pipe (``channel.py``), read in bounded
 chunks: the recorded argv, notes, answered polls, ended wait loops, the exit status. The
-output is capped (``Limits.output_bytes``); a timeout kills the whole sandbox. Every skipped or
+output is capped (``ResourceLimits.output_bytes``); a timeout kills the whole sandbox. Every skipped or
 recorded-instead-of-run command leaves a note.
 
 ``sandbox=False`` (``--unsafe-no-sandbox``) runs layers 2-3 alone on the host, as before
@@ -167,7 +168,6 @@ class _Run:
 
     def __init__(self, stage: Path, script: Path, env: dict[str, str], names: list[str], bash: str,
                  limits: ResourceLimits, isolated: bool) -> None:
-        stage.chmod(0o711)  # the sandbox's user reaches its copies
         self.stage, self.script, self.env, self.names, self.bash = stage, script, env, names, bash
         self.limits, self.isolated = limits, isolated
         self.root = stage / "root"
@@ -271,7 +271,10 @@ class _Run:
         err_r, err_w = os.pipe()
         child_fds = [chan_w, tick_r, out_w, err_w]
         uid = os.getuid()
-        host_uid = hostprocs.sandbox_uid() if (self.isolated and os.geteuid() == 0) else uid
+        host_uid = (hostprocs.sandbox_uid() if (self.isolated and os.geteuid() == 0) else None) or uid
+        if self.isolated and host_uid == 0:
+            self.notes.append("the sandbox runs as root's user (this system maps no other one): the process limit "
+                              "does not hold (the time limit still ends a fork bomb)")
         nproc = hostprocs.processes_of(host_uid) + lim.processes + 4
         mode = "sandbox" if self.isolated else "unsafe"
         outdirs = [d for d, _ in self.writable] if self.isolated else []
@@ -282,7 +285,7 @@ class _Run:
         user: dict[str, object] = {}
         if self.isolated:
             assert bwrap is not None
-            argv, fds = self._bwrap(bwrap, uid, init)
+            argv, fds = self._bwrap(bwrap, uid, init, host_uid)
             child_fds += fds
             if host_uid != uid:
                 user = {"user": host_uid, "group": host_uid, "extra_groups": []}
@@ -322,8 +325,9 @@ class _Run:
         finally:
             os.close(tick_w)
 
-    def _bwrap(self, bwrap: str, uid: int, init: list[str]) -> tuple[list[str], list[int]]:
-        """bubblewrap's command line (setup read from a file) and the fds it must inherit."""
+    def _bwrap(self, bwrap: str, uid: int, init: list[str], host_uid: int) -> tuple[list[str], list[int]]:
+        """bubblewrap's command line (setup read from a file) and the fds it must inherit. The
+        staging directory becomes the sandbox's user's own (no other user reads the copies)."""
         name = os.environ.get("USER") or ("root" if uid == 0 else f"user{uid}")
         passwd, group = layout.passwd_lines(uid, os.getgid(), name, os.environ.get("HOME", "/"))
         (self.stage / "passwd").write_text(passwd)
@@ -353,6 +357,11 @@ class _Run:
         args_file = self.stage / "bwrap.args"
         args_file.write_bytes(b"".join(os.fsencode(a) + b"\0" for a in setup))
         fds.append(os.open(args_file, os.O_RDONLY))
+        if host_uid != os.getuid():
+            for top, dirs, files in os.walk(self.stage):
+                for name in (top, *(os.path.join(top, n) for n in dirs + files)):
+                    os.lchown(name, host_uid, host_uid)
+        self.stage.chmod(0o700)
         return [bwrap, "--args", str(fds[-1]), *init], fds
 
     # -- what came back ------------------------------------------------------------------------
