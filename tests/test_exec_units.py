@@ -130,3 +130,21 @@ def test_sleep_durations_and_bad_input() -> None:
         parse_sleep(["soon"])
     with pytest.raises(LaunchError, match="unknown signal"):
         parse_kill(["pkill", "--signal", "NOPE", "x"])
+
+
+def test_ssh_runner_lifts_the_open_files_limit(tmp_path: Path) -> None:
+    """A socket per host for the whole run: a 1024 soft limit would stop a fan-out at ~1000 hosts."""
+    import resource
+
+    from glm45_launch.runtime.ssh import SshRunner
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"hard open-files limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        SshRunner(SshOptions(known_hosts=(str(tmp_path / "none"),)))
+        lifted = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert lifted == (65536 if hard == resource.RLIM_INFINITY else min(65536, hard))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

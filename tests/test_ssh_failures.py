@@ -161,3 +161,14 @@ def test_up_without_preflight_names_the_silent_host(box: RackBox) -> None:
     assert up.returncode == 1
     _assert_one_line(up, RACK_CAUSES["silent"])
     assert up.stderr.strip().splitlines()[-1] == f"glm45-launch: error: 1 worker(s) failed to start: {BAD}"
+
+
+def test_proxyjump_is_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capfd: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text("Host behind-*\n    ProxyJump bastion\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    res = SshRunner(SshOptions(retries=3)).run("behind-7", "true", tmp_path / "host.log")
+    assert res.error == ("behind-7: ProxyJump in ssh config is not supported; use "
+                         "`ProxyCommand ssh -W %h:%p JUMPHOST` for this host")
+    assert res.attempts == 1 and capfd.readouterr() == ("", "")

@@ -122,3 +122,18 @@ def test_output_is_streamed_and_bounded(fresh_rackbox: RackBox) -> None:
     assert out["big"] == [0, None] and out["tail_last"] == ["100000"]
     assert out["tail_chars"] <= 512 * 1024 + 256 * 1024  # results.TAIL_BYTES, plus one MAX_LINE piece
     assert out["grew_kib"] < 48 * 1024, out  # 64 MiB of output, one line: the launcher never holds it
+
+
+def test_proxycommand_from_ssh_config(fresh_rackbox: RackBox) -> None:
+    """~/.ssh/config's ProxyCommand is honoured (Fabric did): h3 is reached through h2."""
+    box = fresh_rackbox
+    home = box.workdir / "proxy-home"
+    (home / ".ssh").mkdir(parents=True, exist_ok=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host {box.ip(3)}\n    ProxyCommand ssh -F /dev/null -i {box.identity} -o BatchMode=yes "
+        f"-o UserKnownHostsFile={box.known_hosts} -o StrictHostKeyChecking=yes -W %h:%p root@{box.ip(2)}\n")
+    log = box.host_dir(3) / "sshd.log"
+    before = log.read_text().count(f"Accepted publickey for root from {box.ip(2)}")
+    out = _drive(box, "phases", _cfg(box, [2, 3]), HOME=str(home))
+    assert out["phases"][3] == {box.ip(h): [0, [f"stop on {box.netns(h)}"]] for h in (2, 3)}
+    assert log.read_text().count(f"Accepted publickey for root from {box.ip(2)}") - before == 1

@@ -28,6 +28,7 @@ from glm45_launch.runtime.sshpool import (
     ClientKeys,
     ConnectionLost,
     HandshakeTimeout,
+    SessionRefused,
     SshConfig,
     SshPool,
     SshRefused,
@@ -141,6 +142,8 @@ def describe_ssh_error(exc: BaseException, host: str, opts: SshOptions) -> tuple
                 f"{opts.connect_timeout:.0f}s"), True
     if isinstance(exc, ConnectionLost):
         return f"connection to {host} lost: {exc}", True
+    if isinstance(exc, SessionRefused):
+        return f"{host} refused one more SSH session on the connection (sshd MaxSessions?): {exc}", True
     if isinstance(exc, paramiko.BadHostKeyException):
         return (f"host key of {host} CHANGED (does not match known_hosts): refusing to connect; "
                 "check the host, then remove the old key with `ssh-keygen -R`"), False

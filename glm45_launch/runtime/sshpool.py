@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from glm45_launch.runtime.ssh import SshOptions
 
 KEEPALIVE_S = 15  # an SSH keepalive after this long without traffic
+FD_LIMIT = 65536  # open files: a socket per host for the run, a log file per command in flight
 WINDOW_BYTES = 256 * 1024  # per channel: what paramiko may buffer for a command's output
 # An idle connection's thread wakes this often (paramiko's default, 0.1 s, is 20,000 wake-ups a
 # second for 2048 idle hosts during a job). It only checks for a close (we shut sockets down,
@@ -59,6 +60,10 @@ class HandshakeTimeout(Exception):
         self.stage, self.timeout_s = stage, timeout_s
 
 
+class SessionRefused(Exception):
+    """The connection is fine but its sshd refused one more session (``MaxSessions``)."""
+
+
 class ConnectionLost(Exception):
     """The connection died (before a command was sent: retried on a new one)."""
 
@@ -79,6 +84,20 @@ def quiet_paramiko() -> None:
         log.addHandler(logging.NullHandler())
     log.propagate = False
     log.setLevel(logging.CRITICAL + 1)
+
+
+def raise_fd_limit(want: int = FD_LIMIT) -> int:
+    """Lift this process's soft open-files limit towards ``want`` (never above the hard limit):
+    every host holds a socket for the whole run, and a 1024 default stops at ~1000 hosts."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+    return soft
 
 
 @dataclass(frozen=True)
@@ -208,9 +227,10 @@ def authenticate(transport: Any, target: Target, keys: ClientKeys, deadline: flo
     for key in keys.defaults():
         if attempt(key):
             return
+    skipped = f" (skipped {'; '.join(keys.skipped)})" if keys.skipped else ""
     if not tried:
-        raise SshRefused(f"no SSH key to offer to {target.host} (--identity KEY, ssh-agent or ~/.ssh/id_*)")
-    raise paramiko.AuthenticationException(f"authentication failed for {target.user}@{target.host}")
+        raise SshRefused(f"no SSH key to offer to {target.host}: --identity KEY, ssh-agent or ~/.ssh/id_*{skipped}")
+    raise SshRefused(f"authentication failed for {target.user}@{target.host}: {tried} key(s) refused{skipped}")
 
 
 class _Link:
@@ -229,12 +249,12 @@ class SshPool:
     def __init__(self, opts: SshOptions, known: KnownHosts, keys: ClientKeys, config: SshConfig,
                  connect_slots: int) -> None:
         quiet_paramiko()
+        raise_fd_limit()
         self.opts, self.known, self.keys, self.config = opts, known, keys, config
         self._links: dict[str, _Link] = {}
         self._links_lock = threading.Lock()
         self._handshakes = threading.BoundedSemaphore(max(1, connect_slots))
         self.closed = False
-        self.connects = 0  # handshakes made (for tests and the benchmark)
 
     def _link(self, host: str) -> _Link:
         link = self._links.get(host)
@@ -243,7 +263,7 @@ class SshPool:
                 link = self._links.setdefault(host, _Link())
         return link
 
-    def session(self, host: str, on_connect: Callable[[], None] | None = None) -> Any:
+    def session(self, host: str) -> Any:
         """A new session channel to ``host``; connects when there is no live connection. A
         cached connection found dead (the channel cannot open) is replaced once: nothing was
         sent on it yet. Raises what connecting raised."""
@@ -256,12 +276,12 @@ class SshPool:
                 fresh = transport is None or not transport.is_active()
                 if fresh:
                     self._drop(link)
-                    if on_connect:
-                        on_connect()
                     transport = link.transport = self._connect(host)
             try:
                 return transport.open_session(window_size=WINDOW_BYTES, timeout=self.opts.connect_timeout)
             except Exception as exc:  # noqa: BLE001 - a dead connection: replaced below, once
+                if transport.is_active():  # a live connection whose sshd said no (MaxSessions): keep it,
+                    raise SessionRefused(str(exc) or type(exc).__name__) from None  # its other sessions too
                 with link.lock:
                     if link.transport is transport:
                         self._drop(link)
@@ -282,7 +302,6 @@ class SshPool:
         with self._handshakes:
             if self.closed:
                 raise ConnectionLost("the launcher is closing its connections")
-            self.connects += 1
             preferred = self.known.preferred_types(target.key_name)
             transport = self._handshake(target, key_algorithms(preferred))
             try:
@@ -309,7 +328,7 @@ class SshPool:
 
         timeout = self.opts.connect_timeout
         if target.proxy_command:
-            sock: Any = paramiko.ProxyCommand(_expand_proxy(target))
+            sock: Any = paramiko.ProxyCommand(target.proxy_command)  # %h, %p, %r: expanded by SSHConfig
         else:
             sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -387,12 +406,6 @@ def _first(supported: tuple[str, ...], preferred: Iterable[str]) -> list[str]:
     """``supported``, with those of ``preferred`` it has moved first (in that order)."""
     first = [p for p in preferred if p in supported]
     return first + [s for s in supported if s not in first]
-
-
-def _expand_proxy(target: Target) -> str:
-    assert target.proxy_command is not None
-    return (target.proxy_command.replace("%h", target.hostname).replace("%p", str(target.port))
-            .replace("%r", target.user).replace("%%", "%"))
 
 
 def _close_transport(transport: Any) -> None:
