@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,23 +170,6 @@ def test_implementations_have_exactly_the_interface(interface: type, real: type,
         assert {k: got.get(k) for k in want} == want, impl
     extra = set(methods(real)) - set(want)
     assert extra == set(), f"{real.__name__} has public methods outside {interface.__name__}: {extra}"
-
-
-def _programs(*suffixes: str) -> list[Path]:
-    return sorted(p for p in PKG.rglob("*") if p.suffix in suffixes and "programs" in p.parts)
-
-
-def test_programs_are_linted() -> None:
-    """Programs that run elsewhere are package files that linters check (never string literals)."""
-    python = _programs(".py")
-    assert python, "no program files found"
-    res = subprocess.run([sys.executable, "-m", "ruff", "check", *map(str, python)], capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout + res.stderr
-    for script in _programs(".sh", ".bash"):
-        assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0, script
-        if shutil.which("shellcheck"):
-            res = subprocess.run(["shellcheck", "-x", str(script)], capture_output=True, text=True)
-            assert res.returncode == 0, res.stdout
 
 
 def test_readme_library_example_runs(tmp_path: Path) -> None:
