@@ -24,15 +24,10 @@ from typing import IO, Any
 from glm45_launch.core.quoting import quote
 from glm45_launch.runtime.hostkeys import KnownHosts
 from glm45_launch.runtime.results import MAX_LINE, CommandResult, keep_line, shown
-from glm45_launch.runtime.sshpool import (
-    ClientKeys,
-    ConnectionLost,
-    HandshakeTimeout,
-    SessionRefused,
-    SshConfig,
-    SshPool,
-    SshRefused,
-)
+from glm45_launch.runtime.sshauth import ClientKeys
+from glm45_launch.runtime.sshconfig import SshConfig
+from glm45_launch.runtime.ssherrors import ConnectionLost, HandshakeTimeout, SessionRefused, SshRefused
+from glm45_launch.runtime.sshpool import SshPool
 
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")

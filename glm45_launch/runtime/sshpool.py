@@ -8,7 +8,8 @@ sent. At most ``connect_slots`` handshakes are in flight at once, whatever the f
 they are what costs CPU on the launcher. Keepalives every :data:`KEEPALIVE_S` detect a dead peer
 and keep idle connections through NAT and firewall timeouts.
 
-Read once per run, not per connection: the known_hosts files, the client keys, ``~/.ssh/config``.
+Read once per run, not per connection: the known_hosts files (:mod:`.hostkeys`), the client keys
+(:mod:`.sshauth`), ``~/.ssh/config`` (:mod:`.sshconfig`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from glm45_launch.errors import LaunchError
-from glm45_launch.runtime.hostkeys import Check, KnownHosts, Verdict, host_key_name, key_algorithms
+from glm45_launch.runtime.hostkeys import Check, KnownHosts, Verdict, key_algorithms
+from glm45_launch.runtime.sshauth import ClientKeys, authenticate
+from glm45_launch.runtime.sshconfig import SshConfig, Target
+from glm45_launch.runtime.ssherrors import ConnectionLost, HandshakeTimeout, SessionRefused, SshRefused
 
 if TYPE_CHECKING:
     from glm45_launch.runtime.ssh import SshOptions
@@ -37,35 +38,9 @@ WINDOW_BYTES = 256 * 1024  # per channel: what paramiko may buffer for a command
 # second for 2048 idle hosts during a job). It only checks for a close (we shut sockets down,
 # which wakes it at once) and whether a keepalive is due.
 IDLE_POLL_S = 5.0
-DEFAULT_KEY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
-USER_SSH_CONFIG = "~/.ssh/config"
-SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
 # AES-GCM first (OpenSSH offers it too): an AEAD cipher is one C call per packet, where
 # paramiko's default AES-CTR + HMAC adds an HMAC and a byte-by-byte MAC comparison in Python.
 AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-# The ssh config keywords this launcher uses; a config without them is never looked up.
-USED_SSH_CONFIG = ("hostname", "port", "identityfile", "proxycommand", "proxyjump")
-
-
-class SshRefused(Exception):
-    """A connection we refuse or that cannot work, whatever a retry does (host key, auth, config).
-    Its message is the one line the user sees."""
-
-
-class HandshakeTimeout(Exception):
-    """The TCP connection opened, but the SSH handshake did not finish in time."""
-
-    def __init__(self, stage: str, timeout_s: float) -> None:
-        super().__init__(stage)
-        self.stage, self.timeout_s = stage, timeout_s
-
-
-class SessionRefused(Exception):
-    """The connection is fine but its sshd refused one more session (``MaxSessions``)."""
-
-
-class ConnectionLost(Exception):
-    """The connection died (before a command was sent: retried on a new one)."""
 
 
 def quiet_paramiko() -> None:
@@ -98,139 +73,6 @@ def raise_fd_limit(want: int = FD_LIMIT) -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             return target
     return soft
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a host name leads, after ``~/.ssh/config``."""
-
-    host: str  # as the hostfile names it
-    hostname: str  # what to connect to (ssh config HostName)
-    port: int
-    user: str
-    key_files: tuple[str, ...] = ()  # ssh config IdentityFile
-    proxy_command: str | None = None
-
-    @property
-    def key_name(self) -> str:
-        return host_key_name(self.hostname, self.port)
-
-
-class SshConfig:
-    """``/etc/ssh/ssh_config`` and ``~/.ssh/config``, read once; looked up per host (cached)."""
-
-    def __init__(self, paths: tuple[str, ...] = (USER_SSH_CONFIG, SYSTEM_SSH_CONFIG)) -> None:
-        import paramiko
-
-        self._configs = []
-        for raw in paths:
-            path = Path(raw).expanduser()
-            if path.is_file():
-                try:
-                    config = paramiko.SSHConfig.from_path(str(path))
-                except (OSError, ValueError, paramiko.ConfigParseError) as exc:
-                    raise LaunchError(f"{path}: cannot read ssh config: {exc}") from None
-                # Debian's /etc/ssh/ssh_config sets only SendEnv, HashKnownHosts, GSSAPI...: a
-                # lookup (paramiko expands tokens, asks getpwuid) per host for nothing.
-                entries = getattr(config, "_config", None)  # paramiko's parsed sections (no public view)
-                if entries is None or any(k in e.get("config", {}) for e in entries for k in USED_SSH_CONFIG):
-                    self._configs.append(config)
-        self._cache: dict[str, dict[str, Any]] = {}
-
-    def lookup(self, host: str) -> dict[str, Any]:
-        found = self._cache.get(host)
-        if found is None:
-            found = {}
-            for config in self._configs:  # the user's file first: the first value wins, as in ssh
-                for key, value in config.lookup(host).items():
-                    found.setdefault(key, value)
-            self._cache[host] = found
-        return found
-
-    def target(self, host: str, user: str, port: int | None) -> Target:
-        cfg = self.lookup(host)
-        if "proxyjump" in cfg and cfg["proxyjump"].lower() != "none":
-            raise SshRefused(f"{host}: ProxyJump in ssh config is not supported; use "
-                             "`ProxyCommand ssh -W %h:%p JUMPHOST` for this host")
-        proxy = cfg.get("proxycommand")
-        return Target(host, cfg.get("hostname", host), port or int(cfg.get("port", 22)), user,
-                      tuple(cfg.get("identityfile", ())), None if proxy in (None, "none") else proxy)
-
-
-class ClientKeys:
-    """The private keys to offer, loaded once per run (an encrypted key is skipped)."""
-
-    def __init__(self, identity: tuple[str, ...], look_for_keys: bool, use_agent: bool) -> None:
-        self.identity, self.look_for_keys, self.use_agent = identity, look_for_keys, use_agent
-        self._loaded: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self.skipped: list[str] = []
-
-    def _key(self, path: str) -> Any:
-        import paramiko
-
-        with self._lock:
-            if path not in self._loaded:
-                key = None
-                full = os.path.expanduser(path)
-                if os.path.isfile(full):
-                    try:
-                        key = paramiko.PKey.from_path(full)
-                        if os.path.isfile(full + "-cert.pub"):
-                            key.load_certificate(full + "-cert.pub")
-                    except paramiko.PasswordRequiredException:
-                        self.skipped.append(f"{path}: encrypted (use ssh-agent)")
-                    except (OSError, ValueError, paramiko.SSHException) as exc:
-                        self.skipped.append(f"{path}: {exc}")
-                self._loaded[path] = key
-            return self._loaded[path]
-
-    def files(self, extra: tuple[str, ...] = ()) -> list[Any]:
-        """Explicit keys (--identity, ssh config IdentityFile), in order."""
-        return [k for p in dict.fromkeys((*self.identity, *extra)) if (k := self._key(p)) is not None]
-
-    def defaults(self) -> list[Any]:
-        return [k for p in DEFAULT_KEY_FILES if (k := self._key(p)) is not None] if self.look_for_keys else []
-
-
-def authenticate(transport: Any, target: Target, keys: ClientKeys, deadline: float) -> None:
-    """Public-key auth like ``SSHClient``: explicit keys, then the agent's, then ~/.ssh/id_*."""
-    import paramiko
-
-    tried = 0
-
-    def attempt(key: Any) -> bool:
-        nonlocal tried
-        if time.monotonic() > deadline:
-            raise HandshakeTimeout("authentication", 0)
-        tried += 1
-        try:
-            transport.auth_publickey(target.user, key)
-            return True
-        except paramiko.BadAuthenticationType as exc:
-            raise SshRefused(f"{target.user}@{target.host} does not accept public keys "
-                             f"(allowed: {', '.join(exc.allowed_types)})") from None
-        except paramiko.AuthenticationException:
-            return False
-
-    for key in keys.files(target.key_files):
-        if attempt(key):
-            return
-    if keys.use_agent and os.environ.get("SSH_AUTH_SOCK"):
-        agent = paramiko.Agent()  # its own socket per connection: agent requests are not thread-safe
-        try:
-            for key in agent.get_keys():
-                if attempt(key):
-                    return
-        finally:
-            agent.close()
-    for key in keys.defaults():
-        if attempt(key):
-            return
-    skipped = f" (skipped {'; '.join(keys.skipped)})" if keys.skipped else ""
-    if not tried:
-        raise SshRefused(f"no SSH key to offer to {target.host}: --identity KEY, ssh-agent or ~/.ssh/id_*{skipped}")
-    raise SshRefused(f"authentication failed for {target.user}@{target.host}: {tried} key(s) refused{skipped}")
 
 
 class _Link:
