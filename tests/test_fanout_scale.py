@@ -109,3 +109,12 @@ def test_down_on_64_hosts_one_connection_each(tmp_path: Path) -> None:
         logs = sorted(p.name for p in (box.workdir / "runs" / "down").iterdir())
         assert len(logs) == 64 and all("Stopped only 0" in (box.workdir / "runs" / "down" / name).read_text()
                                        for name in logs)
+
+
+def test_a_box_past_253_hosts_takes_a_wider_subnet(tmp_path: Path) -> None:
+    """Nothing starts here: the addresses a 300-host box would use, and the bridge's limit."""
+    box = RackBox(300, workdir=tmp_path, prefix="g45sub")
+    assert box.hosts[0] == "10.123.0.1" and box.hosts[-1] == "10.123.1.44" and box.admin_ip == "10.123.255.254"
+    assert RackBox(3, workdir=tmp_path, prefix="g45sub").hosts == ["10.123.0.1", "10.123.0.2", "10.123.0.3"]
+    with pytest.raises(ValueError, match="at most 1020 hosts"):
+        RackBox(1021, workdir=tmp_path, prefix="g45sub")
