@@ -8,7 +8,7 @@ hostfile -> recipe -> plan -> executor::
     plan = build_plan(spec)          # pure: the exact commands, nothing runs
     plan.invocations()               # bash-equivalent argv lists
 
-Heavy dependencies (ray, fabric, rich) are imported only by the modules that run things.
+Heavy dependencies (ray, paramiko, rich) are imported only by the modules that run things.
 """
 
 from glm45_launch.core.hostfile import Host, Hostfile, load_hostfile, parse_hostfile_text

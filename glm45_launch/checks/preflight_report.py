@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from glm45_launch.core.steps import DEFAULT_PARALLEL
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 _RANK = {OK: 0, WARN: 1, FAIL: 2}
 VERSIONED = ("python", "ray", "torch", "sglang", "megatron-core")  # checks named after a package
@@ -88,7 +90,7 @@ def worst(statuses: Sequence[str] | Any) -> str:
 class PreflightOptions:
     """Thresholds and switches (the plan says what to check)."""
 
-    parallel: int = 32
+    parallel: int = DEFAULT_PARALLEL
     min_free_gb: float = 5.0
     require_gpus: bool = False  # no nvidia-smi / no NVLink: a failure instead of a warning
     libs: bool = True  # megatron-core/sglang checks of validate_libs, here on the head

@@ -18,6 +18,7 @@ import click
 from glm45_launch.core.hostfile import DEFAULT_HOSTFILE, Hostfile, load_hostfile
 from glm45_launch.core.plan import FRAMEWORKS, LaunchSpec
 from glm45_launch.core.profiles import MODES, TASKS, TRANSFER_MODES, NvlinkFact
+from glm45_launch.core.steps import DEFAULT_PARALLEL
 from glm45_launch.core.variants import HARDWARE, PROFILES, Variant
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import MODELS
@@ -200,7 +201,7 @@ SSH = (
         help="Record unknown host keys (a changed key is still refused).")),
     Opt("ssh_port", ("--ssh-port",), "ssh.port", dict(type=int, default=None,
         help="SSH port (default: 22 / ~/.ssh/config).")),
-    # At least 1 s: Fabric drops a connect timeout that rounds to 0, and `timeout 0` never fires.
+    # At least 1 s: a connect timeout that rounds to 0 means none, and `timeout 0` never fires.
     Opt("connect_timeout", ("--connect-timeout",), "ssh.connect_timeout", dict(type=click.FloatRange(min=1),
         default=10.0, show_default=True, help="Seconds to connect to a host.")),
     Opt("command_timeout", ("--command-timeout",), "ssh.command_timeout", dict(type=click.FloatRange(min=1),
@@ -209,9 +210,9 @@ SSH = (
         help="Connection attempts per host (with backoff).")),
 )
 
-# 256 = runtime.fanout.DEFAULT_PARALLEL: a rack row in one or two rounds; SSH handshakes in flight are
+# core.steps.DEFAULT_PARALLEL (256): a rack row in one or two rounds; SSH handshakes in flight are
 # bounded apart (16), so a wide fan-out costs threads, not CPU (bench/fanout.py measured it).
-PARALLEL = Opt("parallel", ("--parallel",), "run.parallel", dict(type=click.IntRange(min=1), default=256,
+PARALLEL = Opt("parallel", ("--parallel",), "run.parallel", dict(type=click.IntRange(min=1), default=DEFAULT_PARALLEL,
                show_default=True, help="Commands in flight at once (SSH handshakes: at most 16 at a time)."))
 
 

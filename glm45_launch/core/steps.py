@@ -17,6 +17,7 @@ from glm45_launch.core.quoting import remote_command, shell_command
 
 HEAD = "head"
 WORKER = "worker"
+DEFAULT_PARALLEL = 256  # hosts a fan-out runs at once: a rack row in one or two rounds (bench/fanout.py)
 JOB_ID = "{job_id}"  # in a stop-job command: the submitted job's id, known only at run time
 
 

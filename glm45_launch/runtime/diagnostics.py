@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from glm45_launch.core.operations import DIAG_MARKER, Operations
+from glm45_launch.core.steps import DEFAULT_PARALLEL
 from glm45_launch.runtime.interfaces import CommandRunner, RemoteRunner, Reporter
 from glm45_launch.runtime.results import CommandResult
 from glm45_launch.runtime.steprunner import StepRunner
@@ -88,7 +89,7 @@ def _name(host: str) -> str:
 
 
 def collect(ops: Operations, out_dir: Path, job_id: str | None, *, local: CommandRunner, remote: RemoteRunner,
-            reporter: Reporter, parallel: int = 32, head: str | None = None) -> Diagnostics:
+            reporter: Reporter, parallel: int = DEFAULT_PARALLEL, head: str | None = None) -> Diagnostics:
     """Every node's evidence and the driver log into ``out_dir``, at once; one line per node."""
     out_dir.mkdir(parents=True, exist_ok=True)
     timeout = ops.settings.collect_timeout_s

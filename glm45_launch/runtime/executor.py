@@ -23,6 +23,7 @@ from glm45_launch.core.operations import Operations
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.quoting import shell_join
 from glm45_launch.core.steps import (
+    DEFAULT_PARALLEL,
     WORKER,
     CleanupStep,
     HeadStartStep,
@@ -53,7 +54,7 @@ class ExecOptions:
     """How to run a plan (not what: that is the plan)."""
 
     run_dir: Path
-    parallel: int = 32
+    parallel: int = DEFAULT_PARALLEL
     serial: bool = False
     join_timeout: float = 180.0
     head_timeout: float = 300.0
@@ -293,12 +294,15 @@ class Executor:
         except KeyboardInterrupt:
             self._interrupted.set()
             raise
+        # A host the command never reached runs nothing: teardown has nothing to stop there.
+        self.started = [h for h in self.started if h not in results or results[h].sent]
         self._await_background()
         for host in sorted(results):
             self.rows.append(Row.of(host, "ray start (worker)", results[host]))
         if results.failed:
             for h, r in results.failed.items():
-                self.report.error(f"{h}: {r.error or f'ray start exited {r.exit_code}'}")
+                why = r.error or f"ray start exited {r.exit_code}"
+                self.report.error(why if h in why else f"{h}: {why}")
                 self._tail(h, r.output_tail)
             raise StepFailed(f"{len(results.failed)} worker(s) failed to start: {', '.join(sorted(results.failed))}")
 

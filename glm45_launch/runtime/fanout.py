@@ -22,7 +22,6 @@ from typing import Any
 from glm45_launch.runtime.interfaces import Echo, RemoteRunner
 from glm45_launch.runtime.results import CommandResult, FanOutResult
 
-DEFAULT_PARALLEL = 256
 LIVE_AFTER = 16  # more hosts than this: one progress line instead of their output lines
 
 

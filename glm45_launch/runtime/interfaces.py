@@ -4,7 +4,7 @@ The executor and the use cases take these injected (like invoke's runners or Ray
 ``CommandRunnerInterface``): the real implementations are :class:`~.local.LocalRunner`,
 :class:`~.ssh.SshRunner`, :class:`~.ray_api.RayClient`, :class:`~.hostfacts.LocalHostFacts`
 and :class:`~.reporter.RichReporter`; the test doubles live in
-:mod:`glm45_launch.testing.fakes`. ``tests/test_interfaces.py`` checks that every real
+:mod:`glm45_launch.testing.fakes`. ``tests/test_architecture.py`` checks that every real
 implementation has exactly its interface's public methods.
 """
 

@@ -29,6 +29,7 @@ class CommandResult:
     error: str | None = None
     duration_s: float = 0.0
     attempts: int = 0  # connection attempts (remote)
+    sent: bool = True  # False: it never reached the host (no connection), so nothing ran there
     output_tail: list[str] = field(default_factory=list)
 
     @property

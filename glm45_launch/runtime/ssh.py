@@ -208,7 +208,9 @@ class SshRunner:
         with log_path.open("a") as log:
             log.write(f"$ {shown(command)}\n")
             chan = self._session(host, result, log)
-            if chan is not None:
+            if chan is None:
+                result.sent = False
+            else:
                 self._exec(host, chan, command, timeout_s, result, log, echo)
             log.write(f"# exit={result.exit_code} error={result.error}\n")
         result.duration_s = time.monotonic() - start

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from glm45_launch.core.steps import HEAD, Step
+from glm45_launch.core.steps import DEFAULT_PARALLEL, HEAD, Step
 from glm45_launch.runtime.fanout import run_on_hosts
 from glm45_launch.runtime.interfaces import CommandRunner, Echo, RemoteRunner
 from glm45_launch.runtime.results import CommandResult, FanOutResult
@@ -24,7 +24,7 @@ class StepRunner:
         local: CommandRunner,
         remote: RemoteRunner,
         log_path: Callable[[str], Path],
-        parallel: int = 32,
+        parallel: int = DEFAULT_PARALLEL,
         echo_for: Callable[[str], Echo] | None = None,
     ) -> None:
         self.local, self.remote, self.log_path = local, remote, log_path

@@ -21,7 +21,7 @@ from glm45_launch.core.convert_plan import ConvertPlan
 from glm45_launch.core.hostfile import Hostfile
 from glm45_launch.core.operations import WatchSettings, build_operations, restart_problem
 from glm45_launch.core.plan import Plan, build_down_plan
-from glm45_launch.core.steps import HEAD, WORKER, ProbeStep
+from glm45_launch.core.steps import DEFAULT_PARALLEL, HEAD, WORKER, ProbeStep
 from glm45_launch.errors import ExitCode, LaunchError
 from glm45_launch.runtime.executor import ExecOptions, UpResult, require_head_here
 from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter, Row
@@ -46,6 +46,10 @@ class Runtime:
     # A new RemoteRunner, for a teardown after Ctrl-C closed ``remote``'s connections (None: reuse it).
     reconnect: Callable[[], RemoteRunner] | None = None
 
+    def close(self) -> None:
+        """Close the run's SSH connections (the CLI's process exit does it too)."""
+        self.remote.close_all()
+
     @classmethod
     def real(cls, ssh: SshOptions, quiet: bool = False, mask: Callable[[str], str] | None = None) -> Runtime:
         """This machine, SSH (one paramiko connection per host for the whole run), Ray's SDK and
@@ -65,7 +69,7 @@ class UpOptions:
     """How ``up`` runs: the executor's options, and preflight's (None: skipped)."""
 
     run_dir: Path | str | None = None  # None: ./runs/<time>; made (and checked) once on the head
-    parallel: int = 32
+    parallel: int = DEFAULT_PARALLEL
     serial: bool = False
     join_timeout: float = 180.0
     preflight: PreflightOptions | None = field(default_factory=lambda: PreflightOptions(libs=False))
@@ -109,7 +113,7 @@ def up(plan: Plan, opts: UpOptions, rt: Runtime) -> UpResult:
         return Supervisor(plan, ops, opts.exec_options(run_dir), rt).run()
 
 
-def down(hostfile: Hostfile, head: str | None, rt: Runtime, run_dir: Path, parallel: int = 32) -> list[Row]:
+def down(hostfile: Hostfile, head: str | None, rt: Runtime, run_dir: Path, parallel: int = DEFAULT_PARALLEL) -> list[Row]:
     """``ray stop --force`` on every host at once (and on the head here when it is this machine
     and not in the hostfile); one row per host."""
     steps = build_down_plan(hostfile, head, head_is_local=bool(head) and rt.host.is_local_address(head or ""))
@@ -171,7 +175,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def status(hostfile: Hostfile, address: str, rt: Runtime, parallel: int = 32, log_dir: Path | None = None) -> StatusReport:
+def status(hostfile: Hostfile, address: str, rt: Runtime, parallel: int = DEFAULT_PARALLEL, log_dir: Path | None = None) -> StatusReport:
     """Per host: reachable, a raylet running (``pgrep -x raylet`` over SSH), its state in Ray's
     node table, GPUs; and the cluster's jobs at ``address`` with their state and runtime."""
     import tempfile

@@ -72,7 +72,8 @@ class FakeRemoteRunner:
         self.calls.append(["ssh", f"{self.user}@{host}", command])
         code, lines = self.answer(host, command)
         error = f"cannot connect to {host}: connection refused" if code is None else None
-        return CommandResult(host=host, command=command, exit_code=code, error=error, output_tail=list(lines))
+        return CommandResult(host=host, command=command, exit_code=code, error=error, output_tail=list(lines),
+                             sent=code is not None)
 
     def close_all(self) -> None:
         self.closed = True
