@@ -17,7 +17,7 @@ from pathlib import Path
 from glm45_launch.checks.preflight_report import OK, PreflightOptions
 from glm45_launch.core.hostfile import load_hostfile
 from glm45_launch.core.plan import LaunchSpec, build_plan
-from glm45_launch.runtime.fanout import DEFAULT_PARALLEL
+from glm45_launch.core.steps import DEFAULT_PARALLEL
 from glm45_launch.runtime.ssh import CONNECT_SLOTS, SshOptions
 from glm45_launch.runtime.steprunner import StepRunner
 from glm45_launch.runtime.usecases import Runtime, preflight

@@ -15,7 +15,8 @@ import pytest
 from rich.console import Console
 
 from glm45_launch.cli.options import PARALLEL
-from glm45_launch.runtime.fanout import DEFAULT_PARALLEL, LIVE_AFTER, run_on_hosts
+from glm45_launch.core.steps import DEFAULT_PARALLEL
+from glm45_launch.runtime.fanout import LIVE_AFTER, run_on_hosts
 from glm45_launch.runtime.interfaces import Echo, Row
 from glm45_launch.runtime.reporter import TABLE_ROWS, RichReporter
 from glm45_launch.runtime.results import CommandResult
