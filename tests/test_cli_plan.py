@@ -369,3 +369,19 @@ def test_console_script_matches_module(tmp_path: Path, golden_hostfile: Path, go
     assert json.loads(proc.stdout)["invocations"] == golden_plan["invocations"]
     bad = run_cli(["plan", "--bogus"], tmp_path, exe=[exe])
     assert error_line(bad) == "No such option '--bogus'."
+
+
+def test_plan_shows_what_up_runs_with_the_same_options(golden_hostfile: Path, tmp_path: Path) -> None:
+    """`plan` takes up's plan-shaping options: its text is `up --dry-run`'s, and json carries them."""
+    opts = ["--hostfile", str(golden_hostfile), "--head", GOLDEN["hostfile"][0].split()[0], "--base-dir", "/data",
+            "--checkpoint-dir", "/ck", "--max-restarts", "2", "--health-interval", "5", "--no-wait", "--no-overlap"]
+    planned = run_cli(["plan", *opts], tmp_path)
+    dry = run_cli(["up", "--dry-run", *opts], tmp_path)
+    assert planned.returncode == 0 and dry.returncode == 0, planned.stderr + dry.stderr
+    assert planned.stdout == dry.stdout
+    assert "Restarts: up to 2" in planned.stdout and "every 5s" in planned.stdout
+    data = json.loads(run_cli(["plan", *opts, "--format", "json"], tmp_path).stdout)
+    assert data["operations"]["restart"]["max_restarts"] == 2
+    assert data["operations"]["watch"]["interval_s"] == 5.0
+    submit = next(s for s in data["steps"] if s["kind"] == "submit")
+    assert "--no-wait" in submit["commands"][0]

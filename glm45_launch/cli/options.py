@@ -24,6 +24,7 @@ from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import MODELS
 
 if TYPE_CHECKING:
+    from glm45_launch.core.operations import WatchSettings
     from glm45_launch.runtime.ssh import SshOptions
 
 F = Callable[..., Any]
@@ -210,6 +211,43 @@ SSH = (
         help="Connection attempts per host (with backoff).")),
 )
 
+# How `up` runs the plan's steps: they change the plan (its submit, its step order), so `plan` takes them too.
+LAUNCH = (
+    Opt("no_wait", ("--no-wait",), "spec.no_wait", dict(is_flag=True,
+        help="Submit the job and print its id (ray job submit --no-wait).")),
+    Opt("no_overlap", ("--no-overlap",), "spec.overlap", dict(is_flag=True,
+        help="Start workers only after `ray start --head` returns (the bash recipe's order)."), _not),
+)
+
+_SECONDS = click.FloatRange(min=0.1)
+
+# The health watch, diagnostics and restarts (core/operations.py WatchSettings): `up` runs them,
+# `plan` and `up --dry-run` show them.
+WATCH = (
+    Opt("max_restarts", ("--max-restarts",), "watch.max_restarts", dict(type=click.IntRange(min=0), default=0,
+        show_default=True, help="Restart after a node is lost, the job stalls or fails: the cluster again, the "
+                                "same job, resumed from --load (needs --checkpoint-dir or a --load in the train args).")),
+    Opt("host_wait", ("--host-wait",), "watch.host_wait_s", dict(type=_SECONDS, default=600.0, show_default=True,
+        metavar="SECONDS", help="Before a restart, how long a lost node has to answer again.")),
+    Opt("health_interval", ("--health-interval",), "watch.interval_s", dict(type=_SECONDS, default=10.0,
+        show_default=True, metavar="SECONDS",
+        help="While the job runs: Ray's node table and `pgrep -x raylet` on every node this often.")),
+    Opt("health_timeout", ("--health-timeout",), "watch.probe_timeout_s", dict(type=_SECONDS, default=10.0,
+        show_default=True, metavar="SECONDS",
+        help="A node whose check does not answer within this, twice in a row, is lost.")),
+    Opt("stall_timeout", ("--stall-timeout",), "watch.stall_timeout_s", dict(type=_SECONDS, default=None,
+        metavar="SECONDS", help="No new driver output for this long: the job stalled (default: off).")),
+    Opt("stop_grace", ("--stop-grace",), "watch.stop_grace_s", dict(type=_SECONDS, default=30.0, show_default=True,
+        metavar="SECONDS",
+        help="After `ray job stop`, how long before the forced stop (ray stop --force on every node).")),
+    Opt("collect_timeout", ("--collect-timeout",), "watch.collect_timeout_s", dict(type=_SECONDS, default=60.0,
+        show_default=True, metavar="SECONDS", help="Diagnostics after a failure: at most this long per node.")),
+    Opt("no_watch", ("--no-watch",), "watch.watch", dict(is_flag=True,
+        help="Do not watch the cluster while the job runs."), _not),
+    Opt("no_collect", ("--no-collect",), "watch.collect", dict(is_flag=True,
+        help="Collect no diagnostics after a failure."), _not),
+)
+
 # core.steps.DEFAULT_PARALLEL (256): a rack row in one or two rounds; SSH handshakes in flight are
 # bounded apart (16), so a wide fan-out costs threads, not CPU (bench/fanout.py measured it).
 PARALLEL = Opt("parallel", ("--parallel",), "run.parallel", dict(type=click.IntRange(min=1), default=DEFAULT_PARALLEL,
@@ -218,7 +256,7 @@ PARALLEL = Opt("parallel", ("--parallel",), "run.parallel", dict(type=click.IntR
 
 def by_name(name: str, **changes: Any) -> Opt:
     """The shared option ``name`` (``changes``: other Click settings, e.g. its help here)."""
-    opt = next(o for o in (*PLAN, *SSH, PARALLEL) if o.name == name)
+    opt = next(o for o in (*PLAN, *LAUNCH, *WATCH, *SSH, PARALLEL) if o.name == name)
     return Opt(opt.name, opt.decls, opt.to, {**opt.kwargs, **changes}, opt.convert) if changes else opt
 
 
@@ -255,11 +293,18 @@ def spec_from_options(kwargs: dict[str, Any]) -> LaunchSpec:
     a recipe file, the only I/O here)."""
     from glm45_launch.core.overrides import build_overrides
 
-    got = take(kwargs, PLAN)
+    got = take(kwargs, PLAN + LAUNCH)  # LAUNCH: only where the command takes it (plan, up)
     return LaunchSpec(
         hostfile=hostfile_from(got["hosts"]), **got["spec"], variant=Variant(**got.get("variant", {})),
         overrides=build_overrides(**got.get("overrides", {})),
     )
+
+
+def watch_from_options(kwargs: dict[str, Any]) -> WatchSettings:
+    """Pop the watch options out of ``kwargs`` and build ``WatchSettings``."""
+    from glm45_launch.core.operations import WatchSettings
+
+    return WatchSettings(**take(kwargs, WATCH).get("watch", {}))
 
 
 def ssh_from_options(kwargs: dict[str, Any], user: str) -> SshOptions:

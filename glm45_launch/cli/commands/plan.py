@@ -6,30 +6,33 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import PLAN, options, spec_from_options
+from glm45_launch.cli.options import LAUNCH, PLAN, WATCH, options, spec_from_options, watch_from_options
 
 
 @click.command()
-@options(PLAN)
+@options(PLAN, LAUNCH, WATCH)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "bash"]), default="text",
               show_default=True, help="text: readable; json: invocations + steps; bash: a script.")
 @click.option("--show-secrets", is_flag=True,
               help="Print WANDB_API_KEY / --wandb-key values instead of *** (in every format).")
 def plan(**kwargs: Any) -> None:
-    """Print the launch plan (pure: nothing runs, nothing is contacted).
+    """Print the launch plan (pure: nothing runs, nothing is contacted): what `up` with the same
+    options runs, its health watch, diagnostics and restarts included.
 
     Config problems (`glm45-launch validate`) are listed among the warnings.
     """
     from dataclasses import replace
 
     from glm45_launch.checks.rules import check_plan
+    from glm45_launch.core.operations import build_operations
     from glm45_launch.core.plan import build_plan
     from glm45_launch.core.render import render
 
     fmt = kwargs.pop("fmt")
     show_secrets = kwargs.pop("show_secrets")
     spec = spec_from_options(kwargs)
+    watch = watch_from_options(kwargs)
     built = build_plan(spec)
     problems = check_plan(built)
     built = replace(built, warnings=built.warnings + tuple(f"invalid config: {p}" for p in problems))
-    click.echo(render(built, fmt, show_secrets=show_secrets), nl=False)
+    click.echo(render(built, fmt, show_secrets=show_secrets, ops=build_operations(built, watch)), nl=False)
