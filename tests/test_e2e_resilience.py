@@ -257,3 +257,40 @@ def test_ctrl_c_during_a_restart_leaves_nothing_running(rack: Rack) -> None:
     assert ray_processes(box) == []
     left = {h: [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in box.user_pids(h)] for h in (1, 2, 3)}
     assert left == {1: [], 2: [], 3: []}, left
+
+
+def _running(box: RackBox, host: int, needle: bytes) -> bool:
+    """A process on one box host whose command line holds ``needle``."""
+    for pid in box.user_pids(host):
+        try:
+            if needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.parametrize(("phase", "restarts"), [
+    ("head", ()), ("workers", ()), ("workers", ("--max-restarts", "1")),
+], ids=["head-start", "worker-start", "worker-start-with-restarts"])
+def test_ctrl_c_before_the_job_leaves_nothing_running(rack: Rack, phase: str, restarts: tuple[str, ...]) -> None:
+    """Ctrl-C while the cluster starts (the head's `ray start`, or the workers' still running over
+    SSH): the plan's teardown runs where Ray was started or a start was in flight; nothing is left."""
+    box = rack.box
+    proc, err = rack.start(rack.up_args("startup", *restarts), "startup")
+    if phase == "head":
+        rack.wait_for("the head's ray start", lambda: _running(box, 1, b"ray start --head"), proc, err, timeout=120)
+    else:
+        rack.wait_for("the workers' ray start", lambda: all(_running(box, h, b"ray start --address") for h in (2, 3)),
+                      proc, err, timeout=120)
+    os.kill(_launcher_pid(box), signal.SIGINT)
+    out = _finish(proc, err, timeout=120)
+    deadline = time.monotonic() + 20
+    while any(box.user_pids(h) for h in (1, 2, 3)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray_processes(box) == [], out[-3000:]
+    left = {h: [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in box.user_pids(h)] for h in (1, 2, 3)}
+    assert left == {1: [], 2: [], 3: []}, (left, out[-3000:])
+    assert proc.returncode == 130, out[-4000:]
+    assert "Traceback" not in out and "still running" not in out, out[-4000:]
+    assert "submitted successfully" not in out

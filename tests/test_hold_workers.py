@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from glm45_launch.core.hostfile import parse_hostfile_text
+from glm45_launch.core.operations import WatchSettings, build_operations
 from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
 from glm45_launch.errors import LaunchError
 from glm45_launch.runtime.executor import ExecOptions, Executor
+from glm45_launch.runtime.restarts import Supervisor
+from glm45_launch.runtime.usecases import Runtime
 from glm45_launch.testing.fakes import (
     FakeHostFacts,
     FakeLocalRunner,
@@ -98,3 +101,62 @@ def test_a_session_that_ends_early_is_reported(tmp_path: Path) -> None:
 def test_hold_is_refused_with_no_wait(tmp_path: Path) -> None:
     with pytest.raises(LaunchError, match="--hold-workers with --no-wait"):
         plan_for(tmp_path, no_wait=True)
+
+
+class Connections:
+    """SSH connections of the fakes: a held `cat` runs until its connection is closed."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: dict[str, int] = dict.fromkeys(HOSTS[1:], 0)  # sessions holding each worker now
+        self.opened: list[FakeRemoteRunner] = []
+
+    def connect(self) -> FakeRemoteRunner:
+        closed = threading.Event()
+
+        def answer(host: str, command: str) -> tuple[int, list[str]]:
+            if command == "cat":
+                with self.lock:
+                    self.held[host] += 1
+                closed.wait(10)
+                with self.lock:
+                    self.held[host] -= 1
+            return 0, []
+
+        remote = FakeRemoteRunner("root", answer)
+        remote.close_all = closed.set  # type: ignore[method-assign]
+        self.opened.append(remote)
+        return remote
+
+
+def test_a_restart_holds_each_worker_once(tmp_path: Path) -> None:
+    """The held sessions of a failed attempt end with it, before the restart's cleanup: every
+    attempt holds each worker exactly once, and none is left held at the end."""
+    conns, at_submit, jobs = Connections(), [], ["FAILED", "SUCCEEDED"]
+    ray = FakeRay.alive(HOSTS)
+
+    def local(argv: object) -> tuple[int, list[str]]:
+        words = list(argv)  # type: ignore[call-overload]
+        if words[:3] == ["ray", "job", "submit"]:
+            deadline = time.monotonic() + 2  # every hold of this attempt is on its way
+            while sum(conns.held.values()) < len(HOSTS) - 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with conns.lock:
+                at_submit.append(dict(conns.held))
+            job = f"raysubmit_{len(at_submit)}"
+            ray.statuses[job] = jobs[len(at_submit) - 1]
+            return 0, [f"Job '{job}' submitted successfully"]
+        return 0, []
+
+    plan = plan_for(tmp_path, checkpoint_dir=str(tmp_path / "ckpt"))
+    rt = Runtime(FakeLocalRunner(local), conns.connect(), ray, FakeHostFacts(local={HOSTS[0]}),  # type: ignore[arg-type]
+                 RecordingReporter(), reconnect=conns.connect)
+    ops = build_operations(plan, WatchSettings(watch=False, max_restarts=1, host_wait_s=1, collect=False), "P")
+    result = Supervisor(plan, ops, ExecOptions(run_dir=tmp_path / "run", quiet=True), rt).run()
+    assert result.exit_code == 0 and result.job_id == "raysubmit_2"
+    assert at_submit == [dict.fromkeys(HOSTS[1:], 1)] * 2  # one held session per worker, in both attempts
+    deadline = time.monotonic() + 2
+    while any(conns.held.values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert conns.held == dict.fromkeys(HOSTS[1:], 0)
+    assert all(not any(c[2] == "cat" for c in r.calls) for r in conns.opened[:1])  # never on the run's connections

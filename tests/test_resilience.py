@@ -409,6 +409,43 @@ def test_ctrl_c_between_attempts_stops_ray_everywhere(tmp_path: Path) -> None:
     assert rt.local.calls[-1] == ["ray", "stop", "--force"]  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(("where", "stopped"), [("cleanup", False), ("join", True), ("submit", True)])
+def test_ctrl_c_before_the_job_stops_what_the_attempt_started(tmp_path: Path, where: str, stopped: bool) -> None:
+    """Without restarts: Ctrl-C in the cleanup stops nothing (nothing was started); in the join
+    wait, or in the submit before the job has an id, the forced stop runs where Ray was started."""
+    plan = _plan(tmp_path)
+    ray = FakeRay.alive(HOSTS)
+    cleaned = threading.Event()
+
+    def local(argv: Sequence[str]) -> tuple[int, list[str]]:
+        if list(argv) == ["ray", "stop", "--force"] and not cleaned.is_set():
+            cleaned.set()
+            if where == "cleanup":
+                raise KeyboardInterrupt
+        if where == "submit" and list(argv[:3]) == ["ray", "job", "submit"]:
+            raise KeyboardInterrupt
+        return 0, []
+
+    def nodes(address: str) -> list[NodeInfo]:
+        raise KeyboardInterrupt
+
+    if where == "join":
+        ray.nodes = nodes  # type: ignore[method-assign]
+    rt = _runtime(FakeLocalRunner(local), ray=ray)
+    fresh = FakeRemoteRunner()
+    rt.reconnect = lambda: fresh
+    sup = Supervisor(plan, build_operations(plan, replace(FAST, watch=False), "P"),
+                     ExecOptions(run_dir=tmp_path / "run", quiet=True), rt)
+    result = sup.run()
+    assert result.exit_code == 130
+    forced = [c for c in fresh.calls if c[2] == FORCED]
+    assert sorted(forced) == ([["ssh", f"root@{h}", FORCED] for h in HOSTS[1:]] if stopped else [])
+    assert (rt.local.calls.count(["ray", "stop", "--force"]) == 2) is stopped  # type: ignore[attr-defined]
+    assert "still running" not in rt.reporter.text()  # type: ignore[attr-defined]
+    if stopped:
+        assert "stopping Ray on every node (Ctrl-C before the job" in rt.reporter.text("warn")  # type: ignore[attr-defined]
+
+
 def test_checkpoint_iteration_and_causes(tmp_path: Path) -> None:
     assert read_iteration(None) is None and read_iteration(str(tmp_path)) is None
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("120\n")

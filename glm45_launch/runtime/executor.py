@@ -39,6 +39,7 @@ from glm45_launch.errors import ExitCode, LaunchError
 from glm45_launch.runtime.causes import Cause, job_cause
 from glm45_launch.runtime.holds import HeldSessions
 from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter, Row
+from glm45_launch.runtime.jobstop import stop_ray
 from glm45_launch.runtime.procs import KILLERS, ancestors, parse_sleep
 from glm45_launch.runtime.ray_api import missing_hosts
 from glm45_launch.runtime.results import CommandResult
@@ -70,6 +71,7 @@ class UpResult:
     job_status: str | None = None
     rows: list[Row] = field(default_factory=list)
     cause: Cause | None = None  # why it failed (None: it did not, or Ctrl-C)
+    started: tuple[str, ...] = ()  # Ctrl-C: where Ray was started or a start was sent (the caller stops it)
 
 
 class StepFailed(Exception):
@@ -131,7 +133,10 @@ class Executor:
         ray: RayQueries | None = None,
         host: HostFacts | None = None,
         reporter: Reporter | None = None,
+        connect: Callable[[], RemoteRunner] | None = None,
     ) -> None:
+        """``connect`` makes a RemoteRunner with connections of its own, for the held sessions
+        (``--hold-workers``) that end with the run (None: they share ``remote``'s)."""
         from glm45_launch.core.secrets import mask_text, plan_secrets
 
         self.plan = plan
@@ -145,7 +150,9 @@ class Executor:
         if remote is None:
             from glm45_launch.runtime.ssh import SshOptions, SshRunner
 
-            remote = SshRunner(SshOptions(user=plan.cluster.ssh_user))
+            ssh = SshOptions(user=plan.cluster.ssh_user)
+            remote = SshRunner(ssh)
+            connect = connect or (lambda: SshRunner(ssh))
         if ray is None:
             from glm45_launch.runtime.ray_api import RayClient
 
@@ -168,7 +175,7 @@ class Executor:
         self.job_id: str | None = None
         self._background: list[tuple[Step, _Background[CommandResult]]] = []
         self._interrupted = threading.Event()
-        self._holds = HeldSessions(local, remote, self.log_path, reporter)  # --hold-workers
+        self._holds = HeldSessions(local, remote, self.log_path, reporter, connect)  # --hold-workers
         self._handlers: dict[str, Callable[[list[Step]], UpResult | None]] = {
             CleanupStep.kind: self._cleanup,
             HeadStartStep.kind: self._head_start,
@@ -194,10 +201,18 @@ class Executor:
 
     # -- the whole launch -----------------------------------------------------------------
     def up(self) -> UpResult:
-        """Run ``plan.steps`` in order; on a failure, ``plan.on_failure`` for the hosts started."""
+        """Run ``plan.steps`` in order; on a failure, ``plan.on_failure`` for the hosts started.
+        On Ctrl-C the result names them (``started``): what to stop is the caller's choice
+        (:class:`~.restarts.Supervisor`). The held sessions end with it, whatever the outcome."""
         require_head_here(self.plan, self.host)
         self.write_plan()
         self.report.phase(f"run directory: {self.run_dir}")
+        try:
+            return self._up()
+        finally:
+            self._holds.release()
+
+    def _up(self) -> UpResult:
         try:
             result: UpResult | None = None
             for batch in batches(self.plan.steps):
@@ -213,12 +228,10 @@ class Executor:
             return self._fail(str(failure))
         except KeyboardInterrupt:
             self._interrupted.set()
-            killed = self.local.kill_children()
+            killed = self._kill_commands()
             self.report.error("interrupted" + (f"; killed launcher children {killed}" if killed else ""))
-            if self.started:
-                running = ", ".join(dict.fromkeys(self.started))
-                self.report.warn(f"Ray is still running on: {running} (`glm45-launch down` stops it)")
-            result = UpResult(ExitCode.INTERRUPTED, rows=self.rows)
+            result = UpResult(ExitCode.INTERRUPTED, self.job_id, rows=self.rows,
+                              started=tuple(dict.fromkeys(self.started)))
             self._finish(result)
             return result
 
@@ -435,11 +448,7 @@ class Executor:
     def stop_cluster(self, reason: str) -> None:
         """``plan.on_failure`` for the hosts where this run started Ray (head here, workers over SSH)."""
         self.report.warn(f"stopping what this run started ({reason})")
-        started = set(self.started)
-        steps = [s for s in self.plan.on_failure if s.host in started]
-        results = self.steps.run(steps, timeout_s=self.opts.stop_timeout)
-        for h, r in results.failed.items():
-            self.report.error(f"  could not stop Ray on {h}: {r.reason}")
+        stop_ray(self.plan.on_failure, self.started, self.steps, self.report, self.opts.stop_timeout)
 
     def _fail(self, reason: str) -> UpResult:
         self.report.error(f"error: {reason}")
@@ -448,6 +457,16 @@ class Executor:
         raise LaunchError(reason, exit_code=ExitCode.FAILED)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _kill_commands(self) -> list[int]:
+        """Ctrl-C: kill the launcher's commands, and again until the head start in the background
+        has ended (it may not be a child yet), so it starts nothing after the teardown."""
+        killed = self.local.kill_children()
+        deadline = time.monotonic() + self.opts.stop_timeout
+        for _, job in self._background:
+            while not job.done.wait(0.1) and time.monotonic() < deadline:
+                killed += self.local.kill_children()
+        return sorted(set(killed))
+
     def _settle(self, limit_s: float) -> CommandResult:
         start = time.monotonic()
         while time.monotonic() - start < limit_s and self.host.ray_processes_left():

@@ -1,9 +1,10 @@
 """Held ssh sessions (``--hold-workers``): one per worker, from the join until the run ends.
 
 A hold step's command blocks reading its session's stdin, which nothing writes: it ends when
-the run's connections close (the launcher exits, or the runtime's ``RemoteRunner`` is closed),
-so a worker stays attached to the launcher for as long as the job runs, and is released even
-when the launcher dies. For platforms that reap a node whose entry process returns.
+its connection closes. The sessions have connections of their own (``connect``), closed when
+the run (one attempt) ends, so a restart holds each worker once, not once more per attempt; and
+they end when the launcher dies. A worker stays attached to the launcher while the job runs,
+for platforms that reap a node whose entry process returns.
 """
 
 from __future__ import annotations
@@ -22,17 +23,25 @@ DISPATCH_WAIT_S = 5.0
 
 
 class HeldSessions:
-    """Opens hold steps in the background (all at once) and says which ended early."""
+    """Opens hold steps in the background (all at once), says which ended early, releases them."""
 
     def __init__(self, local: CommandRunner, remote: RemoteRunner, log_path: Callable[[str], Path],
-                 reporter: Reporter) -> None:
+                 reporter: Reporter, connect: Callable[[], RemoteRunner] | None = None) -> None:
+        """``connect``: a RemoteRunner with its own connections, closed by :meth:`release` (None:
+        the sessions share ``remote``'s connections and end when those close)."""
         self.local, self.remote, self.log_path, self.report = local, remote, log_path, reporter
+        self._connect = connect
+        self._own: list[RemoteRunner] = []
         self._ended: list[FanOutResult] = []
 
     def open(self, batch: Sequence[Step]) -> None:
         """Send every hold step's command; return once each is on its way (the job starts next)."""
         self.report.phase(f"holding an ssh session open on {len(batch)} worker(s) until the job ends")
-        runner = StepRunner(self.local, self.remote, self.log_path, max(1, len(batch)))
+        remote = self.remote
+        if self._connect is not None:
+            remote = self._connect()
+            self._own.append(remote)
+        runner = StepRunner(self.local, remote, self.log_path, max(1, len(batch)))
         sent = threading.Semaphore(0)
 
         def hold() -> None:
@@ -50,3 +59,8 @@ class HeldSessions:
                 self.report.warn(f"{host}: the held ssh session ended before the job did "
                                  f"({res.reason or f'exit {res.exit_code}'})")
         self._ended.clear()
+
+    def release(self) -> None:
+        """The run is over: close the held sessions' own connections (their commands end)."""
+        while self._own:
+            self._own.pop().close_all()

@@ -6,15 +6,29 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from glm45_launch.core.operations import Operations
+from glm45_launch.core.steps import Step
 from glm45_launch.runtime.events import EventLog
 from glm45_launch.runtime.interfaces import CommandRunner, RayQueries, Reporter
+from glm45_launch.runtime.results import FanOutResult
 from glm45_launch.runtime.steprunner import StepRunner
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+STOP_TIMEOUT_S = 60.0
+
+
+def stop_ray(steps: Sequence[Step], hosts: Iterable[str], runner: StepRunner, reporter: Reporter,
+             timeout_s: float = STOP_TIMEOUT_S) -> FanOutResult:
+    """The teardown steps (``plan.on_failure`` or ``Operations.force_stop``) of ``hosts``, all at
+    once; one error line per host where Ray could not be stopped."""
+    wanted = set(hosts)
+    results = runner.run([s for s in steps if s.host in wanted], timeout_s=timeout_s)
+    for host, res in results.failed.items():
+        reporter.error(f"  could not stop Ray on {host}: {res.reason}")
+    return results
 
 
 class JobStopper:
@@ -52,10 +66,7 @@ class JobStopper:
         self.report.warn(f"{why}: forcing (ray stop --force on every node this run started)")
         self.events.add("force-stop", job_id=job_id, why=why)
         self.local.kill_children()
-        started = set(hosts)
-        results = self.steps.run([s for s in self.ops.force_stop if s.host in started], timeout_s=60)
-        for host, res in results.failed.items():
-            self.report.error(f"  could not stop Ray on {host}: {res.reason}")
+        stop_ray(self.ops.force_stop, hosts, self.steps, self.report)
         self.events.add("job-stopped", job_id=job_id, forced=True)
 
     def _over(self, job_id: str) -> bool:

@@ -8,14 +8,18 @@ what is left, the cluster starts and the same job is submitted; the trainer resu
 ``--load``. Each attempt is logged with its cause, the iteration it resumed from
 (``latest_checkpointed_iteration.txt``) and its duration, in ``attempts.json`` too.
 
-A job stopped by someone (``glm45-launch stop``) is never restarted, nor is Ctrl-C: with
-restarts on, Ctrl-C stops the job and Ray on every node, so nothing is left running.
+A job stopped by someone (``glm45-launch stop``) is never restarted, nor is Ctrl-C. Ctrl-C
+before the job has an id (the cleanup, the starts, the join, the submit) stops Ray where the
+attempt started it or sent a start, so nothing is left half-started; with restarts on, Ctrl-C
+stops Ray on every node, so nothing is left running. Only Ctrl-C while the job runs, without
+restarts, leaves the cluster up (the job itself is stopped; ``glm45-launch down`` stops Ray).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +32,7 @@ from glm45_launch.runtime.diagnostics import collect
 from glm45_launch.runtime.events import EventLog
 from glm45_launch.runtime.executor import ExecOptions, Executor, UpResult
 from glm45_launch.runtime.interfaces import Row
+from glm45_launch.runtime.jobstop import stop_ray
 from glm45_launch.runtime.steprunner import StepRunner
 
 if TYPE_CHECKING:
@@ -92,8 +97,8 @@ class Supervisor:
                 result = self._attempt(n, why)
                 cause = result.cause
                 if result.exit_code in (ExitCode.OK, ExitCode.INTERRUPTED) or cause is None:
-                    if result.exit_code == ExitCode.INTERRUPTED and self.max_restarts:
-                        self._stop_everything()
+                    if result.exit_code == ExitCode.INTERRUPTED:
+                        self._after_ctrl_c(result)
                     return self._done(result)
                 if cause.kind != JOB_STOPPED and self.ops.settings.collect:
                     self._collect(n, result.job_id)
@@ -106,7 +111,7 @@ class Supervisor:
         except KeyboardInterrupt:
             self.rt.reporter.error("interrupted: no restart")
             self.rt.local.kill_children()
-            self._stop_everything()
+            self._force_stop(self.plan.cluster.nodes, "Ctrl-C: no restart, nothing left running")
             return self._done(UpResult(ExitCode.INTERRUPTED, rows=[]))
 
     # -- one attempt ----------------------------------------------------------------------------
@@ -120,7 +125,7 @@ class Supervisor:
         self.events.add("attempt-start", attempt=n, why=why, resumed_from=resumed)
         rt = self.rt
         self.executor = Executor(self.plan, self.opts, local=rt.local, remote=rt.remote, ray=rt.ray, host=rt.host,
-                                 reporter=rt.reporter)
+                                 reporter=rt.reporter, connect=rt.reconnect)
         start = time.monotonic()
         try:
             result = self.executor.up()
@@ -184,21 +189,33 @@ class Supervisor:
         raise LaunchError(f"{cause}; not restarting (after {why}); diagnostics in {self.run_dir / 'diagnostics'}",
                           exit_code=ExitCode.FAILED)
 
-    def _stop_everything(self) -> None:
-        """Ctrl-C with restarts on: ``ray stop --force`` on every node, whatever this run started."""
-        self.rt.reporter.warn("stopping Ray on every node (Ctrl-C: no restart, nothing left running)")
+    def _after_ctrl_c(self, result: UpResult) -> None:
+        """Ctrl-C in an attempt: with restarts on, Ray stopped on every node; before the job had
+        an id, where the attempt started it; while the job ran (stopped by the executor), kept."""
+        if self.max_restarts:
+            self._force_stop(self.plan.cluster.nodes, "Ctrl-C: no restart, nothing left running")
+        elif result.job_id is None:
+            self._force_stop(result.started, "Ctrl-C before the job: nothing left half-started")
+        elif result.started:
+            self.rt.reporter.warn(f"Ray is still running on: {', '.join(result.started)} "
+                                  "(`glm45-launch down` stops it)")
+
+    def _force_stop(self, hosts: Sequence[str], why: str) -> None:
+        """``Operations.force_stop`` on ``hosts``: a worker's `ray start` still running is ended too."""
+        if not hosts:
+            return
+        where = "every node" if set(hosts) >= set(self.plan.cluster.nodes) else ", ".join(hosts)
+        self.rt.reporter.warn(f"stopping Ray on {where} ({why})")
         # Ctrl-C during a fan-out closed the run's SSH connections for good: the teardown opens its own.
         remote = self.rt.reconnect() if self.rt.reconnect else self.rt.remote
         runner = StepRunner(self.rt.local, remote, lambda h: self.run_dir / "stop" / f"{h.replace(':', '_')}.log",
                             self.opts.parallel)
         try:
-            results = runner.run(list(self.ops.force_stop), timeout_s=60)
+            results = stop_ray(self.ops.force_stop, hosts, runner, self.rt.reporter)
         finally:
             if remote is not self.rt.remote:
                 remote.close_all()
-        for host, res in results.failed.items():
-            self.rt.reporter.error(f"  could not stop Ray on {host}: {res.reason}")
-        self.events.add("stopped-everything", failed=sorted(results.failed))
+        self.events.add("stopped-ray", hosts=list(hosts), failed=sorted(results.failed))
 
     # -- the end --------------------------------------------------------------------------------
     def _table(self) -> None:

@@ -43,7 +43,8 @@ class Runtime:
     ray: RayQueries
     host: HostFacts
     reporter: Reporter
-    # A new RemoteRunner, for a teardown after Ctrl-C closed ``remote``'s connections (None: reuse it).
+    # A new RemoteRunner with connections of its own: a teardown after Ctrl-C closed ``remote``'s,
+    # and an attempt's held sessions, closed when it ends (None: reuse ``remote``).
     reconnect: Callable[[], RemoteRunner] | None = None
 
     def close(self) -> None:
