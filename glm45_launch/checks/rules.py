@@ -423,13 +423,12 @@ def check_plan(plan: Plan) -> list[Problem]:
     out += node_gpu_problems(args, plan)
     out += disaggregation_problems(args, plan)
     kind = local_only_address(plan.head)
-    workers = plan.worker_steps
+    workers = len(plan.worker_steps)
     if kind and workers:
-        join = next((w for c in workers[0].commands for w in c if w.startswith("--address=")),
-                    f"--address={plan.head}:{plan.cluster.ray_port}")
         out.append(Problem("head-address", ("--head",),
-                           f"--head {plan.head} is {kind} address but {len(workers)} worker(s) join the cluster: "
-                           f"workers would run ray start {join} and join themselves (give the head's address "
+                           f"--head {plan.head} is {kind} address but {workers} worker(s) join the cluster: "
+                           f"workers would run ray start --address={plan.head}:{plan.cluster.ray_port} and "
+                           "join themselves (give the head's address "
                            "on the cluster network: --head or MLP_WORKER_0_HOST)"))
     seen: set[str] = set()
     for name, value in plan.env_vars:

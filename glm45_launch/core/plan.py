@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glm45_launch.core.argdiff import ArgChange, EnvChange
-from glm45_launch.core.flags import Argv, flag_value
+from glm45_launch.core.flags import Argv, flag_int, flag_value
 from glm45_launch.core.hostfile import Hostfile, check_workers, host_key, valid_hostname
 from glm45_launch.core.launch_steps import build_down_plan, hold_steps, launch_steps, stop_job, teardown_steps
 from glm45_launch.core.overrides import Overrides
@@ -31,7 +31,7 @@ from glm45_launch.core.steps import (
 )
 from glm45_launch.core.variants import Variant, shape_recipe
 from glm45_launch.errors import LaunchError
-from glm45_launch.recipes import BASH_RECIPE, Recipe, fill, fill_all, get_model
+from glm45_launch.recipes import BASH_RECIPE, ModelSpec, Recipe, fill, fill_all, get_model
 
 __all__ = [
     "FRAMEWORKS", "HEAD", "WORKER", "ClusterFacts", "LaunchSpec", "NvlinkFact", "Plan", "Step", "TrainArgs",
@@ -142,8 +142,12 @@ class Plan:
     spec: LaunchSpec
     cluster: ClusterFacts
     train: TrainArgs
-    settings: tuple[tuple[str, str], ...]
+    settings: tuple[tuple[str, str], ...]  # for display only: read the typed facts instead
     env_vars: tuple[tuple[str, str], ...]  # the runtime env as submitted
+    recipe_name: str  # the recipe the plan runs: the profile's (``spec.recipe`` is the bash recipe or a file)
+    model: ModelSpec
+    actor_nodes: int | None  # --actor-num-nodes as train.py reads it (None: not given, or not a number)
+    actor_gpus_per_node: int | None  # --actor-num-gpus-per-node, the same way
     on_failure: tuple[Step, ...] = ()  # teardown of what a failed launch started
     on_interrupt: tuple[Step, ...] = ()  # Ctrl-C while the job runs
     notes: tuple[str, ...] = ()
@@ -154,11 +158,6 @@ class Plan:
     @property
     def head(self) -> str:
         return self.cluster.head
-
-    @property
-    def recipe_name(self) -> str:
-        """The recipe the plan runs: the profile's (``spec.recipe`` is the bash recipe or a file)."""
-        return dict(self.settings).get("recipe", self.spec.recipe.name)
 
     @property
     def cluster_hosts(self) -> list[str]:
@@ -444,7 +443,8 @@ def build_plan(spec: LaunchSpec) -> Plan:
         purpose=f"submit `python3 {spec.entry}` to the cluster through the head's job server",
     ))
 
-    actor_nodes = int(values["actor_num_nodes"])  # too few nodes: validate.check_plan says so
+    # The actor's size as the trainer reads it, overrides included (too few nodes: rules.check_plan says so).
+    actor_nodes = flag_value(train.argv, "--actor-num-nodes")
     settings = (
         ("recipe", recipe.name),
         ("model", model.name),
@@ -453,7 +453,7 @@ def build_plan(spec: LaunchSpec) -> Plan:
         ("head", head + ("" if len(workers) < len(hosts) else " (not in the hostfile)")),
         ("nodes", str(len(cluster.nodes))),
         ("GPUs per node", str(gpus)),
-        ("actor nodes", str(actor_nodes)),
+        ("actor nodes", "not given" if actor_nodes is None else actor_nodes),
         ("base dir", base_dir),
         ("workdir", spec.workdir),
         ("ssh user", spec.ssh_user),
@@ -465,7 +465,9 @@ def build_plan(spec: LaunchSpec) -> Plan:
         settings += (("run", f"{values['output_dir']}/{values['run_id']}"),)
     return Plan(
         steps=tuple(steps), spec=spec, cluster=cluster, train=train, settings=settings,
-        env_vars=tuple(env_vars), on_failure=() if spec.external_ray else teardown_steps(cluster),
+        env_vars=tuple(env_vars), recipe_name=recipe.name, model=model,
+        actor_nodes=flag_int(train.argv, "--actor-num-nodes"),
+        actor_gpus_per_node=flag_int(train.argv, "--actor-num-gpus-per-node"), on_failure=() if spec.external_ray else teardown_steps(cluster),
         on_interrupt=(stop_job(cluster),), notes=tuple(notes), warnings=tuple(warnings),
         overrides=tuple(c.filled(values) for c in shaped.override_changes),
         variant_changes=tuple(c.filled(values) for c in shaped.variant_changes),

@@ -44,9 +44,11 @@ def validate(**kwargs: Any) -> int:
     elif show_layout:
         layout = ["rank layout skipped: --no-libs"]
 
-    settings = dict(plan.settings)
-    what = (f"{settings['recipe']} / {settings['model']}: {settings['actor nodes']} actor node(s) x "
-            f"{settings['GPUs per node']} GPUs, {settings['nodes']} node(s) in the cluster")
+    def shown(n: int | None) -> str:
+        return "?" if n is None else str(n)
+
+    what = (f"{plan.recipe_name} / {plan.model.name}: {shown(plan.actor_nodes)} actor node(s) x "
+            f"{shown(plan.actor_gpus_per_node)} GPUs, {len(plan.cluster.nodes)} node(s) in the cluster")
     if fmt == "json":
         click.echo(json.dumps({
             "ok": not problems, "config": what, "problems": [p.to_json() for p in problems],
