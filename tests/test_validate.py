@@ -622,3 +622,59 @@ def test_decoder_last_pipeline_layers_in_the_split() -> None:
 def test_air_on_16_nodes_doubles_both_sides() -> None:
     plan = air(16)
     assert plan.cluster.total_gpus == 128 and check_plan(plan) == []
+
+
+@pytest.mark.parametrize("shape", [
+    {"extra": ("--colocate",)}, {"transfer_mode": "broadcast", "extra": ("--colocate",)},
+    {"transfer_mode": "broadcast", "sets": ("MISC.--colocate=",)},
+])
+def test_the_air_profile_refuses_colocate(shape: dict[str, Any]) -> None:
+    """Issue 9: the Air recipe is disaggregated whatever its transfer mode; --colocate is refused, by name."""
+    problems = [p for p in check_plan(air(**shape)) if p.flags == ("--colocate",)]
+    assert [p.message for p in problems] == [
+        "--colocate: the GLM-4.5-Air recipe is disaggregated (the rollout runs on --rollout-num-gpus GPUs of its own, "
+        "not on the actor's); drop --colocate"]
+    assert not [p for p in check_plan(plan_with()) if "--colocate" in p.flags]  # the bash recipe colocates
+
+
+@pytest.mark.parametrize(("args", "header"), [
+    ((), "8 actor node(s) x 8 GPUs, 8 node(s)"),
+    (("--set", "MISC.--actor-num-nodes=4"), "4 actor node(s) x 8 GPUs, 8 node(s)"),
+    (("--extra-args", "--actor-num-gpus-per-node=4"), "8 actor node(s) x 4 GPUs, 8 node(s)"),
+    (("--extra-args", "--actor-num-nodes x"), "? actor node(s) x 8 GPUs, 8 node(s)"),
+])
+def test_validate_names_the_layout_the_trainer_reads(golden_env: Path, capsys: pytest.CaptureFixture[str],
+                                                     args: tuple[str, ...], header: str) -> None:
+    """The header comes from the plan's typed facts: an override of the actor's size shows, never the recipe's."""
+    code = main(["validate", "--hostfile", str(golden_env), "--no-libs", "--format", "json", *args])
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"] == f"glm45-bash / glm4.5-355B-A32B: {header} in the cluster"
+    assert code == (0 if not args else 1) and report["ok"] is (not args)
+
+
+def test_plan_carries_its_recipe_model_and_actor_as_facts() -> None:
+    plan = air()
+    assert (plan.recipe_name, plan.model.name, plan.actor_nodes, plan.actor_gpus_per_node) == \
+        ("glm45-air-p2p", AIR, 4, 8)
+    moved = air(sets=("MISC.--actor-num-nodes=5",))
+    assert moved.actor_nodes == 5 and dict(moved.settings)["actor nodes"] == "5"
+
+
+@pytest.mark.parametrize(("prefix", "actor_gpus", "flag"), [
+    (["--actor-num-nodes", "{actor_num_nodes}", "--actor-num-gpus-per-node", "{gpus_per_node}",
+      "--num-gpus-per-node", "8", "--colocate"], 4, "--num-gpus-per-node 8 but the nodes have 4 GPU(s)"),
+    (["--actor-num-nodes", "{actor_num_nodes}", "--actor-num-gpus-per-node", "8", "--colocate"], 8,
+     "--actor-num-gpus-per-node 8 but the nodes have 4 GPU(s)"),
+])
+def test_validate_checks_a_recipe_file_against_the_hostfile(
+        golden_env: Path, capsys: pytest.CaptureFixture[str], prefix: list[str], actor_gpus: int, flag: str) -> None:
+    """Issue 9's GPU rules hold for --recipe FILE too: one line naming the flag, exit 1."""
+    four = golden_env.parent / "four"
+    four.write_text("".join(f"{h} slots=4\n" for h in HOSTS8))
+    recipe = golden_env.parent / "r.toml"
+    recipe.write_text(f'name = "mine"\ntrain_prefix = {json.dumps(prefix)}\n')
+    assert main(["validate", "--hostfile", str(four), "--recipe", str(recipe), "--no-libs"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(f"problem(s) with mine / glm4.5-355B-A32B: 8 actor node(s) x {actor_gpus} GPUs, "
+                           "8 node(s) in the cluster:"), out
+    assert [line for line in out if line.startswith(f"  - {flag} (hostfile slots / --gpus-per-node): ")], out

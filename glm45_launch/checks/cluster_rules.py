@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from glm45_launch.checks.train_args import Problem, TrainArgs
+from glm45_launch.core.profiles import DISAGGREGATED
 
 if TYPE_CHECKING:
     from glm45_launch.core.plan import Plan
@@ -57,7 +58,12 @@ def node_gpu_problems(args: TrainArgs, plan: Plan) -> list[Problem]:
 
 
 def disaggregation_problems(args: TrainArgs, plan: Plan) -> list[Problem]:
-    """Without --colocate the actor and the rollout each take GPUs of their own: together, the cluster's."""
+    """Without --colocate the actor and the rollout each take GPUs of their own: together, the cluster's.
+    A disaggregated profile (the Air recipe) never colocates."""
+    if args.has("--colocate") and plan.spec.variant.profile in DISAGGREGATED:
+        return [Problem("disaggregation", ("--colocate",),
+                        "--colocate: the GLM-4.5-Air recipe is disaggregated (the rollout runs on --rollout-num-gpus "
+                        "GPUs of its own, not on the actor's); drop --colocate")]
     if args.has("--colocate") or args.has("--debug-train-only"):
         return []
     if not args.has("--rollout-num-gpus"):

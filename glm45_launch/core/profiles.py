@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from glm45_launch.core.flags import Argv
+from glm45_launch.core.overrides import set_env
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import BASH_RECIPE, Recipe
 from glm45_launch.recipes import air_p2p as air
@@ -25,6 +26,7 @@ from glm45_launch.recipes import python_launcher as py
 
 PROFILES = ("bash", "python", "air-p2p")
 PROFILE_RECIPES: dict[str, Recipe] = {"python": py.RECIPE, "air-p2p": air.RECIPE}
+DISAGGREGATED = frozenset({"air-p2p"})  # the actor and the rollout on GPUs of their own: never --colocate
 MODES = tuple(py.SAVE_INTERVAL)
 TASKS = tuple(py.TASKS)
 TRANSFER_MODES = tuple(air.TRANSFERS)
@@ -87,10 +89,6 @@ def python_engine_gpus(num_nodes: int, gpus_per_node: int) -> int:
     return min(py.SGLANG_MAX_ENGINE_GPUS, num_nodes * gpus_per_node)
 
 
-def _set_env(env: tuple[tuple[str, str], ...], key: str, value: str) -> tuple[tuple[str, str], ...]:
-    return tuple((k, value if k == key else v) for k, v in env)
-
-
 def python_job(
     recipe: Recipe, *, mode: str, task: str, dynamic_sampling: bool, eval_schedule: bool, benchmark: bool,
     cuda_core_dump: bool, hardware: str, blackwell: bool, gpus_per_node: int, num_nodes: int,
@@ -127,7 +125,7 @@ def python_job(
                                 py.BENCHMARK_MEM_FRACTION.get(hardware, py.BENCHMARK_MEM_FRACTION_DEFAULT))
     groups["MISC"] = misc
 
-    env = _set_env(tuple(recipe.env_vars), py.NVLS_ENV, "1" if nvlink.present else "0")
+    env = set_env(recipe.env_vars, py.NVLS_ENV, "1" if nvlink.present else "0")
     if cuda_core_dump:
         env += py.CUDA_COREDUMP_ENV
     job = Job(groups=groups, env=env, defaults={"actor_num_nodes": str(num_nodes)})
