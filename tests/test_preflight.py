@@ -34,6 +34,7 @@ from glm45_launch.checks.host_checks import (
 from glm45_launch.checks.preflight import head_probed_here, parse_probe_output, probe_argv
 from glm45_launch.checks.preflight_report import (
     FAIL,
+    GROUPS,
     OK,
     WARN,
     Check,
@@ -644,3 +645,14 @@ def test_fault_is_named_and_up_starts_nothing(rack: Rack, fault: str) -> None:
         if isinstance(holder, subprocess.Popen):
             holder.kill()
             holder.wait()
+
+
+def test_group_statuses_one_pass_worst_per_column() -> None:
+    """The table's cells: each column's worst status from one pass over a host's checks."""
+    host = HostReport("h", "worker", "ssh", [
+        Check("ssh", OK, ""), Check("probe", WARN, ""), Check("torch", OK, ""), Check("path /a", FAIL, ""),
+        Check("path /b", OK, ""), Check("port 6379", OK, ""), Check("gpus", WARN, ""), Check("gpus", OK, ""),
+    ])
+    assert host.group_statuses() == {"ssh": WARN, "versions": OK, "paths": FAIL, "ports": OK, "gpus": WARN}
+    assert [host.group_status(g) for g in GROUPS] == [host.group_statuses().get(g) for g in GROUPS]
+    assert Check("megatron-core", OK, "").group == "versions" and Check("disk /tmp", OK, "").group == "disk"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from glm45_launch.core.steps import DEFAULT_PARALLEL
@@ -14,6 +15,20 @@ VERSIONED = ("python", "ray", "torch", "sglang", "megatron-core")  # checks name
 # Table columns, in order; a check belongs to the column its name starts with (see Check.group).
 GROUPS = ("ssh", "versions", "gpus", "nvlink", "paths", "ifname", "env", "disk", "ports", "entry", "libs")
 
+
+_PLURAL = {"path": "paths", "port": "ports"}
+
+
+@lru_cache(maxsize=4096)
+def group_of(name: str) -> str:
+    """The table column of a check called ``name``: ``ssh``, ``versions``, or its first word
+    (``path X`` -> ``paths``, ``port N`` -> ``ports``)."""
+    if name in ("probe", "ssh"):
+        return "ssh"
+    if name in VERSIONED:
+        return "versions"
+    first = name.split(" ", 1)[0]
+    return _PLURAL.get(first, first)
 
 
 @dataclass(frozen=True)
@@ -26,12 +41,7 @@ class Check:
 
     @property
     def group(self) -> str:
-        if self.name in ("probe", "ssh"):
-            return "ssh"
-        if self.name in VERSIONED:
-            return "versions"
-        first = self.name.split(" ", 1)[0]
-        return {"path": "paths", "port": "ports"}.get(first, first)
+        return group_of(self.name)
 
     def to_json(self) -> dict[str, str]:
         return {"name": self.name, "group": self.group, "status": self.status, "detail": self.detail}
@@ -50,9 +60,17 @@ class HostReport:
     def status(self) -> str:
         return worst(c.status for c in self.checks)
 
+    def group_statuses(self) -> dict[str, str]:
+        """The worst status of each group that has a check (one pass over the checks)."""
+        out: dict[str, str] = {}
+        for c in self.checks:
+            group = group_of(c.name)
+            if _RANK[c.status] >= _RANK[out.get(group, OK)]:
+                out[group] = c.status
+        return out
+
     def group_status(self, group: str) -> str | None:
-        found = [c.status for c in self.checks if c.group == group]
-        return worst(found) if found else None
+        return self.group_statuses().get(group)
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "role": self.role, "via": self.via, "status": self.status,
