@@ -14,6 +14,7 @@ from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
 from glm45_launch.core.render import render
 from glm45_launch.core.runtime_env import runtime_env_json
+from glm45_launch.core.steps import SubmitStep
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import BASH_RECIPE, MODELS
 
@@ -475,3 +476,13 @@ def test_json_shape(default: Plan) -> None:
     assert steps[0]["spare_launcher"] is True and steps[0]["ignore_errors"] is True
     assert steps[1]["cwd"] == "/w" and steps[1]["env"]["MASTER_ADDR"] == HEAD
     assert steps[-1]["commands"] == [default.submit_argv]
+
+
+@pytest.mark.parametrize("kw", [{}, {"no_wait": True}, {"dashboard_host": "10.0.0.1"}])
+def test_the_submit_step_carries_its_options_apart_from_the_job(kw: dict[str, Any]) -> None:
+    """Readers take ``ray job submit``'s own words from the step, never by cutting its argv."""
+    plan = make(**kw)
+    step = plan.step("submit")
+    assert isinstance(step, SubmitStep) and step.commands == (step.options + plan.train.entrypoint,)
+    assert step.options[:3] == ("ray", "job", "submit") and step.options[-1] == "--"
+    assert f"--address={plan.job_address}" in step.options

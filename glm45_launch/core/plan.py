@@ -438,8 +438,8 @@ def build_plan(spec: LaunchSpec) -> Plan:
         ))
     submit_env = head_env + tuple((k, fill(v, values)) for k, v in recipe.submit_env)
     steps.append(SubmitStep(
-        where=HEAD, host=head, commands=(submit + train.entrypoint,), env=submit_env, cwd=spec.workdir,
-        address=cluster.job_address, no_wait=spec.no_wait,
+        where=HEAD, host=head, commands=(submit + train.entrypoint,), options=submit, env=submit_env,
+        cwd=spec.workdir, address=cluster.job_address, no_wait=spec.no_wait,
         purpose=f"submit `python3 {spec.entry}` to the cluster through the head's job server",
     ))
 

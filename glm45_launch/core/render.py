@@ -10,7 +10,7 @@ from glm45_launch.core.flags import split_flags
 from glm45_launch.core.operations import LATEST_ITERATION, Operations, build_operations
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.quoting import comment, quote, shell_join
-from glm45_launch.core.secrets import mask_plan, mask_text, plan_secrets
+from glm45_launch.core.secrets import RUNTIME_ENV_FLAG, mask_plan, mask_text, plan_secrets
 from glm45_launch.core.steps import (
     HEAD,
     WORKER,
@@ -65,10 +65,8 @@ def _step_lines(n: int, step: Step, plan: Plan) -> list[str]:
     if step.env:
         lines.append("      env: " + " ".join(f"{k}={quote(v)}" for k, v in step.env))
     if isinstance(step, SubmitStep):
-        argv = plan.submit_argv
-        cut = len(argv) - len(plan.train.entrypoint) - 1  # the "--" before the entrypoint
-        renv = next(i for i, w in enumerate(argv) if w.startswith("--runtime-env-json="))
-        shown = argv[:renv] + ["--runtime-env-json=<runtime env below>"] + argv[renv + 1 : cut + 1]
+        shown = [f"{RUNTIME_ENV_FLAG}<runtime env below>" if w.startswith(RUNTIME_ENV_FLAG) else w
+                 for w in step.options]
         lines.append("      $ " + shell_join(shown) + " \\")
         lines.append("          " + shell_join([*plan.train.entry, *plan.train.prefix]) + " \\")
         for group, words in plan.train_groups:

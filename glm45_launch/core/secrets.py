@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from glm45_launch.core.steps import SubmitStep
+
 if TYPE_CHECKING:
     from glm45_launch.core.plan import Plan
 
@@ -120,7 +122,8 @@ def mask_plan(plan: Plan) -> Plan:
         return plan
     steps = tuple(
         replace(s, env=mask_env(s.env, secrets),
-                commands=tuple(tuple(mask_argv(c, secrets)) for c in s.commands))
+                commands=tuple(tuple(mask_argv(c, secrets)) for c in s.commands),
+                **({"options": tuple(mask_argv(s.options, secrets))} if isinstance(s, SubmitStep) else {}))
         for s in plan.steps
     )
     return replace(

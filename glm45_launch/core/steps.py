@@ -148,11 +148,13 @@ class WriteFileStep(Step):
 
 @dataclass(frozen=True, kw_only=True)
 class SubmitStep(Step):
-    """``ray job submit``: its output names the job id; the job's end is asked at ``address``."""
+    """``ray job submit``: its output names the job id; the job's end is asked at ``address``.
+    ``options``: its words up to and including ``--``; ``commands[0]`` is them, then the job's entrypoint."""
 
     kind: ClassVar[str] = "submit"
     address: str = ""
     no_wait: bool = False
+    options: Argv = ()
 
 
 @dataclass(frozen=True, kw_only=True)
