@@ -678,3 +678,12 @@ def test_validate_checks_a_recipe_file_against_the_hostfile(
     assert out[0].endswith(f"problem(s) with mine / glm4.5-355B-A32B: 8 actor node(s) x {actor_gpus} GPUs, "
                            "8 node(s) in the cluster:"), out
     assert [line for line in out if line.startswith(f"  - {flag} (hostfile slots / --gpus-per-node): ")], out
+
+
+def test_an_alias_given_last_is_the_one_read() -> None:
+    """--sglang-dp-size and --sglang-data-parallel-size set one dest: the last given wins, `=` form too."""
+    aliases = ("--sglang-dp-size", "--sglang-data-parallel-size")
+    args = TrainArgs(["--sglang-dp-size", "2", "--x", "--sglang-data-parallel-size=4", "--y", "a=b"])
+    assert args.first_of(aliases) == "--sglang-data-parallel-size" and args.int("--sglang-data-parallel-size") == 4
+    assert TrainArgs(["--sglang-data-parallel-size=4", "--sglang-dp-size", "2"]).first_of(aliases) == "--sglang-dp-size"
+    assert TrainArgs(["--x", "--sglang-dp-size=z"]).first_of(aliases[1:]) is None

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from glm45_launch.core.flags import Argv, last_values
+from glm45_launch.core.flags import Argv, flag_names, last_values
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,7 @@ class TrainArgs:
 
     def first_of(self, flags: Sequence[str]) -> str | None:
         """The flag of ``flags`` given last on the command line (aliases of one dest)."""
-        best, where = None, -1
-        for i, word in enumerate(self.argv):
-            if word.split("=", 1)[0] in flags and i > where:
-                best, where = word.split("=", 1)[0], i
-        return best
+        return next((name for name in reversed(flag_names(self.argv)) if name in flags), None)
 
     def _bad(self, flag: str, message: str) -> None:
         if flag not in self._reported:

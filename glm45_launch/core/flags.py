@@ -46,6 +46,11 @@ def last_values(words: Sequence[str]) -> dict[str, Argv]:
     return out
 
 
+def flag_names(words: Sequence[str]) -> list[str]:
+    """The flags of ``words`` in order, repeats kept (``--flag=value`` named ``--flag``)."""
+    return [_named(flag, ())[0] for flag, _ in split_flags(words) if flag]
+
+
 def flag_values(words: Sequence[str], flag: str) -> Argv | None:
     """The values of the last ``flag`` in ``words`` (``--flag V...`` or ``--flag=V``), else None."""
     return last_values(words).get(flag)
