@@ -41,6 +41,7 @@ from glm45_launch.checks.rules import (
     parse_layer_pattern,
 )
 from glm45_launch.checks.train_args import Problem, TrainArgs
+from glm45_launch.core.flags import flag_names
 from glm45_launch.core.plan import Plan
 
 INSTALL_HINT = "pip install 'glm45-launch[validate]'"
@@ -427,7 +428,7 @@ def check_sglang(args: TrainArgs, report: LibReport, options: SglangOptions | st
         report.notes.append(found)
         return
     accepted = {"--sglang-" + o[2:] for o in found.options} | FRAMEWORK_SGLANG_OPTIONS
-    given = [w.split("=", 1)[0] for w in args.argv if w.startswith("--sglang-")]
+    given = [f for f in flag_names(args.argv) if f.startswith("--sglang-")]
     bad = 0
     for flag in dict.fromkeys(given):
         if flag in accepted:
