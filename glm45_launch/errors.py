@@ -38,6 +38,11 @@ class LaunchError(Exception):
         self.exit_code = exit_code
 
 
+def undecoded(text: str) -> str:
+    """``text`` with the bytes that were not UTF-8 (Python's lone surrogates) shown as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def read_user_file(path: str | Path, what: str, missing_hint: str = "", max_bytes: int = MAX_INPUT_BYTES) -> bytes:
     """The bytes of a file the user named, read with a bound; every failure is a ``LaunchError``
     ``FILE: reason``. Only a regular file is read: a FIFO, a device (``/dev/zero``) or a socket

@@ -46,8 +46,11 @@ def one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every failure into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
     try:
-        rv = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+        # Not cli.main(): on Ctrl-C it prints an empty line and raises Abort; here Ctrl-C is one line.
+        with cli.make_context(PROG, list(args)) as ctx:
+            rv = cli.invoke(ctx)
     except LaunchError as exc:
         click.echo(f"{PROG}: error: {one_line(str(exc))}", err=True)
         return exc.exit_code

@@ -8,19 +8,21 @@ decorator, the kwarg bookkeeping and :func:`spec_from_options` all read this tab
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from glm45_launch.core.hostfile import DEFAULT_HOSTFILE, Hostfile, load_hostfile
-from glm45_launch.core.plan import FRAMEWORKS, LaunchSpec
+from glm45_launch.core.plan import FRAMEWORKS, LaunchSpec, Plan
 from glm45_launch.core.profiles import MODES, TASKS, TRANSFER_MODES, NvlinkFact
 from glm45_launch.core.steps import DEFAULT_PARALLEL
 from glm45_launch.core.variants import HARDWARE, PROFILES, Variant
-from glm45_launch.errors import LaunchError
+from glm45_launch.errors import LaunchError, undecoded
 from glm45_launch.recipes import MODELS
 
 if TYPE_CHECKING:
@@ -42,7 +44,28 @@ class Opt:
     convert: Callable[[Any], Any] | None = None
 
     def click(self) -> Callable[[F], F]:
-        return click.option(*self.decls, self.name, **self.kwargs)
+        extra = {"callback": utf8_text} if "envvar" in self.kwargs else {}
+        return click.option(*self.decls, self.name, **self.kwargs, **extra)
+
+
+def utf8_text(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback: a value that goes into a command, a log or JSON must be UTF-8 text (bytes
+    that are not reach Python as lone surrogates); names the environment variable it came from."""
+    if isinstance(value, str) and undecoded(value) != value:
+        envvar = getattr(param, "envvar", None)
+        source = f"${envvar} " if isinstance(envvar, str) and os.environ.get(envvar) == value else ""
+        raise click.BadParameter(f"{source}is not UTF-8 text: '{undecoded(value)}'", ctx, param)
+    return value
+
+
+class Finite(click.FloatRange):
+    """A ``FloatRange`` without nan and inf: a nan timeout never fires, an inf one overflows."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def _or_none(value: Any) -> Any:
@@ -200,12 +223,12 @@ SSH = (
         help="Extra known_hosts file (repeatable); ~/.ssh/known_hosts is always read."), tuple),
     Opt("accept_new_host_keys", ("--accept-new-host-keys",), "ssh.accept_new_host_keys", dict(is_flag=True,
         help="Record unknown host keys (a changed key is still refused).")),
-    Opt("ssh_port", ("--ssh-port",), "ssh.port", dict(type=int, default=None,
+    Opt("ssh_port", ("--ssh-port",), "ssh.port", dict(type=click.IntRange(1, 65535), default=None,
         help="SSH port (default: 22 / ~/.ssh/config).")),
     # At least 1 s: a connect timeout that rounds to 0 means none, and `timeout 0` never fires.
-    Opt("connect_timeout", ("--connect-timeout",), "ssh.connect_timeout", dict(type=click.FloatRange(min=1),
+    Opt("connect_timeout", ("--connect-timeout",), "ssh.connect_timeout", dict(type=Finite(min=1),
         default=10.0, show_default=True, help="Seconds to connect to a host.")),
-    Opt("command_timeout", ("--command-timeout",), "ssh.command_timeout", dict(type=click.FloatRange(min=1),
+    Opt("command_timeout", ("--command-timeout",), "ssh.command_timeout", dict(type=Finite(min=1),
         default=300.0, show_default=True, help="Seconds a remote command may run (enforced on both ends).")),
     Opt("retries", ("--retries",), "ssh.retries", dict(type=click.IntRange(min=1), default=3, show_default=True,
         help="Connection attempts per host (with backoff).")),
@@ -219,7 +242,7 @@ LAUNCH = (
         help="Start workers only after `ray start --head` returns (the bash recipe's order)."), _not),
 )
 
-_SECONDS = click.FloatRange(min=0.1)
+_SECONDS = Finite(min=0.1)
 
 # The health watch, diagnostics and restarts (core/operations.py WatchSettings): `up` runs them,
 # `plan` and `up --dry-run` show them.
@@ -300,11 +323,46 @@ def spec_from_options(kwargs: dict[str, Any]) -> LaunchSpec:
     )
 
 
-def watch_from_options(kwargs: dict[str, Any]) -> WatchSettings:
-    """Pop the watch options out of ``kwargs`` and build ``WatchSettings``."""
-    from glm45_launch.core.operations import WatchSettings
+# A flag that makes other options moot: both on one command line is a usage error, not a silent no-op.
+MOOT = {
+    "no_wait": (("health_interval", "health_timeout", "stall_timeout", "host_wait"),
+                "up returns once the job is submitted: no health watch, no restart"),
+    "no_watch": (("health_interval", "stall_timeout"), "the health watch is off"),
+    "no_collect": (("collect_timeout",), "no diagnostics are collected"),
+}
 
-    return WatchSettings(**take(kwargs, WATCH).get("watch", {}))
+
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def _refuse_moot(ctx: click.Context) -> None:
+    for flag, (moot, why) in MOOT.items():
+        if not (ctx.params.get(flag) and _given(ctx, flag)):
+            continue
+        for name in moot:
+            if name in ctx.params and _given(ctx, name):
+                raise LaunchError(f"{_decl(name)} with {_decl(flag)}: {why}; drop one of them")
+
+
+def _decl(name: str) -> str:
+    return by_name(name).decls[0]
+
+
+def watch_from_options(kwargs: dict[str, Any], plan: Plan) -> WatchSettings:
+    """Pop the watch options out of ``kwargs`` and build ``WatchSettings`` for ``plan``: options
+    that contradict each other or the plan (restarts of a --no-wait job) are refused here, so
+    `plan` and `up --dry-run` fail as `up` does."""
+    from glm45_launch.core.operations import WatchSettings, restart_problem
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        _refuse_moot(ctx)
+    watch = WatchSettings(**take(kwargs, WATCH).get("watch", {}))
+    problem = restart_problem(plan, watch) or next(iter(watch.problems()), None)
+    if problem:
+        raise LaunchError(problem)
+    return watch
 
 
 def ssh_from_options(kwargs: dict[str, Any], user: str) -> SshOptions:

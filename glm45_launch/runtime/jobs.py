@@ -54,6 +54,8 @@ def _read_job_id(run_dir: Path) -> str | None:
         text = (run_dir / "job_id").read_text()[:200].strip()
     except OSError:
         return None
+    except UnicodeDecodeError:
+        raise LaunchError(f"{run_dir / 'job_id'}: not UTF-8 text (a damaged job_id file: give the JOB id)") from None
     return text or None
 
 
@@ -74,7 +76,8 @@ def find_job(job_id: str | None = None, run_dir: Path | None = None, runs: Path 
         job_id = job_id or _read_job_id(run_dir)
         if job_id is None:
             raise LaunchError(f"{run_dir}: no job_id (the run submitted no job)")
-    cluster = plan.get("cluster", {}) if isinstance(plan, dict) else {}
+    cluster = plan.get("cluster") if isinstance(plan, dict) else None
+    cluster = cluster if isinstance(cluster, dict) else {}  # a damaged plan.json: the defaults
     assert job_id is not None
     return JobRef(job_id, address or cluster.get("job_address") or DEFAULT_ADDRESS, cluster.get("head", "head"),
                   run_dir)

@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import PARALLEL, PLAN, SSH, options, spec_from_options, ssh_from_options
+from glm45_launch.cli.commands.logs import current_job
+from glm45_launch.cli.options import (
+    PARALLEL,
+    PLAN,
+    SSH,
+    by_name,
+    options,
+    spec_from_options,
+    ssh_from_options,
+)
 
 
 @click.command()
@@ -19,8 +28,7 @@ from glm45_launch.cli.options import PARALLEL, PLAN, SSH, options, spec_from_opt
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory to write [default: RUN/diagnostics/collect-<time> of the last run, "
                    "else runs/collect-<time>].")
-@click.option("--collect-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
-              metavar="SECONDS", help="At most this long per node.")
+@options(by_name("collect_timeout", help="At most this long per node."))
 def collect(**kwargs: Any) -> int:
     """Collect from every node at once, bounded: the tails of Ray's logs (raylet, GCS, worker errors),
     dmesg (Xid errors), nvidia-smi; and the job's driver log. One summary line per node."""
@@ -35,7 +43,7 @@ def collect(**kwargs: Any) -> int:
     plan = build_plan(spec_from_options(kwargs))
     rt = Runtime.real(ssh_from_options(kwargs, plan.cluster.ssh_user))
     run = last_run_dir(kwargs["runs"])
-    job = kwargs["job"] or (run and (run / "job_id").read_text().strip()) or None
+    job = kwargs["job"] or current_job(kwargs["runs"])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = kwargs["out"] or (run / "diagnostics" / f"collect-{stamp}" if run else kwargs["runs"] / f"collect-{stamp}")
     out = prepare_run_dir(out, "--out")

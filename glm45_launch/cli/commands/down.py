@@ -21,7 +21,8 @@ from glm45_launch.cli.options import (
 @click.command()
 @options(HOSTS, by_name("head", help="Also stop the head here when it is this machine and not in the hostfile."),
          SSH, PARALLEL)
-@click.option("--run-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the per-host logs go [default: ./runs/<time>].")
 def down(**kwargs: Any) -> int:
     """Stop Ray (`ray stop --force`) on every host, in parallel; one table row per host."""
     from glm45_launch.runtime.rundir import prepare_run_dir

@@ -8,15 +8,18 @@ from typing import Any
 
 import click
 
+from glm45_launch.cli.options import utf8_text
+from glm45_launch.errors import ExitCode, LaunchError
+
 F = Callable[..., Any]
 
 JOB_OPTIONS = (
-    click.argument("job", required=False),
-    click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    click.argument("job", required=False, callback=utf8_text),
+    click.option("--run-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
                  help="The run whose job (its last) to use [default: the last run under --runs]."),
     click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
                  show_default=True, help="Where `up` wrote its run directories."),
-    click.option("--address", default=None, metavar="URL",
+    click.option("--address", default=None, metavar="URL", callback=utf8_text,
                  help="Job server URL [default: the run's plan.json, else http://127.0.0.1:8265]."),
 )
 
@@ -28,10 +31,55 @@ def job_options(func: F) -> F:
     return func
 
 
+ASK_TIMEOUT_S = 10.0  # the job SDK has no timeout of its own: a server that accepts and never answers
+
+
 def job_from(kwargs: dict[str, Any]) -> Any:
+    """The job the options name, once its job server has said it knows it: no job server
+    answering, or no such job there, is one line (before any ``ray job`` command runs)."""
+    import threading
+
+    from glm45_launch.runtime.jobs import find_job
+    from glm45_launch.runtime.ray_api import RayClient
+
+    ref = find_job(kwargs["job"], kwargs["run_dir"], kwargs["runs"], kwargs["address"])
+    answer: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            RayClient().job_status(ref.address, ref.job_id)
+            answer.append(None)
+        except Exception as exc:  # noqa: BLE001 - the job SDK's errors are mapped below
+            answer.append(exc)
+
+    asking = threading.Thread(target=ask, daemon=True)  # a hung request dies with the process
+    asking.start()
+    asking.join(ASK_TIMEOUT_S)
+    if not answer:
+        raise LaunchError(f"the Ray job server at {ref.address} did not answer within {ASK_TIMEOUT_S:g}s",
+                          ExitCode.FAILED)
+    exc = answer[0]
+    if isinstance(exc, ConnectionError):
+        raise LaunchError(f"no Ray job server answers at {ref.address} (is the cluster up? --address names "
+                          "another)", ExitCode.FAILED)
+    if isinstance(exc, ValueError):
+        raise LaunchError(f"job server address {ref.address!r}: {exc}")
+    if exc is not None:
+        text = str(exc)
+        if "404" in text or "does not exist" in text:
+            raise LaunchError(f"job {ref.job_id}: no such job at {ref.address}")
+        raise LaunchError(f"job server at {ref.address}: {type(exc).__name__}: {text}", ExitCode.FAILED)
+    return ref
+
+
+def current_job(runs: Path) -> str | None:
+    """The last job of the last run under ``runs`` (what logs/attach/stop default to), or None."""
     from glm45_launch.runtime.jobs import find_job
 
-    return find_job(kwargs["job"], kwargs["run_dir"], kwargs["runs"], kwargs["address"])
+    try:
+        return find_job(runs=runs).job_id
+    except LaunchError:
+        return None
 
 
 @click.command()

@@ -30,9 +30,8 @@ def plan(**kwargs: Any) -> None:
 
     fmt = kwargs.pop("fmt")
     show_secrets = kwargs.pop("show_secrets")
-    spec = spec_from_options(kwargs)
-    watch = watch_from_options(kwargs)
-    built = build_plan(spec)
+    built = build_plan(spec_from_options(kwargs))
+    watch = watch_from_options(kwargs, built)
     problems = check_plan(built)
     built = replace(built, warnings=built.warnings + tuple(f"invalid config: {p}" for p in problems))
     click.echo(render(built, fmt, show_secrets=show_secrets, ops=build_operations(built, watch)), nl=False)

@@ -9,12 +9,12 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import PARALLEL, PLAN, SSH, options, spec_from_options, ssh_from_options
+from glm45_launch.cli.options import PARALLEL, PLAN, SSH, Finite, options, spec_from_options, ssh_from_options
 
 
 @click.command()
 @options(PLAN, SSH, PARALLEL)
-@click.option("--min-free-gb", type=click.FloatRange(min=0), default=5.0, show_default=True,
+@click.option("--min-free-gb", type=Finite(min=0), default=5.0, show_default=True,
               help="Free space needed in /tmp (Ray's temp dir) on every host.")
 @click.option("--require-gpus", is_flag=True,
               help="No nvidia-smi or no NVLink is a failure (default: a warning, as on CPU-only test hosts).")

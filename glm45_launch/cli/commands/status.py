@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from glm45_launch.cli.commands.logs import current_job
 from glm45_launch.cli.options import HOSTS, PARALLEL, SSH, hostfile_from, options, ssh_from_options, take
 
 
@@ -37,7 +38,7 @@ def status(**kwargs: Any) -> int:
     rt = Runtime.real(ssh_from_options(kwargs, hosts["spec"]["ssh_user"]))
     address = kwargs["dashboard_address"] or f"http://127.0.0.1:{kwargs['dashboard_port']}"
     report = run_status(hostfile, address, rt, kwargs["parallel"])
-    current = _current_job(kwargs["runs"])
+    current = current_job(kwargs["runs"])
     if kwargs["as_json"]:
         click.echo(json.dumps({**report.to_json(), "current_job": current}, indent=2))
         return 0 if report.healthy else 1
@@ -66,17 +67,6 @@ def status(**kwargs: Any) -> int:
             jobs.add_row(name, escape(j["status"]), _duration(j.get("runtime_s")), escape(j["entrypoint"][:80]))
         rt.reporter.show(jobs)
     return 0 if report.healthy else 1
-
-
-def _current_job(runs: Path) -> str | None:
-    """The last job of the last run under ``runs`` (what logs/attach/stop default to)."""
-    from glm45_launch.runtime.jobs import last_run_dir
-
-    run = last_run_dir(runs)
-    try:
-        return (run / "job_id").read_text().strip() or None if run else None
-    except OSError:
-        return None
 
 
 def _duration(seconds: float | None) -> str:

@@ -12,6 +12,7 @@ from glm45_launch.cli.options import (
     PLAN,
     SSH,
     WATCH,
+    Finite,
     options,
     spec_from_options,
     ssh_from_options,
@@ -25,11 +26,11 @@ from glm45_launch.errors import PROG
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Logs, plan and summary of this run [default: ./runs/<time>].")
 @click.option("--serial", is_flag=True, help="Start workers one by one.")
-@click.option("--join-timeout", type=click.FloatRange(min=1), default=180.0, show_default=True,
+@click.option("--join-timeout", type=Finite(min=1), default=180.0, show_default=True,
               help="Seconds to wait for every node and GPU to join.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and exit: nothing runs.")
 @click.option("--force", is_flag=True, help="Launch even when `glm45-launch validate` finds problems.")
-@click.option("--min-free-gb", type=click.FloatRange(min=0), default=5.0, show_default=True,
+@click.option("--min-free-gb", type=Finite(min=0), default=5.0, show_default=True,
               help="Preflight: free space needed in /tmp (Ray's temp dir) on every host.")
 @click.option("--require-gpus", is_flag=True,
               help="Preflight: no nvidia-smi or no NVLink is a failure (default: a warning).")
@@ -53,7 +54,7 @@ def up(**kwargs: Any) -> int:
 
     spec = spec_from_options(kwargs)
     plan = build_plan(spec)
-    watch = watch_from_options(kwargs)
+    watch = watch_from_options(kwargs, plan)
     if kwargs["dry_run"]:
         from glm45_launch.core.operations import build_operations
 
