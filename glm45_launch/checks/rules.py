@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import ast
 import ipaddress
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from glm45_launch.checks.cluster_rules import GPUS, NODES, disaggregation_problems, node_gpu_problems, times
 from glm45_launch.checks.train_args import SGLANG_DP, SGLANG_EP, Problem, TrainArgs
 from glm45_launch.core.plan import Plan
+from glm45_launch.core.runtime_env import ENV_NAME
 from glm45_launch.errors import LaunchError
 
 _MAX_PATTERN = 100_000  # a --moe-layer-freq list longer than this is refused, not built
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def parse_layer_pattern(text: str) -> int | list[int]:
@@ -432,7 +431,7 @@ def check_plan(plan: Plan) -> list[Problem]:
                            "on the cluster network: --head or MLP_WORKER_0_HOST)"))
     seen: set[str] = set()
     for name, value in plan.env_vars:
-        if not _ENV_NAME.match(name):
+        if not ENV_NAME.match(name):
             out.append(Problem("runtime-env", (name,), f"runtime env: {name!r} is not an environment variable name"))
         elif name in seen:
             out.append(Problem("runtime-env", (name,), f"runtime env: {name} is given twice"))

@@ -20,13 +20,13 @@ from dataclasses import dataclass, replace
 
 from glm45_launch.core.argdiff import ArgChange, EnvChange, diff_env, diff_groups
 from glm45_launch.core.flags import has_flag, set_flag, unset_flag
+from glm45_launch.core.runtime_env import ENV_NAME
 from glm45_launch.core.secrets import MASK, SECRET_FLAGS, is_secret_env
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import Argv, Recipe
 
 EXTRA_GROUP = "EXTRA"
 _FLAG = re.compile(r"^--[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def parse_env(text: str) -> tuple[str, str]:
     key, eq, value = text.partition("=")
     if not eq:
         raise LaunchError(f"--env {_target(text)}: want KEY=VALUE")
-    if not _ENV_KEY.match(key):
+    if not ENV_NAME.match(key):
         raise LaunchError(f"--env {_target(text)}: {_target(key)} is not an environment variable name")
     return key, value
 

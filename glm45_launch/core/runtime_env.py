@@ -12,7 +12,9 @@ from collections.abc import Collection, Mapping, Sequence
 
 from glm45_launch.errors import LaunchError
 
-ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+ENV_NAME = re.compile(f"^{_NAME}$")  # an environment variable's name
+ENV_REF = re.compile(rf"\$\{{({_NAME})\}}")
 
 
 def runtime_env_json(env_vars: Sequence[tuple[str, str]]) -> str:
