@@ -373,15 +373,21 @@ def test_console_script_matches_module(tmp_path: Path, golden_hostfile: Path, go
 
 def test_plan_shows_what_up_runs_with_the_same_options(golden_hostfile: Path, tmp_path: Path) -> None:
     """`plan` takes up's plan-shaping options: its text is `up --dry-run`'s, and json carries them."""
-    opts = ["--hostfile", str(golden_hostfile), "--head", GOLDEN["hostfile"][0].split()[0], "--base-dir", "/data",
-            "--checkpoint-dir", "/ck", "--max-restarts", "2", "--health-interval", "5", "--no-wait", "--no-overlap"]
-    planned = run_cli(["plan", *opts], tmp_path)
-    dry = run_cli(["up", "--dry-run", *opts], tmp_path)
-    assert planned.returncode == 0 and dry.returncode == 0, planned.stderr + dry.stderr
-    assert planned.stdout == dry.stdout
+    base = ["--hostfile", str(golden_hostfile), "--head", GOLDEN["hostfile"][0].split()[0], "--base-dir", "/data",
+            "--checkpoint-dir", "/ck"]
+    # Watch and restarts need up to follow the job, so --no-wait goes in a plan of its own (up refuses both).
+    watched = [*base, "--max-restarts", "2", "--health-interval", "5", "--no-overlap"]
+    unwatched = [*base, "--no-wait", "--no-overlap"]
+    for opts in (watched, unwatched):
+        planned = run_cli(["plan", *opts], tmp_path)
+        dry = run_cli(["up", "--dry-run", *opts], tmp_path)
+        assert planned.returncode == 0 and dry.returncode == 0, planned.stderr + dry.stderr
+        assert planned.stdout == dry.stdout
+    planned = run_cli(["plan", *watched], tmp_path)
     assert "Restarts: up to 2" in planned.stdout and "every 5s" in planned.stdout
-    data = json.loads(run_cli(["plan", *opts, "--format", "json"], tmp_path).stdout)
+    data = json.loads(run_cli(["plan", *watched, "--format", "json"], tmp_path).stdout)
     assert data["operations"]["restart"]["max_restarts"] == 2
     assert data["operations"]["watch"]["interval_s"] == 5.0
+    data = json.loads(run_cli(["plan", *unwatched, "--format", "json"], tmp_path).stdout)
     submit = next(s for s in data["steps"] if s["kind"] == "submit")
     assert "--no-wait" in submit["commands"][0]
