@@ -31,34 +31,20 @@ def job_options(func: F) -> F:
     return func
 
 
-ASK_TIMEOUT_S = 10.0  # the job SDK has no timeout of its own: a server that accepts and never answers
-
-
 def job_from(kwargs: dict[str, Any]) -> Any:
     """The job the options name, once its job server has said it knows it: no job server
     answering, or no such job there, is one line (before any ``ray job`` command runs)."""
-    import threading
-
     from glm45_launch.runtime.jobs import find_job
-    from glm45_launch.runtime.ray_api import RayClient
+    from glm45_launch.runtime.ray_api import JobServerTimeout, RayClient
 
     ref = find_job(kwargs["job"], kwargs["run_dir"], kwargs["runs"], kwargs["address"])
-    answer: list[BaseException | None] = []
-
-    def ask() -> None:
-        try:
-            RayClient().job_status(ref.address, ref.job_id)
-            answer.append(None)
-        except Exception as exc:  # noqa: BLE001 - the job SDK's errors are mapped below
-            answer.append(exc)
-
-    asking = threading.Thread(target=ask, daemon=True)  # a hung request dies with the process
-    asking.start()
-    asking.join(ASK_TIMEOUT_S)
-    if not answer:
-        raise LaunchError(f"the Ray job server at {ref.address} did not answer within {ASK_TIMEOUT_S:g}s",
-                          ExitCode.FAILED)
-    exc = answer[0]
+    try:
+        RayClient().job_status(ref.address, ref.job_id)
+        exc: Exception | None = None
+    except JobServerTimeout as timeout:
+        raise LaunchError(str(timeout), ExitCode.FAILED) from None
+    except Exception as other:  # noqa: BLE001 - the job SDK's errors are mapped below
+        exc = other
     if isinstance(exc, ConnectionError):
         raise LaunchError(f"no Ray job server answers at {ref.address} (is the cluster up? --address names "
                           "another)", ExitCode.FAILED)
