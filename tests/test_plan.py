@@ -11,6 +11,7 @@ import pytest
 
 from glm45_launch.checks.rules import check_plan
 from glm45_launch.core.hostfile import parse_hostfile_text
+from glm45_launch.core.job_facts import JobFacts
 from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
 from glm45_launch.core.render import render
 from glm45_launch.core.runtime_env import runtime_env_json
@@ -486,3 +487,18 @@ def test_the_submit_step_carries_its_options_apart_from_the_job(kw: dict[str, An
     assert isinstance(step, SubmitStep) and step.commands == (step.options + plan.train.entrypoint,)
     assert step.options[:3] == ("ray", "job", "submit") and step.options[-1] == "--"
     assert f"--address={plan.job_address}" in step.options
+
+
+def test_the_plan_resolves_what_train_py_reads_once() -> None:
+    """plan.job: sizes and checkpoint paths after the variant and the overrides (argparse's last value)."""
+    from glm45_launch.core.overrides import build_overrides
+
+    plain = make()
+    assert plain.job == JobFacts(actor_nodes=8, actor_gpus_per_node=8, num_gpus_per_node=None,
+                                 hf_checkpoint=f"{BASE}/GLM-4.5-355B-A32B",
+                                 ref_load=f"{BASE}/GLM-4.5-355B-A32B_torch_dist/", load=None, save=None)
+    assert plain.job.trainer_gpus_per_node == 8
+    four = make(hostfile=hostfile(HOSTS8, slots=4), checkpoint_dir="/ck",
+                overrides=build_overrides(sets=("CKPT.--ref-load=/ref",), extra_args=("--actor-num-nodes 2",)))
+    assert (four.job.num_gpus_per_node, four.job.trainer_gpus_per_node, four.job.actor_gpus_per_node) == (4, 4, 4)
+    assert (four.job.load, four.job.save, four.job.ref_load, four.job.actor_nodes) == ("/ck", "/ck", "/ref", 2)

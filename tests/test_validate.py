@@ -654,10 +654,10 @@ def test_validate_names_the_layout_the_trainer_reads(golden_env: Path, capsys: p
 
 def test_plan_carries_its_recipe_model_and_actor_as_facts() -> None:
     plan = air()
-    assert (plan.recipe_name, plan.model.name, plan.actor_nodes, plan.actor_gpus_per_node) == \
+    assert (plan.recipe_name, plan.model.name, plan.job.actor_nodes, plan.job.actor_gpus_per_node) == \
         ("glm45-air-p2p", AIR, 4, 8)
     moved = air(sets=("MISC.--actor-num-nodes=5",))
-    assert moved.actor_nodes == 5 and dict(moved.settings)["actor nodes"] == "5"
+    assert moved.job.actor_nodes == 5 and dict(moved.settings)["actor nodes"] == "5"
 
 
 @pytest.mark.parametrize(("prefix", "actor_gpus", "flag"), [

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from glm45_launch.checks.preflight_report import FAIL, OK, VERSIONED, WARN, Check, PreflightOptions
-from glm45_launch.core.flags import flag_int, flag_values
+from glm45_launch.core.flags import flag_values
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.runtime_env import RUNTIME_ENV, env_ref_sources, env_refs, ray_env_order
 
@@ -334,7 +334,7 @@ def evaluate(
     checks = version_checks(host, facts, ref_host, ref_facts)
     env = dict(plan.env_vars)
     checks += gpu_checks(facts, plan.gpus_per_node, opts.require_gpus,
-                         trainer=flag_int(plan.train.argv, "--num-gpus-per-node") or 8,
+                         trainer=plan.job.trainer_gpus_per_node,
                          nvls=env.get("NCCL_NVLS_ENABLE") == "1")
     checks += path_checks(plan_paths(plan), facts.get("paths") or {})
     checks += env_checks(plan, facts, is_head, via)

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from glm45_launch.core.flags import flag_value
 from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
 from glm45_launch.core.quoting import quote, shell_join
 from glm45_launch.core.steps import HEAD, WORKER, ConvertCheckStep, ConvertStep
@@ -113,16 +112,15 @@ def convert_from_plan(
 ) -> ConvertPlan:
     """The conversion for an already built launch plan (pure)."""
     spec = plan.spec
-    words = plan.train_argv
     notes: list[str] = []
     if hf_checkpoint is None:
-        hf_checkpoint = flag_value(words, "--hf-checkpoint")
+        hf_checkpoint = plan.job.hf_checkpoint
         if hf_checkpoint and spec.variant.rollout_fp8 and hf_checkpoint.endswith(FP8_SUFFIX):
             hf_checkpoint = hf_checkpoint[: -len(FP8_SUFFIX)]  # convert the BF16 original
     if not hf_checkpoint:
         raise LaunchError("convert: the recipe has no --hf-checkpoint (give --hf-checkpoint)")
     if save is None:
-        ref_load = flag_value(words, "--ref-load")
+        ref_load = plan.job.ref_load
         if not ref_load:
             raise LaunchError("convert: the recipe has no --ref-load (give --save)")
         save = ref_load.rstrip("/") or "/"

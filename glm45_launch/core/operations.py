@@ -103,7 +103,7 @@ class Operations:
 
 def checkpoint_dir(plan: Plan) -> str | None:
     """Where the trainer resumes from: the train args' ``--load`` (``--checkpoint-dir`` sets it)."""
-    return flag_value(plan.train.argv, "--load") or None
+    return plan.job.load or None
 
 
 def ray_temp_dir(plan: Plan) -> str:

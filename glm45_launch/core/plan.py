@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glm45_launch.core.argdiff import ArgChange, EnvChange
-from glm45_launch.core.flags import Argv, flag_int, flag_value
+from glm45_launch.core.flags import Argv, flag_value
 from glm45_launch.core.hostfile import Hostfile, check_workers, host_key, valid_hostname
+from glm45_launch.core.job_facts import JobFacts
 from glm45_launch.core.launch_steps import build_down_plan, hold_steps, launch_steps, stop_job, teardown_steps
 from glm45_launch.core.overrides import Overrides
 from glm45_launch.core.profiles import NvlinkFact, default_model, profile_recipe
@@ -34,7 +35,7 @@ from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import BASH_RECIPE, ModelSpec, Recipe, fill, fill_all, get_model
 
 __all__ = [
-    "FRAMEWORKS", "HEAD", "WORKER", "ClusterFacts", "LaunchSpec", "NvlinkFact", "Plan", "Step", "TrainArgs",
+    "FRAMEWORKS", "HEAD", "WORKER", "ClusterFacts", "JobFacts", "LaunchSpec", "NvlinkFact", "Plan", "Step", "TrainArgs",
     "build_down_plan", "build_plan",
 ]
 
@@ -146,8 +147,7 @@ class Plan:
     env_vars: tuple[tuple[str, str], ...]  # the runtime env as submitted
     recipe_name: str  # the recipe the plan runs: the profile's (``spec.recipe`` is the bash recipe or a file)
     model: ModelSpec
-    actor_nodes: int | None  # --actor-num-nodes as train.py reads it (None: not given, or not a number)
-    actor_gpus_per_node: int | None  # --actor-num-gpus-per-node, the same way
+    job: JobFacts  # the sizes and checkpoint paths train.py reads from ``train``
     on_failure: tuple[Step, ...] = ()  # teardown of what a failed launch started
     on_interrupt: tuple[Step, ...] = ()  # Ctrl-C while the job runs
     notes: tuple[str, ...] = ()
@@ -334,8 +334,8 @@ def build_plan(spec: LaunchSpec) -> Plan:
         entry=fill_all(recipe.entry, values), prefix=fill_all(recipe.train_prefix, values),
         groups=tuple((g, fill_all(groups.get(g, ()), values)) for g in recipe.group_order),
     )
-    ref_load = flag_value(train.argv, "--ref-load")
-    load, save = flag_value(train.argv, "--load"), flag_value(train.argv, "--save")
+    job = JobFacts.of(train.argv)
+    ref_load, load, save = job.ref_load, job.load, job.save
     if spec.checkpoint_dir is not None:
         notes.append(
             f"--load/--save = {spec.checkpoint_dir} every {spec.save_interval} rollouts; "
@@ -444,7 +444,7 @@ def build_plan(spec: LaunchSpec) -> Plan:
     ))
 
     # The actor's size as the trainer reads it, overrides included (too few nodes: rules.check_plan says so).
-    actor_nodes = flag_value(train.argv, "--actor-num-nodes")
+    actor_nodes = flag_value(train.argv, "--actor-num-nodes")  # as written, for display
     settings = (
         ("recipe", recipe.name),
         ("model", model.name),
@@ -466,8 +466,7 @@ def build_plan(spec: LaunchSpec) -> Plan:
     return Plan(
         steps=tuple(steps), spec=spec, cluster=cluster, train=train, settings=settings,
         env_vars=tuple(env_vars), recipe_name=recipe.name, model=model,
-        actor_nodes=flag_int(train.argv, "--actor-num-nodes"),
-        actor_gpus_per_node=flag_int(train.argv, "--actor-num-gpus-per-node"), on_failure=() if spec.external_ray else teardown_steps(cluster),
+        job=job, on_failure=() if spec.external_ray else teardown_steps(cluster),
         on_interrupt=(stop_job(cluster),), notes=tuple(notes), warnings=tuple(warnings),
         overrides=tuple(c.filled(values) for c in shaped.override_changes),
         variant_changes=tuple(c.filled(values) for c in shaped.variant_changes),

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from glm45_launch.core.argdiff import ArgChange, EnvChange
 from glm45_launch.core.flags import flag_int, has_flag, merge_flags, set_flag, split_flags, unset_flag
 from glm45_launch.core.hostfile import Hostfile
+from glm45_launch.core.job_facts import TRAINER_GPUS_PER_NODE
 from glm45_launch.core.overrides import (
     Overrides,
     apply_overrides,
@@ -108,7 +109,6 @@ tis_batch_normalize: true
 """
 DEFAULT_FILES_DIR = "{base_dir}/glm45-launch"
 NUM_GPUS_PER_NODE = "--num-gpus-per-node"
-TRAINER_GPUS_PER_NODE = 8  # slime/miles' default --num-gpus-per-node (and the bash recipe's assumption)
 
 
 @dataclass(frozen=True)

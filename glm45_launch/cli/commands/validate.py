@@ -47,8 +47,8 @@ def validate(**kwargs: Any) -> int:
     def shown(n: int | None) -> str:
         return "?" if n is None else str(n)
 
-    what = (f"{plan.recipe_name} / {plan.model.name}: {shown(plan.actor_nodes)} actor node(s) x "
-            f"{shown(plan.actor_gpus_per_node)} GPUs, {len(plan.cluster.nodes)} node(s) in the cluster")
+    what = (f"{plan.recipe_name} / {plan.model.name}: {shown(plan.job.actor_nodes)} actor node(s) x "
+            f"{shown(plan.job.actor_gpus_per_node)} GPUs, {len(plan.cluster.nodes)} node(s) in the cluster")
     if fmt == "json":
         click.echo(json.dumps({
             "ok": not problems, "config": what, "problems": [p.to_json() for p in problems],
