@@ -295,3 +295,16 @@ def test_any_words_round_trip_through_toml(words: list[str], env: dict[str, str]
                      env_vars=tuple(env.items()), train_prefix=tuple(words),
                      defaults={**BASH_RECIPE.defaults, "entry": "e" + "".join(words).strip()})
     assert parse_recipe_text(dump_recipe(recipe), "x.toml") == recipe
+
+
+def test_a_recipes_ray_temp_dir_is_a_cluster_fact() -> None:
+    """`ray start --head --temp-dir D` in a recipe: the diagnostics read D's session logs (none given: /tmp/ray)."""
+    from glm45_launch.core.operations import WatchSettings, diagnose_config
+    from glm45_launch.core.plan import DEFAULT_RAY_TEMP
+
+    moved = replace(BASH_RECIPE, head_start=(*BASH_RECIPE.head_start, "--temp-dir", "{base_dir}/ray"))
+    plan = plan_with(recipe=moved)
+    assert plan.cluster.ray_temp_dir == f"{BASE}/ray"
+    assert diagnose_config(plan, WatchSettings())["ray_logs"] == f"{BASE}/ray/session_latest/logs"
+    assert plan_with().cluster.ray_temp_dir == DEFAULT_RAY_TEMP
+    assert build_plan(replace(plan.spec, external_ray=True)).cluster.ray_temp_dir == DEFAULT_RAY_TEMP

@@ -19,7 +19,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from glm45_launch.core.flags import flag_value
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.steps import (
     HEAD,
@@ -39,7 +38,6 @@ RAYLET_CHECK = ("pgrep", "-x", "raylet")  # exit 0: a raylet runs; 1: none does
 KILL_RAY_START = ("pkill", "-9", "-f", "ray [s]tart")
 DIAG_MARKER = "GLM45-DIAG "  # the diagnostics program's summary line starts with this
 LATEST_ITERATION = "latest_checkpointed_iteration.txt"  # Megatron's tracker file in --load
-DEFAULT_RAY_TEMP = "/tmp/ray"
 
 
 @dataclass(frozen=True)
@@ -106,17 +104,10 @@ def checkpoint_dir(plan: Plan) -> str | None:
     return plan.job.load or None
 
 
-def ray_temp_dir(plan: Plan) -> str:
-    """Ray's temp dir on every node: ``--temp-dir`` of the head's ``ray start``, else /tmp/ray."""
-    head = next((s for s in plan.steps if s.kind == "head-start"), None)
-    found = flag_value(head.commands[0], "--temp-dir") if head and head.commands else None
-    return found or DEFAULT_RAY_TEMP
-
-
 def diagnose_config(plan: Plan, settings: WatchSettings) -> dict[str, Any]:
     """The diagnostics program's argv[1] (bounded: lines, files, bytes, seconds)."""
     return {
-        "ray_logs": f"{ray_temp_dir(plan)}/session_latest/logs",
+        "ray_logs": f"{plan.cluster.ray_temp_dir}/session_latest/logs",
         "lines": 200,  # of each Ray log
         "worker_files": 5,  # the newest non-empty worker-*.err files
         "dmesg_lines": 300,

@@ -45,6 +45,7 @@ _LOOPBACK = ("127.0.0.1", "localhost")  # where the recipe's `ray job submit` fi
 _SSH_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_RUN_ID = "default"
+DEFAULT_RAY_TEMP = "/tmp/ray"  # Ray's --temp-dir when `ray start --head` gives none
 _JOIN_NOTE = {  # what the profile's own launcher does instead
     "bash": "(the bash recipe waits for the ssh commands only)",
     "python": "(upstream expects them in the cluster already)",
@@ -101,6 +102,7 @@ class ClusterFacts:
     job_host: str  # where the launcher reaches the job server (127.0.0.1 unless bound elsewhere)
     job_address: str  # the job server URL `ray job submit` uses
     ssh_user: str
+    ray_temp_dir: str = DEFAULT_RAY_TEMP  # --temp-dir of the head's `ray start` (every node's session logs)
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -411,6 +413,8 @@ def build_plan(spec: LaunchSpec) -> Plan:
         head=head, workers=workers, gpus_per_node=gpus, ray_port=_port(values, "ray_port"),
         dashboard_host=dashboard, dashboard_port=dashboard_port, job_host=job_host, job_address=address,
         ssh_user=spec.ssh_user,
+        ray_temp_dir=(None if spec.external_ray else flag_value(fill_all(recipe.head_start, values), "--temp-dir"))
+        or DEFAULT_RAY_TEMP,
     )
 
     head_env = tuple((k, fill(v, values)) for k, v in recipe.head_exports)
