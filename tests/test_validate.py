@@ -687,3 +687,9 @@ def test_an_alias_given_last_is_the_one_read() -> None:
     assert args.first_of(aliases) == "--sglang-data-parallel-size" and args.int("--sglang-data-parallel-size") == 4
     assert TrainArgs(["--sglang-data-parallel-size=4", "--sglang-dp-size", "2"]).first_of(aliases) == "--sglang-dp-size"
     assert TrainArgs(["--x", "--sglang-dp-size=z"]).first_of(aliases[1:]) is None
+
+
+@pytest.mark.parametrize("value", ["0", "-8"])
+def test_disaggregated_rollout_gpus_must_be_positive(value: str) -> None:
+    problems = [p for p in check_plan(air(sets=(f"SGLANG.--rollout-num-gpus={value}",))) if p.code == "disaggregation"]
+    assert [p.message for p in problems] == [f"--rollout-num-gpus must be >= 1, got {value}"]

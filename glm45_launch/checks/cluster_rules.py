@@ -73,6 +73,8 @@ def disaggregation_problems(args: TrainArgs, plan: Plan) -> list[Problem]:
     nodes, gpus, rollout = args.int(NODES, 1), args.int(GPUS, 8), args.int("--rollout-num-gpus")
     if nodes is None or gpus is None or rollout is None:
         return []
+    if rollout < 1:
+        return [Problem("disaggregation", ("--rollout-num-gpus",), f"--rollout-num-gpus must be >= 1, got {rollout}")]
     total = plan.cluster.total_gpus
     actor = nodes * gpus
     if actor + rollout == total:
