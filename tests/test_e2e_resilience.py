@@ -294,3 +294,33 @@ def test_ctrl_c_before_the_job_leaves_nothing_running(rack: Rack, phase: str, re
     assert proc.returncode == 130, out[-4000:]
     assert "Traceback" not in out and "still running" not in out, out[-4000:]
     assert "submitted successfully" not in out
+
+
+def _held(box: RackBox, host: int) -> int:
+    """The held ssh sessions' commands (``cat``) on one box host."""
+    count = 0
+    for pid in box.user_pids(host):
+        try:
+            count += Path(f"/proc/{pid}/comm").read_text().strip() == "cat"
+        except OSError:
+            continue
+    return count
+
+
+def test_a_restart_holds_each_worker_once(rack: Rack) -> None:
+    """--hold-workers with restarts: the failed attempt's held sessions end with it, so the
+    restart holds each worker once (not once more per attempt), and none is left at the end."""
+    box = rack.box
+    args = rack.up_args("held", "--hold-workers", "--max-restarts", "1", iterations=4, trainer="--standin-fail-at 3")
+    at = args.index("--collect-timeout")
+    proc, err = rack.start([*args[:at], *args[at + 2:], "--no-collect"], "held")  # no diagnostics: quicker
+    starts = lambda: [e for e in rack.events() if e["event"] == "start"]  # noqa: E731
+    rack.wait_for("the first job", lambda: len(starts()) >= 1, proc, err)
+    first = {h: _held(box, h) for h in (2, 3)}
+    rack.wait_for("the restart's job", lambda: len(starts()) >= 2, proc, err, timeout=180)
+    second = {h: _held(box, h) for h in (2, 3)}
+    out = _finish(proc, err, timeout=180)
+    assert "restarts exhausted: 2 attempt(s) failed" in out, out[-4000:]
+    assert first == second == {2: 1, 3: 1}, (first, second)
+    time.sleep(1)
+    assert {h: _held(box, h) for h in (2, 3)} == {2: 0, 3: 0}

@@ -174,7 +174,6 @@ class Executor:
         self.run_dir = opts.run_dir
         self.job_id: str | None = None
         self._background: list[tuple[Step, _Background[CommandResult]]] = []
-        self._interrupted = threading.Event()
         self._holds = HeldSessions(local, remote, self.log_path, reporter, connect)  # --hold-workers
         self._handlers: dict[str, Callable[[list[Step]], UpResult | None]] = {
             CleanupStep.kind: self._cleanup,
@@ -227,7 +226,6 @@ class Executor:
         except StepFailed as failure:
             return self._fail(str(failure))
         except KeyboardInterrupt:
-            self._interrupted.set()
             killed = self._kill_commands()
             self.report.error("interrupted" + (f"; killed launcher children {killed}" if killed else ""))
             result = UpResult(ExitCode.INTERRUPTED, self.job_id, rows=self.rows,
@@ -244,8 +242,6 @@ class Executor:
         spare = ancestors() if step.spare_launcher else set()
         killed_any = False
         for argv in step.commands:
-            if self._interrupted.is_set():
-                return
             if step.spare_launcher and argv[0] in KILLERS:
                 res = self.local.pkill_sparing(argv, self.log_path(step.host), spare)
                 killed_any = killed_any or res.exit_code == 0
@@ -287,8 +283,9 @@ class Executor:
     def _await_background(self) -> None:
         """Wait for the background steps (the head start); a failed one fails the launch."""
         while self._background:
-            step, job = self._background.pop(0)
-            res = job.wait()
+            step, job = self._background[0]
+            res = job.wait()  # still listed while it runs: Ctrl-C's kill waits for it (_kill_commands)
+            self._background.pop(0)
             self.rows.append(Row.of(step.host, HEAD_START, res, job.duration_s))
             if not res.ok:
                 self._tail("head", res.output_tail)
@@ -300,13 +297,9 @@ class Executor:
             self._await_background()  # the head already failed: say so, start nothing
         mode = " one by one" if self.opts.serial else f", {min(len(batch), self.opts.parallel)} at a time"
         self.report.phase(f"starting {len(batch)} worker(s) over SSH{mode}")
-        # A host counts as started once its command is sent: teardown and the Ctrl-C report
-        # must include hosts whose `ray start` was still running.
-        try:
-            results = self.steps.fan_out(batch, on_dispatch=self.started.append)
-        except KeyboardInterrupt:
-            self._interrupted.set()
-            raise
+        # A host counts as started once its command is sent: teardown (after a failure or
+        # Ctrl-C) must include hosts whose `ray start` was still running.
+        results = self.steps.fan_out(batch, on_dispatch=self.started.append)
         # A host the command never reached runs nothing: teardown has nothing to stop there.
         self.started = [h for h in self.started if h not in results or results[h].sent]
         self._await_background()
@@ -336,6 +329,7 @@ class Executor:
         """Wait until every node and GPU has joined; returns the hosts still missing."""
         deadline = time.monotonic() + self.opts.join_timeout
         missing = list(step.hosts)
+        addrs = {h: self.host.resolve(h) for h in step.hosts}  # once, not every poll
         last_error = ""
         answered = False  # did the cluster ever answer? If not, say why, not "nobody joined"
         with self.report.progress("joining", len(step.hosts)) as bar:
@@ -343,7 +337,7 @@ class Executor:
                 try:
                     nodes = self.ray.nodes(step.address)
                     answered = True
-                    missing = missing_hosts(step.hosts, nodes, self.host.resolve)
+                    missing = missing_hosts(step.hosts, nodes, addrs.__getitem__)
                     gpus = sum(n.gpus for n in nodes if n.alive)
                     bar.update(len(step.hosts) - len(missing), f"{gpus:.0f}/{step.gpus} GPUs")
                     if not missing and gpus >= step.gpus:
@@ -393,7 +387,6 @@ class Executor:
             res = self.local.run(step.commands[0], self.run_dir / "job.log", self.report.echo_for("job"),
                                  env=dict(step.env), cwd=step.cwd, on_line=on_line)
         except KeyboardInterrupt:
-            self._interrupted.set()
             self.local.kill_children()
             if watch is not None:
                 watch.close()

@@ -65,6 +65,7 @@ class HealthWatch:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._probes = {s.host: _Probe(s) for s in ops.health}
+        self._addrs: dict[str, set[str]] = {}  # each node's addresses, resolved once (the watch runs for days)
         self._last_output = clock()
         self._table_failures = 0
         self._thread: threading.Thread | None = None
@@ -213,7 +214,7 @@ class HealthWatch:
             return None
         self._table_failures = 0
         for host in self._probes:
-            addrs = self.host.resolve(host)
+            addrs = self._addrs.get(host) or self._addrs.setdefault(host, self.host.resolve(host))
             mine = [n for n in nodes if n.ip in addrs]
             if not any(n.alive for n in mine):
                 seen = "DEAD in Ray's node table" if mine else "not in Ray's node table"

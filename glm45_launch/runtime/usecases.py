@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from glm45_launch.checks.preflight_report import PreflightOptions, PreflightReport
 from glm45_launch.core.convert_plan import ConvertPlan
 from glm45_launch.core.hostfile import Hostfile
-from glm45_launch.core.operations import WatchSettings, build_operations, restart_problem
+from glm45_launch.core.operations import RAYLET_CHECK, WatchSettings, build_operations, restart_problem
 from glm45_launch.core.plan import Plan, build_down_plan
 from glm45_launch.core.steps import DEFAULT_PARALLEL, HEAD, WORKER, ProbeStep
 from glm45_launch.errors import ExitCode, LaunchError
@@ -125,9 +125,6 @@ def down(hostfile: Hostfile, head: str | None, rt: Runtime, run_dir: Path, paral
             for s in steps]
 
 
-RAYLET_PROBE = ("pgrep", "-x", "raylet")  # exit 0 when a raylet runs, 1 when none does
-
-
 @dataclass
 class HostState:
     host: str
@@ -181,7 +178,7 @@ def status(hostfile: Hostfile, address: str, rt: Runtime, parallel: int = DEFAUL
     node table, GPUs; and the cluster's jobs at ``address`` with their state and runtime."""
     import tempfile
 
-    steps = [ProbeStep(where=WORKER, host=h, commands=(RAYLET_PROBE,), purpose=f"is a raylet running on {h}")
+    steps = [ProbeStep(where=WORKER, host=h, commands=(RAYLET_CHECK,), purpose=f"is a raylet running on {h}")
              for h in hostfile.names]
     with tempfile.TemporaryDirectory(prefix="glm45-status-") as tmp:
         logs = log_dir or Path(tmp)
