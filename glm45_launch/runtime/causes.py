@@ -35,6 +35,13 @@ class Cause:
         return {"kind": self.kind, "host": self.host, "detail": self.detail}
 
 
+def exc_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one line (Ray's and paramiko's often span several): its type and the
+    first line of its text."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+
+
 def job_cause(seen: Cause | None, job_id: str | None, status: str | None, reason: str) -> Cause:
     """Why a job failed: what the health watch saw (``seen``), else what Ray says of it."""
     if seen is not None:

@@ -36,7 +36,7 @@ from glm45_launch.core.steps import (
     WriteFileStep,
 )
 from glm45_launch.errors import ExitCode, LaunchError
-from glm45_launch.runtime.causes import Cause, job_cause
+from glm45_launch.runtime.causes import Cause, exc_line, job_cause
 from glm45_launch.runtime.holds import HeldSessions
 from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter, Row
 from glm45_launch.runtime.jobstop import stop_ray
@@ -345,7 +345,7 @@ class Executor:
                     if not missing:
                         last_error = f"{gpus:.0f} of {step.gpus} GPUs"
                 except Exception as exc:  # noqa: BLE001 - the dashboard may still be starting
-                    last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                    last_error = exc_line(exc, 300)
                 if time.monotonic() > deadline:
                     if not answered:
                         raise StepFailed(

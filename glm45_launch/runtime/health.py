@@ -22,7 +22,7 @@ from pathlib import Path
 
 from glm45_launch.core.operations import Operations
 from glm45_launch.core.steps import HEAD, HealthCheckStep
-from glm45_launch.runtime.causes import NODE_LOST, STALLED, Cause
+from glm45_launch.runtime.causes import NODE_LOST, STALLED, Cause, exc_line
 from glm45_launch.runtime.events import EventLog
 from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter
 from glm45_launch.runtime.jobstop import JobStopper
@@ -197,7 +197,7 @@ class HealthWatch:
             else:
                 res = self.remote.run(step.host, step.remote_command, log, timeout_s=timeout)
         except Exception as exc:  # noqa: BLE001 - a broken check is an unreachable node, not a crash
-            res = CommandResult(host=step.host, error=f"{type(exc).__name__}: {exc}"[:200])
+            res = CommandResult(host=step.host, error=exc_line(exc))
         with self._lock:
             probe.result, probe.since = res, None
         if not res.ok:
@@ -209,8 +209,7 @@ class HealthWatch:
         except Exception as exc:  # noqa: BLE001 - the dashboard may be busy; the checks still run
             self._table_failures += 1
             if self._table_failures == NODE_TABLE_WARN_AFTER:
-                self.report.warn(f"cannot read Ray's node table at {self.ops.node_table}: "
-                                 f"{type(exc).__name__}: {str(exc)[:160]}")
+                self.report.warn(f"cannot read Ray's node table at {self.ops.node_table}: {exc_line(exc, 160)}")
             return None
         self._table_failures = 0
         for host in self._probes:

@@ -23,6 +23,7 @@ from glm45_launch.core.operations import RAYLET_CHECK, WatchSettings, build_oper
 from glm45_launch.core.plan import Plan, build_down_plan
 from glm45_launch.core.steps import DEFAULT_PARALLEL, HEAD, WORKER, ProbeStep
 from glm45_launch.errors import ExitCode, LaunchError
+from glm45_launch.runtime.causes import exc_line
 from glm45_launch.runtime.executor import ExecOptions, UpResult, require_head_here
 from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter, Row
 from glm45_launch.runtime.lock import head_lock
@@ -168,11 +169,6 @@ class StatusReport:
                 "alive_nodes": self.alive_nodes}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"
-
-
 def status(hostfile: Hostfile, address: str, rt: Runtime, parallel: int = DEFAULT_PARALLEL, log_dir: Path | None = None) -> StatusReport:
     """Per host: reachable, a raylet running (``pgrep -x raylet`` over SSH), its state in Ray's
     node table, GPUs; and the cluster's jobs at ``address`` with their state and runtime."""
@@ -187,7 +183,7 @@ def status(hostfile: Hostfile, address: str, rt: Runtime, parallel: int = DEFAUL
     try:
         nodes = rt.ray.nodes(address)
     except Exception as exc:  # noqa: BLE001 - no cluster is a state to report, not a crash
-        nodes, cluster_error = [], _first_line(exc)
+        nodes, cluster_error = [], exc_line(exc)
     rows = []
     for step in steps:
         r = results[step.host]
@@ -205,7 +201,7 @@ def status(hostfile: Hostfile, address: str, rt: Runtime, parallel: int = DEFAUL
             jobs = [{"id": j.job_id, "status": j.status, "entrypoint": j.entrypoint, "start_time": j.start_time,
                      "end_time": j.end_time, "runtime_s": j.runtime_s(now)} for j in rt.ray.jobs(address)]
         except Exception as exc:  # noqa: BLE001
-            cluster_error = "jobs: " + _first_line(exc)
+            cluster_error = "jobs: " + exc_line(exc)
     return StatusReport(address, rows, jobs, sum(n.alive for n in nodes), sum(n.gpus for n in nodes if n.alive),
                         cluster_error)
 
