@@ -31,6 +31,7 @@ from glm45_launch.checks.preflight_report import (
     PreflightReport,
 )
 from glm45_launch.checks.programs import probe_program
+from glm45_launch.core.marked import last_marked_json
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.runtime_env import env_refs
 from glm45_launch.core.steps import HEAD, WORKER, PreflightStep
@@ -61,14 +62,7 @@ def probe_argv(plan: Plan, is_head: bool, opts: PreflightOptions) -> list[str]:
 
 def parse_probe_output(lines: Sequence[str]) -> dict[str, Any] | None:
     """The probe's JSON from its output (the last marker line wins; shell noise is ignored)."""
-    for line in reversed(lines):
-        if line.startswith(MARKER):
-            try:
-                facts = json.loads(line[len(MARKER):])
-            except ValueError:
-                return None
-            return facts if isinstance(facts, dict) else None
-    return None
+    return last_marked_json(lines, MARKER)
 
 
 def head_probed_here(plan: Plan, head_is_local: bool) -> bool:
