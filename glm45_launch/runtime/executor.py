@@ -4,7 +4,9 @@ The plan is the contract: every command that runs is one of its steps, word for 
 (``plan.steps``, then ``plan.on_failure`` or ``plan.on_interrupt``). What the executor adds
 is around the commands, never inside them: the checks a step asks for (ports), a remote
 ``timeout`` wrapper, waiting for the nodes to join, and stopping what it started when
-something fails. It reports through a :class:`~.interfaces.Reporter` and never prints.
+something fails. On Ctrl-C it stops the job (``plan.on_interrupt``) and says where it started
+Ray; its caller (:class:`~.restarts.Supervisor`) runs the forced stop there when the job had no
+id yet. It reports through a :class:`~.interfaces.Reporter` and never prints.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from glm45_launch.errors import ExitCode, LaunchError
 from glm45_launch.runtime.causes import Cause, exc_line, job_cause
 from glm45_launch.runtime.holds import HeldSessions
 from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter, Row
-from glm45_launch.runtime.jobstop import stop_ray
+from glm45_launch.runtime.jobstop import STOP_TIMEOUT_S, stop_ray
 from glm45_launch.runtime.procs import KILLERS, ancestors, parse_sleep
 from glm45_launch.runtime.ray_api import missing_hosts
 from glm45_launch.runtime.results import CommandResult
@@ -59,7 +61,7 @@ class ExecOptions:
     serial: bool = False
     join_timeout: float = 180.0
     head_timeout: float = 300.0
-    stop_timeout: float = 60.0
+    stop_timeout: float = STOP_TIMEOUT_S
     quiet: bool = False
     ops: Operations | None = None  # the health watch while the job runs (None: no watch)
 

@@ -211,7 +211,7 @@ class Supervisor:
         runner = StepRunner(self.rt.local, remote, lambda h: self.run_dir / "stop" / f"{h.replace(':', '_')}.log",
                             self.opts.parallel)
         try:
-            results = stop_ray(self.ops.force_stop, hosts, runner, self.rt.reporter)
+            results = stop_ray(self.ops.force_stop, hosts, runner, self.rt.reporter, self.opts.stop_timeout)
         finally:
             if remote is not self.rt.remote:
                 remote.close_all()
