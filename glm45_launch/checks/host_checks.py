@@ -328,15 +328,16 @@ def head_checks(plan: Plan, facts: Mapping[str, Any]) -> list[Check]:
 
 def evaluate(
     plan: Plan, host: str, facts: Mapping[str, Any], is_head: bool, via: str, opts: PreflightOptions,
-    ref_host: str | None, ref_facts: Mapping[str, Any] | None,
+    ref_host: str | None, ref_facts: Mapping[str, Any] | None, paths: Sequence[PathSpec] | None = None,
 ) -> list[Check]:
-    """Every check of one probed host, after ssh (pure)."""
+    """Every check of one probed host, after ssh (pure); ``paths``: :func:`plan_paths`, when the
+    caller has them already (a whole rack's report computes them once)."""
     checks = version_checks(host, facts, ref_host, ref_facts)
     env = dict(plan.env_vars)
     checks += gpu_checks(facts, plan.gpus_per_node, opts.require_gpus,
                          trainer=plan.job.trainer_gpus_per_node,
                          nvls=env.get("NCCL_NVLS_ENABLE") == "1")
-    checks += path_checks(plan_paths(plan), facts.get("paths") or {})
+    checks += path_checks(plan_paths(plan) if paths is None else paths, facts.get("paths") or {})
     checks += env_checks(plan, facts, is_head, via)
     checks.append(disk_check(facts, opts))
     if is_head:

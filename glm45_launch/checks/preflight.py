@@ -77,12 +77,13 @@ def preflight_steps(plan: Plan, opts: PreflightOptions, head_is_local: bool) -> 
     other hostfile host over SSH."""
     head = plan.head
     here = head_probed_here(plan, head_is_local)
-    steps = [PreflightStep(where=HEAD, host=head, commands=(tuple(probe_argv(plan, True, opts)),),
+    argv = {is_head: tuple(probe_argv(plan, is_head, opts)) for is_head in (True, False)}  # once, not per host
+    steps = [PreflightStep(where=HEAD, host=head, commands=(argv[True],),
                            purpose="probe the head here")] if here else []
     for host in dict.fromkeys(plan.spec.hostfile.names):
         if host == head and here:
             continue
-        steps.append(PreflightStep(where=WORKER, host=host, commands=(tuple(probe_argv(plan, host == head, opts)),),
+        steps.append(PreflightStep(where=WORKER, host=host, commands=(argv[host == head],),
                                    purpose=f"probe {host} over SSH"))
     return steps
 
@@ -130,6 +131,7 @@ def judge(
             if facts[step.host] is None:
                 errors[step.host] = probe_failure(step.host, res.exit_code, res.output_tail)
     ref = head if facts.get(head) else next((h for h in via if facts.get(h)), None)
+    paths = plan_paths(plan)  # the same on every host
     reports = []
     for host in [head, *[h for h in listed if h != head]]:
         is_head = host == head
@@ -145,7 +147,7 @@ def judge(
         found = facts[host]
         if found is not None:
             report.checks += evaluate(plan, host, found, is_head, via[host], opts, ref,
-                                      facts[ref] if ref else None)
+                                      facts[ref] if ref else None, paths=paths)
         if is_head and lib_check is not None:
             report.checks.append(lib_check)
         reports.append(report)
