@@ -38,6 +38,8 @@ from glm45_launch.runtime.steprunner import StepRunner
 if TYPE_CHECKING:
     from glm45_launch.runtime.usecases import Runtime
 
+NAMED_HOSTS = 8  # more hosts than this in a message: their number
+
 
 def read_iteration(checkpoint_dir: str | None) -> str | None:
     """What ``latest_checkpointed_iteration.txt`` in ``checkpoint_dir`` says (None: no checkpoint)."""
@@ -197,15 +199,14 @@ class Supervisor:
         elif result.job_id is None:
             self._force_stop(result.started, "Ctrl-C before the job: nothing left half-started")
         elif result.started:
-            self.rt.reporter.warn(f"Ray is still running on: {', '.join(result.started)} "
+            self.rt.reporter.warn(f"Ray is still running on {self._named(result.started)} "
                                   "(`glm45-launch down` stops it)")
 
     def _force_stop(self, hosts: Sequence[str], why: str) -> None:
         """``Operations.force_stop`` on ``hosts``: a worker's `ray start` still running is ended too."""
         if not hosts:
             return
-        where = "every node" if set(hosts) >= set(self.plan.cluster.nodes) else ", ".join(hosts)
-        self.rt.reporter.warn(f"stopping Ray on {where} ({why})")
+        self.rt.reporter.warn(f"stopping Ray on {self._named(hosts)} ({why})")
         # Ctrl-C during a fan-out closed the run's SSH connections for good: the teardown opens its own.
         remote = self.rt.reconnect() if self.rt.reconnect else self.rt.remote
         runner = StepRunner(self.rt.local, remote, lambda h: self.run_dir / "stop" / f"{h.replace(':', '_')}.log",
@@ -216,6 +217,12 @@ class Supervisor:
             if remote is not self.rt.remote:
                 remote.close_all()
         self.events.add("stopped-ray", hosts=list(hosts), failed=sorted(results.failed))
+
+    def _named(self, hosts: Sequence[str]) -> str:
+        """Hosts for a message: every node, a few by name, or how many (one line at rack scale)."""
+        if set(hosts) >= set(self.plan.cluster.nodes):
+            return "every node"
+        return ", ".join(hosts) if len(hosts) <= NAMED_HOSTS else f"{len(hosts)} nodes"
 
     # -- the end --------------------------------------------------------------------------------
     def _table(self) -> None:
