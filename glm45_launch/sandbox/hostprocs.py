@@ -1,4 +1,5 @@
-"""The host's view of a recording's processes: the user it runs as, its process group.
+"""The host's view of a recording's processes: the user it runs as, its process group, the
+sandbox's first process (killed first, so that bubblewrap reaps it: no zombie is left to init).
 
 A root recorder runs the sandbox as an unprivileged user no process has (so the process
 limit holds: the kernel does not count root's processes against it); an unsafe recording
@@ -7,7 +8,9 @@ limit holds: the kernel does not count root's processes against it); an unsafe r
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import signal
 import time
 from pathlib import Path
@@ -42,8 +45,8 @@ def _in(n: int, ranges: list[tuple[int, int]]) -> bool:
     return any(first <= n < first + count for first, count in ranges)
 
 
-def uids() -> dict[int, int]:
-    """Real uid -> number of processes, from /proc."""
+def uids(live: bool = False) -> dict[int, int]:
+    """Real uid -> number of processes (``live``: zombies left out), from /proc."""
     counts: dict[int, int] = {}
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
@@ -53,6 +56,8 @@ def uids() -> dict[int, int]:
         try:
             with open(f"/proc/{pid}/status", "rb") as f:
                 for line in f:
+                    if live and line.startswith(b"State:") and line.split()[1] in (b"Z", b"X"):
+                        break
                     if line.startswith(b"Uid:"):
                         uid = int(line.split()[1])
                         counts[uid] = counts.get(uid, 0) + 1
@@ -64,6 +69,15 @@ def uids() -> dict[int, int]:
 
 def processes_of(uid: int) -> int:
     return uids().get(uid, 0)
+
+
+def wait_gone(uid: int, wait_s: float = 2.0) -> int:
+    """Wait (up to ``wait_s``) until ``uid`` has no live process left (a killed sandbox's PID
+    namespace is torn down after its first process is gone); how many are left."""
+    deadline = time.monotonic() + wait_s
+    while (left := uids(live=True).get(uid, 0)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return left
 
 
 def kill_group(pgid: int, wait_s: float = 2.0) -> None:
@@ -98,3 +112,29 @@ def group_members(pgid: int) -> list[int]:
             members.append(int(pid))
     return members
 
+
+
+def sandbox_init(info_fd: int, monitor: int, wait_s: float = 5.0) -> int | None:
+    """A pidfd of the sandbox's first process, from bubblewrap's ``--info-fd`` (``monitor``:
+    bubblewrap's pid, its parent); None: bubblewrap said nothing (it failed) or it is gone."""
+    data = b""
+    deadline = time.monotonic() + wait_s
+    while b"}" not in data and (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([info_fd], [], [], left)
+        chunk = os.read(info_fd, 4096) if ready else b""
+        if not chunk:
+            break
+        data += chunk
+    try:
+        pid = int(json.loads(data)["child-pid"])
+        pidfd = os.pidfd_open(pid)
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+    try:  # the pidfd holds the process: it is the one bubblewrap started while its parent is
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        parent = -1
+    if parent != monitor:
+        os.close(pidfd)
+        return None
+    return pidfd

@@ -32,6 +32,7 @@ from glm45_launch.recipes.base import PLACEHOLDERS
 from glm45_launch.sandbox.parity import PREFIX_GROUP as PREFIX
 from glm45_launch.sandbox.parity import RENV, ParityReport, ScriptRun, compare, known_flags
 from glm45_launch.sandbox.record import DEFAULT_RECORDED, Origin
+from glm45_launch.sandbox.report import printable
 
 _INLINE = {"python": "-c", "python3": "-c", "bash": "-c", "sh": "-c", "perl": "-e", "node": "-e", "ruby": "-e"}
 
@@ -245,7 +246,7 @@ def import_run(run: ScriptRun, *, head: str, base_dir: str, hostfile: Hostfile, 
         submit=submit,
         defaults={**BASH_RECIPE.defaults, **tpl.defaults},
     )
-    return Imported(recipe, ssh_user, warnings, lost)
+    return Imported(recipe, ssh_user, [printable(w) for w in warnings], lost)
 
 
 def _workers(workers: list[list[str]], tpl: _Templater, warnings: list[str],

@@ -8,25 +8,29 @@ Inside, the script sees a read-only root holding only:
     ``/usr/bin/python3``): links to the recorder, so a program that runs one (``sort
     --compress-program``, ``find -exec``) records it instead;
   - read-only copies of what the script may read: its folder (or only itself, when that is a
-    shared folder such as ``/tmp`` or a home directory), the hostfile (also at the paths the
-    script hard-codes), a given working directory, paths given with ``expose``;
+    shared folder such as ``/tmp``, a home directory, a system tree or a dot-folder: see
+    ``shared_folder``), the hostfile (also at the paths the script hard-codes), a given working
+    directory, paths given with ``expose``;
   - the recorder's own directory (read-only, but for a small state directory);
   - a fresh ``/proc`` (read-only) and bubblewrap's minimal ``/dev`` (null, zero, full, random,
     urandom, tty, pts; read-only), a minimal ``/etc/passwd`` and ``/etc/group``;
   - ``/tmp`` and each writable directory as size-limited tmpfs.
 Copies are made by the recorder (the sandbox may run as another user than the files' owner)
-and never include dot-entries (``.ssh``, ``.git``, ``.env``) or more than a size budget.
+and never include dot-entries (``.ssh``, ``.git``, ``.env``), another user's files (a hard link
+to a host secret) or more than a budget (entries, bytes, depth).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+import pwd
 import shutil
 import stat
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -39,6 +43,12 @@ SHARED_FOLDERS = frozenset({
 })
 """Folders a script may sit in that are not its own: only the script itself is copied."""
 
+SYSTEM_TREES = ("/etc", "/proc", "/sys", "/dev", "/run", "/boot", "/var", "/usr", "/snap")
+"""The system's own trees: a folder anywhere under one is not the script's own either."""
+
+PRIVATE_TREES = ("/etc", "/proc", "/sys", "/dev", "/run", "/boot", "/var/lib")
+"""Where host secrets live (host keys, /run/secrets): a script found there is not recorded."""
+
 _LOCALE_DIR = "/usr/lib/locale"
 _LOCALTIME = "/etc/localtime"
 
@@ -49,50 +59,124 @@ class LayoutError(Exception):
 
 @dataclass
 class CopyBudget:
-    """How much the recorder copies into the sandbox; what it left out."""
+    """How much the recorder copies into the sandbox (entries: files, folders and links; bytes;
+    folder depth); how many entries it left out, and the first."""
 
     files: int = 2000
     bytes: int = 64 * 1024 * 1024
     file_bytes: int = 16 * 1024 * 1024
-    skipped: list[str] = field(default_factory=list)
+    depth: int = 32
+    skipped: int = 0
+    example: str = ""
 
-    def take(self, path: str, size: int) -> bool:
-        if self.files <= 0 or size > self.file_bytes or size > self.bytes:
-            self.skipped.append(path)
-            return False
+    def skip(self, path: Path, why: str) -> bool:
+        self.skipped += 1
+        self.example = self.example or f"{str(path)[:200]} ({why})"
+        return False
+
+    def take(self, path: Path, st: os.stat_result, depth: int, owner: int | None) -> bool:
+        """Whether ``path`` (``st``: its lstat) is copied; counts it."""
+        if self.files <= 0:
+            return self.skip(path, "over the budget of entries")
+        if depth > self.depth:
+            return self.skip(path, f"deeper than {self.depth} folders")
+        if stat.S_ISREG(st.st_mode):
+            if st.st_size > self.file_bytes or st.st_size > self.bytes:
+                return self.skip(path, "over the size budget")
+            if owner is not None and st.st_uid != owner:
+                return self.skip(path, f"a file of user {st.st_uid}, not of the script's owner: a hard link?")
+            self.bytes -= st.st_size
+        elif not (stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            return False  # a device, a FIFO, a socket: never copied
         self.files -= 1
-        self.bytes -= size
         return True
 
 
-def copy_in(src: Path, dest: Path, budget: CopyBudget) -> None:
+def copy_in(src: Path, dest: Path, budget: CopyBudget, owner: int | None = None, depth: int = 0,
+            first: str = "") -> None:
     """Copy ``src`` (a file or a folder, recursively) to ``dest``: readable by everyone,
-    symlinks as symlinks, without dot-entries, special files or what passes the budget."""
-    st = os.lstat(src)
-    if stat.S_ISLNK(st.st_mode):
-        dest.symlink_to(os.readlink(src))
-    elif stat.S_ISREG(st.st_mode):
-        if budget.take(str(src), st.st_size):
+    symlinks as symlinks, without dot-entries, special files, regular files not of ``owner``
+    (None: anyone's) or what passes the budget; the folder's entry ``first`` before the others."""
+    try:
+        st = os.lstat(src)
+        if not budget.take(src, st, depth, owner):
+            return
+        if stat.S_ISLNK(st.st_mode):
+            dest.symlink_to(os.readlink(src))
+        elif stat.S_ISREG(st.st_mode):
             shutil.copyfile(src, dest, follow_symlinks=False)
             dest.chmod(0o755 if st.st_mode & 0o111 else 0o644)
-    elif stat.S_ISDIR(st.st_mode):
+    except OSError as exc:
+        if depth == 0:
+            raise
+        budget.skip(src, exc.strerror or "unreadable")
+        return
+    if stat.S_ISDIR(st.st_mode):
         dest.mkdir(mode=0o755)
         dest.chmod(0o755)
-        try:
-            entries = sorted(os.scandir(src), key=lambda e: e.name)
+        try:  # a folder of a million entries is not read whole
+            with os.scandir(src) as it:
+                visible = (e for e in it if not e.name.startswith("."))
+                entries = sorted(itertools.islice(visible, budget.files + 1), key=lambda e: e.name)
         except OSError:
-            budget.skipped.append(str(src))
+            budget.skip(src, "unreadable")
             return
+        if first:
+            copy_in(src / first, dest / first, budget, owner, depth + 1)
         for entry in entries:
-            if not entry.name.startswith("."):
-                copy_in(Path(entry.path), dest / entry.name, budget)
+            if entry.name != first:
+                copy_in(Path(entry.path), dest / entry.name, budget, owner, depth + 1)
+
+
+def _under(path: str, trees: Iterable[str]) -> str | None:
+    """The first of ``trees`` that ``path`` is or lies under."""
+    return next((t for t in trees if path == t or path.startswith(t.rstrip("/") + "/")), None)
+
+
+@functools.lru_cache(maxsize=1)
+def _user_homes() -> frozenset[str]:
+    """The home directories of the password database (real paths)."""
+    try:
+        homes = {p.pw_dir for p in pwd.getpwall()}
+    except OSError:
+        homes = set()
+    return frozenset(os.path.realpath(h) for h in homes if h.startswith("/") and h != "/")
+
+
+def _homes() -> set[str]:
+    """Every user's home directory, ours (``$HOME``) included."""
+    ours = os.path.realpath(Path.home())
+    return set(_user_homes()) | ({ours} if ours != "/" else set())
+
+
+def _places(path: Path) -> set[str]:
+    """``path`` as written (``..`` and ``//`` taken out) and as it really is (links followed)."""
+    return {os.path.normpath(os.path.abspath(path)), os.path.realpath(path)}
+
+
+def private_place(path: Path) -> str | None:
+    """Why ``path`` lies where host secrets live (in a dot-folder such as ``~/.ssh``, under
+    /etc, /proc, /run...); None: it does not."""
+    for text in _places(path):
+        if tree := _under(text, PRIVATE_TREES):
+            return f"under {tree}"
+        if any(part.startswith(".") for part in Path(text).parts[1:-1]):
+            return "in a dot-folder"
+    return None
 
 
 def shared_folder(folder: Path) -> bool:
-    """Whether ``folder`` is a place many things live in (``/tmp``, a home directory)."""
-    text = str(folder)
-    homes = {str(Path.home())}
-    return text in SHARED_FOLDERS or text in homes or str(folder.parent) == "/home"
+    """Whether ``folder`` is not a script's own: a place many things live in (``/tmp``, a home
+    directory or a folder that holds one, a system tree, a dot-folder such as ``~/.ssh``),
+    by its path as written or as it really is."""
+    for text in _places(folder):
+        if text in SHARED_FOLDERS or _under(text, SYSTEM_TREES) or os.path.dirname(text) == "/home":
+            return True
+        if any(_under(home, [text]) for home in _homes()):
+            return True
+        if any(part.startswith(".") for part in Path(text).parts[1:]):
+            return True
+    return False
 
 
 def is_program(path: str) -> bool:
@@ -125,6 +209,11 @@ def libraries(programs: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def inside(path: str) -> str:
+    """``path`` as one place of the sandbox: absolute, without ``..``, ``.`` or ``//``."""
+    return "/" + os.path.normpath("/" + path).lstrip("/")
+
+
 class Mounts:
     """bubblewrap's setup operations, in order, for a root that is empty but for them."""
 
@@ -136,6 +225,7 @@ class Mounts:
         return path in self._made
 
     def dir(self, path: str) -> None:
+        path = inside(path)
         if path in self._made:
             return
         self.dir(os.path.dirname(path))
@@ -143,6 +233,7 @@ class Mounts:
         self._made[path] = "dir"
 
     def symlink(self, target: str, path: str) -> None:
+        path = inside(path)
         if path in self._made:
             return
         self.dir(os.path.dirname(path))
@@ -150,16 +241,19 @@ class Mounts:
         self._made[path] = "link"
 
     def ro_bind(self, src: str, dest: str) -> None:
+        dest = inside(dest)
         self.dir(os.path.dirname(dest))
         self.args += ["--ro-bind", src, dest]
         self._made[dest] = "bind"
 
     def tmpfs(self, path: str, size: int) -> None:
+        path = inside(path)
         self.dir(os.path.dirname(path))
         self.args += ["--size", str(size), "--tmpfs", path]
         self._made[path] = "dir"
 
     def file(self, fd: int, dest: str) -> None:
+        dest = inside(dest)
         self.args += ["--file", str(fd), dest]
         self._made[dest] = "file"
 

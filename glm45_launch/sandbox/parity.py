@@ -41,10 +41,11 @@ from glm45_launch.sandbox.record import (
     Cluster,
     Origin,
     Recording,
+    check_script,
     mirror_script,
     record_script,
 )
-from glm45_launch.sandbox.report import ParityReport, output_tail
+from glm45_launch.sandbox.report import ParityReport, output_tail, printable
 
 RENV = "--runtime-env-json="
 PREFIX_GROUP = "PREFIX"  # the train args before the groups (--actor-num-nodes ...)
@@ -108,6 +109,7 @@ def run_script(script: str | Path, *, env: Mapping[str, str], hostfile: str | Pa
     script = Path(script).absolute()
     if not script.is_file():
         raise LaunchError(f"{script}: no such script")
+    script = check_script(script, isolated=sandbox is not False)
     mirror_notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="glm45-parity-") as tmp:
         aliases: list[str] = []
@@ -149,7 +151,7 @@ def run_script(script: str | Path, *, env: Mapping[str, str], hostfile: str | Pa
             notes.append(f"script stderr: {line.strip()[:200]}{hint}")
     if head_env is None and any(a[:3] == ["ray", "start", "--head"] for a in rec.invocations):
         notes.append("the exported environment at `ray start --head` could not be captured")
-    return ScriptRun(rec, dict(env), head_env, submit_env, notes)
+    return ScriptRun(rec, dict(env), head_env, submit_env, [printable(n) for n in notes])
 
 
 # -- comparison -------------------------------------------------------------------------------

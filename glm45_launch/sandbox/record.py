@@ -35,6 +35,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -110,6 +112,26 @@ def require_bubblewrap() -> str:
     return path
 
 
+def check_script(script: Path | str, limits: ResourceLimits = LIMITS, isolated: bool = True) -> Path:
+    """``script`` as an absolute path, once it is one to record: a printable path, a regular
+    file under the file size limit and (``isolated``) not where host secrets live."""
+    script = Path(script).absolute()
+    if not str(script).isprintable():
+        raise LaunchError(f"{script}: the script's path holds control characters; rename it")
+    try:
+        st = script.stat()
+    except OSError as exc:
+        raise LaunchError(f"{script}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise LaunchError(f"{script}: not a regular file")
+    if st.st_size > limits.file_bytes:
+        raise LaunchError(f"{script}: {st.st_size} bytes, over the {limits.file_bytes}-byte limit of a script")
+    if isolated and (where := layout.private_place(script)):
+        raise LaunchError(f"{script}: the script lies {where}, where host secrets live; copy it into a "
+                          f"folder of its own to record it")
+    return script
+
+
 def record_script(
     script: Path,
     *,
@@ -134,8 +156,10 @@ def record_script(
     first source ``env["BASH_ENV"]`` if given; files written beside that one, when it lives in
     the temporary directory, come back). Unset variables really are unset.
 
-    Files: the script sees its folder (a read-only copy; only itself when the folder is a
-    shared one such as /tmp or a home), ``expose`` (paths, or (path, path inside) pairs),
+    Files: the script sees its real folder (a read-only copy of its owner's files; only the
+    script when the folder is a shared one such as /tmp, a home, a system or a dot-folder; a
+    script where secrets live, such as ~/.ssh or /etc, is refused: ``check_script``),
+    ``expose`` (paths, or (path, path inside) pairs),
     ``cwd`` (read-only; default: an empty writable directory, so globs like
     ``[0]*3+[1]*89`` stay literal) and the hostfile: ``$hostfile_var`` (empty: none) names it,
     and it is also found at ``/root/mpi_rack_hostfile`` and at each of ``hostfile_aliases``.
@@ -153,7 +177,7 @@ def record_script(
             raise ValueError(f"not a command name: {name!r}")
     isolated = _SANDBOX if sandbox is None else sandbox
     bwrap = require_bubblewrap() if isolated else None
-    script = Path(script).absolute()
+    script = check_script(script, limits, isolated)
     bash = shutil.which("bash") or "/bin/bash"
     with tempfile.TemporaryDirectory(prefix="glm45-record-") as tmp:
         run = _Run(Path(tmp), script, env, names, bash, limits, isolated)
@@ -182,22 +206,28 @@ class _Run:
         self.workdir_writable = True
         self.cat = self.wc = ""
         self.left: list[str] = []
+        self.killed = False  # the recorder killed the sandbox (time or output limit)
 
     # -- what the script sees ------------------------------------------------------------------
 
     def prepare(self, hostfile: Path | None, hostfile_var: str, cwd: Path | None,
                 expose: Sequence[Path | tuple[Path, str]], aliases: Sequence[str], cluster: Cluster | None) -> None:
         script, text = self.script, self.script.read_bytes()
-        if self.isolated:
-            if layout.shared_folder(script.parent):
-                self.notes.append(f"the script's folder {script.parent} is a shared one: only the script is "
+        if self.isolated:  # the script where it really is (its folder is then the real one)
+            real = self.script = self.target = script.resolve()
+            if layout.shared_folder(script.parent) or layout.shared_folder(real.parent):
+                self.notes.append(f"the script's folder {real.parent} is a shared one: only the script is "
                                   "visible in the sandbox (expose more with --expose)")
-                self._copy(script, str(script))
-            else:
-                self._copy(script.parent, str(script.parent))
+                self._copy(real, str(real))
+            else:  # the folder's files of the script's owner (not a hard link to another's secret)
+                self._copy(real.parent, str(real.parent), owner=os.stat(real).st_uid, first=real.name)
             for item in expose:
                 src, inside = item if isinstance(item, tuple) else (item, str(Path(item).absolute()))
                 self._copy(Path(src).absolute(), inside)
+        if cwd is not None:
+            self.workdir, self.workdir_writable = Path(cwd).absolute(), False
+            if self.isolated:
+                self._copy(self.workdir, str(self.workdir))
         if hostfile is not None:
             hostfile_abs = Path(hostfile).absolute()
             if not _SHELL_SAFE.fullmatch(str(hostfile_abs)):
@@ -205,20 +235,17 @@ class _Run:
             if hostfile_var:
                 self.run_env[hostfile_var] = str(hostfile_abs)
             if self.isolated:
+                aliases = [os.path.join(self.workdir, a) for a in aliases]  # a relative one: from the cwd
                 for inside in dict.fromkeys([str(hostfile_abs), HARDCODED_HOSTFILE, *aliases]):
                     self._copy(hostfile_abs, inside)
             elif HARDCODED_HOSTFILE.encode() in text:
                 rewritten = text.replace(HARDCODED_HOSTFILE.encode(), os.fsencode(hostfile_abs))
                 self.target = mirror_script(script, rewritten, self.stage / "mirror", self.notes)
-        if cwd is not None:
-            self.workdir, self.workdir_writable = Path(cwd).absolute(), False
-            if self.isolated:
-                self._copy(self.workdir, str(self.workdir))
         if not self.isolated or self.workdir_writable:
             self.workdir.mkdir(exist_ok=True)
         if self.budget.skipped:
-            self.notes.append(f"not copied into the sandbox (over its size budget): {len(self.budget.skipped)} "
-                              f"file(s), e.g. {self.budget.skipped[0]}")
+            self.notes.append(f"not copied into the sandbox: {self.budget.skipped} file(s) or folder(s), e.g. "
+                              f"{self.budget.example}")
         caller = self._caller_hooks()
         scripts = [s for s in dict.fromkeys([self.target, self.script]) if runs_itself(s)]
         root = build_root(self.root, names=self.names, bash=self.bash, programs_only=self.isolated, hooks=_HOOKS,
@@ -232,12 +259,13 @@ class _Run:
         else:
             self.run_env.pop("BASH_ENV", None)
 
-    def _copy(self, src: Path, inside: str) -> None:
-        """A read-only copy of ``src`` (a named path: its own symlinks followed) at ``inside``."""
+    def _copy(self, src: Path, inside: str, owner: int | None = None, first: str = "") -> None:
+        """A read-only copy of ``src`` (a named path: its own symlinks followed) at ``inside``
+        (``owner``: only the regular files of that user; ``first``: the entry copied first)."""
         dest = self.stage / "copies" / str(len(self.copies))
         dest.parent.mkdir(exist_ok=True, mode=0o755)
         try:
-            layout.copy_in(src.resolve(), dest, self.budget)
+            layout.copy_in(src.resolve(), dest, self.budget, owner, first=first)
         except OSError as exc:
             self.notes.append(f"could not copy {src} into the sandbox: {exc.strerror}")
             return
@@ -283,10 +311,13 @@ class _Run:
                 str(lim.file_bytes // 1024), str(int(timeout) + lim.cpu_extra_s), str(lim.open_files),
                 *outdirs, "--", *command]
         user: dict[str, object] = {}
+        info_r = -1
         if self.isolated:
             assert bwrap is not None
             argv, fds = self._bwrap(bwrap, uid, init, host_uid)
-            child_fds += fds
+            info_r, info_w = os.pipe()
+            argv[1:1] = ["--info-fd", str(info_w)]
+            child_fds += [*fds, info_w]
             if host_uid != uid:
                 user = {"user": host_uid, "group": host_uid, "extra_groups": []}
             cwd = "/"
@@ -298,17 +329,28 @@ class _Run:
                                     env=self.run_env, pass_fds=[chan_w, tick_r, *child_fds[4:]],
                                     start_new_session=True, **user)  # type: ignore[call-overload]
         except (OSError, subprocess.SubprocessError) as exc:
-            for fd in (chan_r, tick_w, out_r, err_r, *child_fds):
+            for fd in (chan_r, tick_w, out_r, err_r, *child_fds, *([info_r] if self.isolated else [])):
                 os.close(fd)
             raise SandboxUnavailable(f"could not start the recording: {exc}") from None
         for fd in child_fds:
             os.close(fd)
+        init_fd = None
+        if self.isolated:
+            init_fd = hostprocs.sandbox_init(info_r, proc.pid)
+            os.close(info_r)
 
         def kill() -> None:
-            if self.isolated:
-                proc.kill()
-            else:
+            if not self.isolated:
                 hostprocs.kill_group(proc.pid)
+                return
+            first, self.killed = not self.killed, True
+            try:  # the namespace dies with its first process; bubblewrap reaps it and exits
+                if first and init_fd is not None:
+                    signal.pidfd_send_signal(init_fd, signal.SIGKILL)
+                    return
+            except OSError:
+                pass
+            proc.kill()  # (bubblewrap outlived its child, or said nothing of it)
 
         def after_exit() -> None:
             if self.isolated:
@@ -321,9 +363,14 @@ class _Run:
                 self.left.append(f"killed {len(left)} process(es) left running by the script")
 
         try:
-            return pump(proc, out_r, err_r, chan_r, Limits(timeout, byte_limit, lim.records), kill, after_exit)
+            outcome = pump(proc, out_r, err_r, chan_r, Limits(timeout, byte_limit, lim.records), kill, after_exit)
         finally:
             os.close(tick_w)
+            if init_fd is not None:
+                os.close(init_fd)
+        if host_uid != uid and (left := hostprocs.wait_gone(host_uid)):  # the sandbox's user is its own
+            self.left.append(f"{left} process(es) of the sandbox were still ending when the recording returned")
+        return outcome
 
     def _bwrap(self, bwrap: str, uid: int, init: list[str], host_uid: int) -> tuple[list[str], list[int]]:
         """bubblewrap's command line (setup read from a file) and the fds it must inherit. The
@@ -381,6 +428,8 @@ class _Run:
             notes.append(f"stopped the script: {outcome.over_limit}")
         notes += self.left
         returncode = log.status if log.status is not None and not outcome.timed_out else outcome.returncode
+        if self.killed and returncode == 128 + signal.SIGKILL:  # bubblewrap's word for a killed first process
+            returncode = -signal.SIGKILL
         if not outcome.timed_out and not outcome.over_limit and returncode != 0:
             notes.append(f"script exited with status {returncode}")
         if outcome.garbled:
@@ -444,6 +493,6 @@ def _link_entries(directory: Path, dest: Path, skip: str, notes: list[str]) -> N
 
 __all__ = [
     "DEFAULT_RECORDED", "HARDCODED_HOSTFILE", "LIMITS", "SAFE_TOOLS", "Cluster", "Origin", "Poll", "Recording",
-    "ResourceLimits", "SandboxUnavailable", "Wait", "bubblewrap", "canonical", "mirror_script", "record_script",
-    "require_bubblewrap",
+    "ResourceLimits", "SandboxUnavailable", "Wait", "bubblewrap", "canonical", "check_script", "mirror_script",
+    "record_script", "require_bubblewrap",
 ]

@@ -1,7 +1,9 @@
 """What parity says: the differences between a recorded script and a plan, and notes.
 
 Runs of the same line are said once with their count (``sleep 5`` 3000 times in a loop);
-a script that ended early (a usage text, ``X is not set``) shows its own last lines.
+a script that ended early (a usage text, ``X is not set``) shows its own last lines. What
+the script chose (its output, argv, paths) reaches the terminal only as printable text: a
+control character is shown escaped, never acted on (``printable``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class ParityReport:
             out += ["", "not identical: the script timed out, the recording may be incomplete"]
         else:
             out += ["", f"identical: {self.plan_invocations} of {self.plan_invocations} invocations match"]
-        return "\n".join(out) + "\n"
+        return "".join(printable(line) + "\n" for line in out)
 
     def to_json(self) -> dict[str, Any]:
         out = {"script": self.script, "identical": self.identical, "differences": self.differences,
@@ -66,7 +68,7 @@ def collapse(lines: Sequence[str]) -> list[str]:
     for i, line in enumerate(lines):
         count += 1
         if i + 1 == len(lines) or lines[i + 1] != line:
-            out.append(line if count == 1 else f"{line} (x{count})")
+            out.append(printable(line if count == 1 else f"{line} (x{count})"))
             count = 0
     return out
 
@@ -78,4 +80,13 @@ def output_tail(rec: Recording, lines: int = 12) -> list[str]:
         return []
     out = [ln for ln in rec.stdout.splitlines() if ln.strip()][-lines:]
     out += [f"(stderr) {ln}" for ln in rec.stderr.splitlines() if ln.strip() and not ln.startswith("+")][-lines:]
-    return [ln[:200] for ln in out]
+    return [printable(ln[:200]) for ln in out]
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character (an escape sequence, a carriage return, a
+    newline) written escaped, as Python writes it (``\\x1b``): safe to print to a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
