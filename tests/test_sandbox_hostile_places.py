@@ -296,3 +296,18 @@ def test_a_killed_recording_leaves_no_process_and_no_zombie(body: str, tmp_path:
     assert rec.timed_out or rec.stopped
     assert taken and taken[0] is not None
     assert hostprocs.uids().get(taken[0], 0) == 0  # zombies counted too
+
+
+def test_a_script_that_links_out_of_its_folder_is_refused(home: Path, tmp_path: Path) -> None:
+    """``proj/run.sh -> ~/creds.txt``: recording it would run the secret as the script (its
+    lines in bash's errors); refused in one line. A link within the folder is fine."""
+    secret = canary(home / "creds.txt", "linked-script")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "run.sh").symlink_to(home / "creds.txt")
+    with pytest.raises(LaunchError, match="a symlink to .* out of its folder") as caught:
+        record_script(proj / "run.sh", env={}, timeout=10)
+    assert secret not in str(caught.value)
+    write(proj / "real.sh", "echo ran-real\n")
+    (proj / "alias.sh").symlink_to("real.sh")
+    assert record_script(proj / "alias.sh", env={}, timeout=10).stdout == "ran-real\n"

@@ -114,7 +114,8 @@ def require_bubblewrap() -> str:
 
 def check_script(script: Path | str, limits: ResourceLimits = LIMITS, isolated: bool = True) -> Path:
     """``script`` as an absolute path, once it is one to record: a printable path, a regular
-    file under the file size limit and (``isolated``) not where host secrets live."""
+    file under the file size limit and (``isolated``) not where host secrets live, nor a
+    symlink out of its folder (the folder it is in would not be the one it sees)."""
     script = Path(script).absolute()
     if not str(script).isprintable():
         raise LaunchError(f"{script}: the script's path holds control characters; rename it")
@@ -129,6 +130,9 @@ def check_script(script: Path | str, limits: ResourceLimits = LIMITS, isolated: 
     if isolated and (where := layout.private_place(script)):
         raise LaunchError(f"{script}: the script lies {where}, where host secrets live; copy it into a "
                           f"folder of its own to record it")
+    real = script.resolve()
+    if isolated and real.parent != Path(os.path.realpath(script.parent)):  # run.sh -> ~/creds.txt
+        raise LaunchError(f"{script}: a symlink to {real}, out of its folder; give that path to record it")
     return script
 
 
