@@ -48,7 +48,7 @@ from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
 from glm45_launch.core.quoting import remote_command
 from glm45_launch.core.runtime_env import RUNTIME_ENV, SESSION, env_ref_sources, ray_env_order
-from glm45_launch.runtime.preflight_run import run_preflight
+from glm45_launch.runtime.preflight_run import report_table, run_preflight
 from glm45_launch.testing.fakes import FakeHostFacts, FakeLocalRunner, FakeRemoteRunner
 from glm45_launch.testing.rackbox import RackBox
 
@@ -656,3 +656,33 @@ def test_group_statuses_one_pass_worst_per_column() -> None:
     assert host.group_statuses() == {"ssh": WARN, "versions": OK, "paths": FAIL, "ports": OK, "gpus": WARN}
     assert [host.group_status(g) for g in GROUPS] == [host.group_statuses().get(g) for g in GROUPS]
     assert Check("megatron-core", OK, "").group == "versions" and Check("disk /tmp", OK, "").group == "disk"
+
+
+def _table_text(report: PreflightReport) -> str:
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    Console(file=out, width=200).print(report_table(report))
+    return out.getvalue()
+
+
+def test_report_table_at_rack_row_scale_groups_alike_hosts() -> None:
+    """Past 32 hosts: failing hosts keep their rows, the others share one per role and statuses,
+    and a warning seen everywhere is one line that counts its hosts."""
+    def host(i: int, fail: bool) -> HostReport:
+        checks = [Check("ssh", OK, "fine"), Check("disk", FAIL if fail else OK, "1 GB free in /tmp"),
+                  Check("nvlink", WARN, "no nvidia-smi")]
+        return HostReport(f"10.0.{i // 250}.{i % 250 + 1}", "head" if i == 0 else "worker", "ssh", checks)
+
+    small = _table_text(PreflightReport([host(i, i == 5) for i in range(8)], 1.0))
+    assert small.count("worker") == 7 and small.count("nvlink: no nvidia-smi") == 8  # a row and a line each
+    text = _table_text(PreflightReport([host(i, i == 5) for i in range(1024)], 1.0))
+    rows = [ln for ln in text.splitlines() if ln.startswith("│")]
+    assert len(rows) == 3, text
+    assert "10.0.0.6" in rows[0] and "FAIL" in rows[0]
+    assert "head" in rows[1] and "1022 hosts (10.0.0.2...)" in rows[2]
+    assert "FAIL 10.0.0.6 disk: 1 GB free in /tmp" in text
+    assert "warn 10.0.0.1, 10.0.0.2, 10.0.0.3 and 1021 more host(s) nvlink: no nvidia-smi" in text
+    assert "1024 host(s), 1 failure(s), 1024 warning(s)" in text

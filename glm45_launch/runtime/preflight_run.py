@@ -22,6 +22,7 @@ from glm45_launch.checks.preflight_report import (
 from glm45_launch.core.plan import Plan
 from glm45_launch.errors import ExitCode, LaunchError
 from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RemoteRunner, Reporter
+from glm45_launch.runtime.reporter import TABLE_ROWS
 from glm45_launch.runtime.steprunner import StepRunner
 
 
@@ -61,28 +62,50 @@ _STYLE = {OK: "[green]ok[/]", WARN: "[yellow]warn[/]", FAIL: "[bold red]FAIL[/]"
 
 
 def report_table(report: PreflightReport) -> Any:
-    """One row per host, a column per check group; then every warning and failure in full."""
+    """One row per host, a column per check group; then every warning and failure. Past
+    :data:`TABLE_ROWS` hosts (a rack row), hosts without a failure share a row with those of the
+    same role and statuses, and a problem seen on several hosts is one line that counts them."""
     from rich.console import Group
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
-    groups = [g for g in GROUPS if any(h.group_status(g) for h in report.hosts)]
+    statuses = [h.group_statuses() for h in report.hosts]
+    groups = [g for g in GROUPS if any(g in st for st in statuses)]
     table = Table(title=f"glm45-launch preflight ({report.duration_s:.1f}s)", title_justify="left")
     for col in ("host", "role", *groups):
         table.add_column(col)
-    for h in report.hosts:
-        cells = [_STYLE[s] if (s := h.group_status(g)) else "-" for g in groups]
-        table.add_row(escape(h.host), h.role, *cells)
+    wide = len(report.hosts) > TABLE_ROWS
+    alike: dict[tuple[str, ...], list[str]] = {}  # wide: hosts with no failure, by role and statuses
+    for h, st in zip(report.hosts, statuses, strict=True):
+        cells = tuple(st.get(g, "") for g in groups)
+        if wide and FAIL not in cells:
+            alike.setdefault((h.role, *cells), []).append(h.host)
+        else:
+            table.add_row(escape(h.host), h.role, *(_STYLE[c] if c else "-" for c in cells))
+    for (role, *cells), hosts in alike.items():
+        name = hosts[0] if len(hosts) == 1 else f"{len(hosts)} hosts ({hosts[0]}...)"
+        table.add_row(escape(name), role, *(_STYLE[c] if c else "-" for c in cells))
+    fails, warns = report.problems(FAIL), report.problems(WARN)
     lines: list[Any] = [table]
-    for status in (FAIL, WARN):
-        for name, check in report.problems(status):
-            lines.append(Text.from_markup(f"  {_STYLE[status]} {escape(name)} {escape(check.name)}: "
-                                          f"{escape(check.detail)}"))
+    for status, found in ((FAIL, fails), (WARN, warns)):
+        for text in _problem_lines(found, wide):
+            lines.append(Text.from_markup(f"  {_STYLE[status]} {escape(text)}"))
     verdict = "[green]preflight passed[/]" if report.ok else "[bold red]preflight failed[/]"
-    lines.append(Text.from_markup(f"{verdict}: {len(report.hosts)} host(s), {len(report.problems(FAIL))} "
-                                  f"failure(s), {len(report.problems(WARN))} warning(s)"))
+    lines.append(Text.from_markup(f"{verdict}: {len(report.hosts)} host(s), {len(fails)} "
+                                  f"failure(s), {len(warns)} warning(s)"))
     return Group(*lines)
+
+
+def _problem_lines(found: list[tuple[str, Check]], grouped: bool) -> list[str]:
+    """``HOST CHECK: DETAIL`` each; ``grouped``: one line per (check, detail) naming a few hosts."""
+    if not grouped:
+        return [f"{host} {check.name}: {check.detail}" for host, check in found]
+    hosts: dict[tuple[str, str], list[str]] = {}
+    for host, check in found:
+        hosts.setdefault((check.name, check.detail), []).append(host)
+    return [f"{', '.join(names[:3])}{f' and {len(names) - 3} more host(s)' if len(names) > 3 else ''} "
+            f"{name}: {detail}" for (name, detail), names in hosts.items()]
 
 
 def preflight_or_raise(
