@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glm45_launch.core.marked import last_marked_json
 from glm45_launch.core.operations import DIAG_MARKER, Operations
 from glm45_launch.core.steps import DEFAULT_PARALLEL
 from glm45_launch.runtime.interfaces import CommandRunner, RemoteRunner, Reporter
@@ -74,14 +75,7 @@ class Diagnostics:
 
 def parse_summary(lines: list[str]) -> dict[str, Any] | None:
     """The program's JSON summary from its output (the last marker line)."""
-    for line in reversed(lines):
-        if line.startswith(DIAG_MARKER):
-            try:
-                found = json.loads(line[len(DIAG_MARKER):])
-            except ValueError:
-                return None
-            return found if isinstance(found, dict) else None
-    return None
+    return last_marked_json(lines, DIAG_MARKER)
 
 
 def _name(host: str) -> str:
