@@ -143,6 +143,10 @@ def _operations_lines(plan: Plan, ops: Operations) -> list[str]:
     out.append("  then, if the job has not stopped: the launcher's `ray job submit` is killed and")
     for n, step in enumerate(ops.force_stop, start=2):
         out += _op_lines(n, step, plan)
+    last = len(ops.force_stop) + 1
+    out += ["", f"On Ctrl-C before the job has an id: the forced stop above (2-{last}) on the hosts where the "
+                "launch started Ray or sent a `ray start`: nothing is left half-started"
+                + ("; with --max-restarts, on every node whenever Ctrl-C comes (no restart)" if s.max_restarts else "")]
     out += ["", f"Diagnostics, on a failure and by `glm45-launch collect` (at most {s.collect_timeout_s:g}s; "
                 "<diagnose.py> is glm45_launch/runtime/programs/diagnose.py)"]
     for n, step in enumerate((*ops.diagnose, ops.job_logs), start=1):
