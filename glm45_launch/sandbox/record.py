@@ -425,7 +425,7 @@ class _Run:
             hint = " (are unprivileged user namespaces disabled here?)" if "namespace" in line.lower() else ""
             raise SandboxUnavailable(f"the recording sandbox did not start: {line}{hint}; --unsafe-no-sandbox "
                                      "records without it")
-        notes = self.notes + list(dict.fromkeys(n for n in log.notes if n))
+        notes = self.notes + log.notes
         if outcome.timed_out:
             notes.append(f"timed out after {timeout:g} s; the recording was stopped")
         if outcome.over_limit:

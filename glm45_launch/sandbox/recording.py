@@ -122,11 +122,17 @@ class FrameLog:
         self._loop_ends: dict[str, Wait] = {}  # the sleep that ends a wait loop, by the loop's shell
         self._on_file = on_file
 
-    def read(self, frames: Iterable[Frame]) -> FrameLog:
+    def read(self, frames: Iterable[Frame], max_notes: int = 200) -> FrameLog:
+        """Read ``frames``; the notes, each said once, are cut to ``max_notes`` (the channel is
+        the script's to write too: it may send notes without end)."""
         for frame in frames:
             handler = getattr(self, f"_frame_{frame.kind}", None)
             if handler is not None:
                 handler(frame)
+        notes = list(dict.fromkeys(n[:1000] for n in self.notes if n))
+        if len(notes) > max_notes:
+            notes[max_notes:] = [f"{len(notes) - max_notes} more note(s) from the sandbox left out"]
+        self.notes = notes
         return self
 
     def _frame_H(self, frame: Frame) -> None:
