@@ -39,12 +39,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SHARED_FOLDERS = frozenset({
     "/", "/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/etc", "/usr", "/usr/local", "/var", "/opt",
     "/srv", "/mnt", "/media", "/run", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin", "/lib", "/lib64",
-    "/usr/bin", "/usr/local/bin", "/usr/sbin",
+    "/usr/bin", "/usr/local/bin", "/usr/sbin", "/usr/local/sbin", "/usr/lib", "/usr/lib64", "/usr/libexec",
+    "/usr/share", "/usr/src", "/usr/include", "/usr/local/lib", "/usr/local/share",
 })
 """Folders a script may sit in that are not its own: only the script itself is copied."""
 
-SYSTEM_TREES = ("/etc", "/proc", "/sys", "/dev", "/run", "/boot", "/var", "/usr", "/snap")
-"""The system's own trees: a folder anywhere under one is not the script's own either."""
+SYSTEM_TREES = ("/etc", "/proc", "/sys", "/dev", "/run", "/boot", "/var", "/snap")
+"""The system's own trees: a folder anywhere under one is not the script's own either (under
+/usr, only the folders above are shared: an installed package's examples are theirs)."""
 
 PRIVATE_TREES = ("/etc", "/proc", "/sys", "/dev", "/run", "/boot", "/var/lib")
 """Where host secrets live (host keys, /run/secrets): a script found there is not recorded."""
