@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from glm45_launch.core.quoting import printable
 from glm45_launch.errors import PROG, ExitCode, LaunchError
 
 # click >= 8.2 raises this for a bare group (help, not an error); click 8.1 has no such
@@ -40,8 +41,7 @@ _register()
 def one_line(text: str) -> str:
     """``text`` as one printable line: user input in a message (a path with a carriage
     return, an escape sequence) is shown escaped, never acted on by the terminal."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for c in text.replace("\n", " "))
+    return printable(text.replace("\n", " "))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,8 +38,16 @@ def shell_command(commands: Iterable[Sequence[str]], cwd: str | None = None,
     return " && ".join(parts)
 
 
+def printable(text: str) -> str:
+    """``text`` with every control character (an escape sequence, a carriage return, a newline)
+    written escaped, as Python writes it (``\\x1b``): safe to print to a terminal or a comment."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
+
+
 def comment(text: str) -> str:
     """``text`` as one shell comment line: a newline (or any control character) in a value
     is written escaped, so it can never end the comment and start a command."""
-    safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-    return "# " + safe
+    return "# " + printable(text)

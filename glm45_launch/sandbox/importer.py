@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from glm45_launch.core.flags import split_flags
 from glm45_launch.core.hostfile import Hostfile
 from glm45_launch.core.plan import LaunchSpec, build_plan
-from glm45_launch.core.quoting import REMOTE_SEPARATOR, shell_join
+from glm45_launch.core.quoting import REMOTE_SEPARATOR, printable, shell_join
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import BASH_RECIPE, MODELS, Argv, Recipe
 from glm45_launch.recipes.base import PLACEHOLDERS
 from glm45_launch.sandbox.parity import PREFIX_GROUP as PREFIX
 from glm45_launch.sandbox.parity import RENV, ParityReport, ScriptRun, compare, known_flags
 from glm45_launch.sandbox.record import DEFAULT_RECORDED, Origin
-from glm45_launch.sandbox.report import printable
 
 _INLINE = {"python": "-c", "python3": "-c", "bash": "-c", "sh": "-c", "perl": "-e", "node": "-e", "ruby": "-e"}
 

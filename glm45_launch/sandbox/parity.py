@@ -25,7 +25,7 @@ from typing import Any
 from glm45_launch.core.argdiff import diff_args, diff_env
 from glm45_launch.core.flags import split_flags
 from glm45_launch.core.plan import HEAD, Plan
-from glm45_launch.core.quoting import REMOTE_SEPARATOR, shell_join
+from glm45_launch.core.quoting import REMOTE_SEPARATOR, printable, shell_join
 from glm45_launch.core.variants import (
     BLACKWELL_ATTENTION,
     CPU_ADAM_FLAGS,
@@ -45,7 +45,7 @@ from glm45_launch.sandbox.record import (
     mirror_script,
     record_script,
 )
-from glm45_launch.sandbox.report import ParityReport, output_tail, printable
+from glm45_launch.sandbox.report import ParityReport, output_tail
 
 RENV = "--runtime-env-json="
 PREFIX_GROUP = "PREFIX"  # the train args before the groups (--actor-num-nodes ...)

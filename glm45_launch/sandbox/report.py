@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from glm45_launch.core.quoting import printable
 from glm45_launch.sandbox.recording import Recording
 
 
@@ -83,10 +84,3 @@ def output_tail(rec: Recording, lines: int = 12) -> list[str]:
     return [printable(ln[:200]) for ln in out]
 
 
-def printable(text: str) -> str:
-    """``text`` with every control character (an escape sequence, a carriage return, a
-    newline) written escaped, as Python writes it (``\\x1b``): safe to print to a terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for c in text)
