@@ -26,6 +26,7 @@ from glm45_launch.core.argdiff import diff_args, diff_env
 from glm45_launch.core.flags import split_flags
 from glm45_launch.core.plan import HEAD, Plan
 from glm45_launch.core.quoting import REMOTE_SEPARATOR, printable, shell_join
+from glm45_launch.core.steps import SubmitStep
 from glm45_launch.core.variants import (
     BLACKWELL_ATTENTION,
     CPU_ADAM_FLAGS,
@@ -220,16 +221,19 @@ def plan_train_groups(plan: Plan) -> list[tuple[str, Sequence[str]]]:
 
 
 def _submit_differences(plan: Plan, got: Sequence[str]) -> list[str]:
-    want = plan.submit_argv
+    submit = plan.step(SubmitStep.kind)
+    if not isinstance(submit, SubmitStep):
+        return ["the plan submits no job"]
+    want = [w for w in submit.options if w != "--"]  # the plan's `ray job submit` options
     out: list[str] = []
     if "--" not in got:
         return [f"ray job submit: the script passes no '--' before the entry point: {_short(got)}"]
-    w_cut, g_cut = want.index("--"), got.index("--")
-    w_head = [w for w in want[:w_cut] if not w.startswith(RENV)]
+    g_cut = got.index("--")
+    w_head = [w for w in want if not w.startswith(RENV)]
     g_head = [w for w in got[:g_cut] if not w.startswith(RENV)]
     if w_head != g_head:
         out.append(f"ray job submit options: plan `{shell_join(w_head)}`, script `{shell_join(g_head)}`")
-    w_env = [w for w in want[:w_cut] if w.startswith(RENV)]
+    w_env = [w for w in want if w.startswith(RENV)]
     g_env = [w for w in got[:g_cut] if w.startswith(RENV)]
     if bool(w_env) != bool(g_env):
         out.append("runtime env: " + ("missing from the script" if w_env else "only in the script"))
@@ -246,8 +250,8 @@ def _submit_differences(plan: Plan, got: Sequence[str]) -> list[str]:
             for key in sorted(extra):
                 if w_json.get(key) != g_json.get(key):
                     out.append(f"runtime env key {key!r}: plan {w_json.get(key)!r}, script {g_json.get(key)!r}")
-    entry = len(plan.train.entry)
-    w_entry, g_entry = want[w_cut + 1 : w_cut + 1 + entry], got[g_cut + 1 : g_cut + 1 + entry]
+    entry = len(plan.train.entry)  # the script's entry point: as many words as the plan's
+    w_entry, g_entry = list(plan.train.entry), got[g_cut + 1 : g_cut + 1 + entry]
     if w_entry != g_entry:
         out.append(f"entry point: plan `{shell_join(w_entry)}`, script `{shell_join(g_entry)}`")
     for change in diff_args(plan_train_groups(plan), got[g_cut + 1 + entry :], hints=known_flags()):
