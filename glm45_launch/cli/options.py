@@ -353,13 +353,13 @@ def watch_from_options(kwargs: dict[str, Any], plan: Plan) -> WatchSettings:
     """Pop the watch options out of ``kwargs`` and build ``WatchSettings`` for ``plan``: options
     that contradict each other or the plan (restarts of a --no-wait job) are refused here, so
     `plan` and `up --dry-run` fail as `up` does."""
-    from glm45_launch.core.operations import WatchSettings, restart_problem
+    from glm45_launch.core.operations import WatchSettings, watch_problem
 
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         _refuse_moot(ctx)
     watch = WatchSettings(**take(kwargs, WATCH).get("watch", {}))
-    problem = restart_problem(plan, watch) or next(iter(watch.problems()), None)
+    problem = watch_problem(plan, watch)
     if problem:
         raise LaunchError(problem)
     return watch

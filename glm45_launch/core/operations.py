@@ -158,6 +158,11 @@ def build_operations(plan: Plan, settings: WatchSettings | None = None, diagnose
     )
 
 
+def watch_problem(plan: Plan, settings: WatchSettings) -> str | None:
+    """Why ``settings`` cannot watch and restart ``plan``'s job as asked (None: they can)."""
+    return restart_problem(plan, settings) or next(iter(settings.problems()), None)
+
+
 def restart_problem(plan: Plan, settings: WatchSettings) -> str | None:
     """Why ``settings`` cannot restart ``plan``'s job (None: it can)."""
     if settings.max_restarts == 0:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from glm45_launch.checks.preflight_report import PreflightOptions, PreflightReport
 from glm45_launch.core.convert_plan import ConvertPlan
 from glm45_launch.core.hostfile import Hostfile
-from glm45_launch.core.operations import RAYLET_CHECK, WatchSettings, build_operations, restart_problem
+from glm45_launch.core.operations import RAYLET_CHECK, WatchSettings, build_operations, watch_problem
 from glm45_launch.core.plan import Plan, build_down_plan
 from glm45_launch.core.steps import DEFAULT_PARALLEL, HEAD, WORKER, ProbeStep
 from glm45_launch.errors import ExitCode, LaunchError
@@ -96,7 +96,7 @@ def up(plan: Plan, opts: UpOptions, rt: Runtime) -> UpResult:
     """Preflight (unless skipped), then every step of ``plan`` (:class:`Executor`), on the head,
     with the health watch, diagnostics on a failure and up to ``opts.watch.max_restarts``
     restarts (:class:`~glm45_launch.runtime.restarts.Supervisor`)."""
-    problem = restart_problem(plan, opts.watch) or next(iter(opts.watch.problems()), None)
+    problem = watch_problem(plan, opts.watch)
     if problem:
         raise LaunchError(problem)
     require_head_here(plan, rt.host)  # before preflight contacts any host, before any file is written
