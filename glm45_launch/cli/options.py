@@ -276,10 +276,18 @@ WATCH = (
 PARALLEL = Opt("parallel", ("--parallel",), "run.parallel", dict(type=click.IntRange(min=1), default=DEFAULT_PARALLEL,
                show_default=True, help="Commands in flight at once (SSH handshakes: at most 16 at a time)."))
 
+# What preflight checks, for `preflight` and for `up`'s first phase (checks.preflight_report.PreflightOptions).
+PREFLIGHT = (
+    Opt("min_free_gb", ("--min-free-gb",), "preflight.min_free_gb", dict(type=Finite(min=0), default=5.0,
+        show_default=True, help="Preflight: free space needed in /tmp (Ray's temp dir) on every host.")),
+    Opt("require_gpus", ("--require-gpus",), "preflight.require_gpus", dict(is_flag=True,
+        help="Preflight: no nvidia-smi or no NVLink is a failure (default: a warning, as on CPU-only test hosts).")),
+)
+
 
 def by_name(name: str, **changes: Any) -> Opt:
     """The shared option ``name`` (``changes``: other Click settings, e.g. its help here)."""
-    opt = next(o for o in (*PLAN, *LAUNCH, *WATCH, *SSH, PARALLEL) if o.name == name)
+    opt = next(o for o in (*PLAN, *LAUNCH, *WATCH, *SSH, *PREFLIGHT, PARALLEL) if o.name == name)
     return Opt(opt.name, opt.decls, opt.to, {**opt.kwargs, **changes}, opt.convert) if changes else opt
 
 

@@ -9,15 +9,21 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import PARALLEL, PLAN, SSH, Finite, options, spec_from_options, ssh_from_options
+from glm45_launch.cli.options import (
+    PARALLEL,
+    PLAN,
+    PREFLIGHT,
+    SSH,
+    options,
+    spec_from_options,
+    ssh_from_options,
+    take,
+)
 
 
 @click.command()
 @options(PLAN, SSH, PARALLEL)
-@click.option("--min-free-gb", type=Finite(min=0), default=5.0, show_default=True,
-              help="Free space needed in /tmp (Ray's temp dir) on every host.")
-@click.option("--require-gpus", is_flag=True,
-              help="No nvidia-smi or no NVLink is a failure (default: a warning, as on CPU-only test hosts).")
+@options(PREFLIGHT)
 @click.option("--no-libs", is_flag=True, help="Skip the megatron-core/sglang checks on the head.")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Where the per-host probe logs go [default: a new temp dir].")
@@ -44,8 +50,8 @@ def preflight(**kwargs: Any) -> int:
     spec = spec_from_options(kwargs)
     plan = build_plan(spec)
     rt = Runtime.real(ssh_from_options(kwargs, spec.ssh_user))
-    opts = PreflightOptions(parallel=kwargs["parallel"], min_free_gb=kwargs["min_free_gb"],
-                            require_gpus=kwargs["require_gpus"], libs=not kwargs["no_libs"])
+    opts = PreflightOptions(parallel=kwargs["parallel"], libs=not kwargs["no_libs"],
+                            **take(kwargs, PREFLIGHT)["preflight"])
     logs = prepare_run_dir(kwargs["run_dir"]) if kwargs["run_dir"] else Path(tempfile.mkdtemp(prefix="glm45-preflight-"))
     report = run_preflight(plan, opts, logs, rt)
     if kwargs["as_json"]:

@@ -10,12 +10,14 @@ from glm45_launch.cli.options import (
     LAUNCH,
     PARALLEL,
     PLAN,
+    PREFLIGHT,
     SSH,
     WATCH,
     Finite,
     options,
     spec_from_options,
     ssh_from_options,
+    take,
     watch_from_options,
 )
 from glm45_launch.errors import PROG
@@ -30,10 +32,7 @@ from glm45_launch.errors import PROG
               help="Seconds to wait for every node and GPU to join.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and exit: nothing runs.")
 @click.option("--force", is_flag=True, help="Launch even when `glm45-launch validate` finds problems.")
-@click.option("--min-free-gb", type=Finite(min=0), default=5.0, show_default=True,
-              help="Preflight: free space needed in /tmp (Ray's temp dir) on every host.")
-@click.option("--require-gpus", is_flag=True,
-              help="Preflight: no nvidia-smi or no NVLink is a failure (default: a warning).")
+@options(PREFLIGHT)
 @click.option("--skip-preflight", is_flag=True,
               help="Start without `glm45-launch preflight` (by default up starts nothing if a host fails it).")
 @options(WATCH)
@@ -71,9 +70,9 @@ def up(**kwargs: Any) -> int:
         click.echo(f"{PROG}: warning: invalid config (--force): {problem.message}", err=True)
     ssh = ssh_from_options(kwargs, spec.ssh_user)
     # The megatron-core/sglang config checks (~10 s of imports) are `preflight`/`validate`'s.
-    checks = None if kwargs["skip_preflight"] else PreflightOptions(
-        parallel=kwargs["parallel"], libs=False, min_free_gb=kwargs["min_free_gb"],
-        require_gpus=kwargs["require_gpus"])
+    checked = take(kwargs, PREFLIGHT)["preflight"]
+    checks = None if kwargs["skip_preflight"] else PreflightOptions(parallel=kwargs["parallel"], libs=False,
+                                                                    **checked)
     opts = UpOptions(run_dir=kwargs["run_dir"], parallel=kwargs["parallel"], serial=kwargs["serial"],
                      join_timeout=kwargs["join_timeout"], preflight=checks, watch=watch)
     rt = Runtime.real(ssh, mask=(lambda text: mask_text(text, secrets)) if secrets else None)
