@@ -150,7 +150,10 @@ def test_a_lost_node_is_restarted_from_the_last_checkpoint(rack: Rack) -> None:
     assert f"node lost: {lost}: raylet not running" in out, out[-4000:]
     assert "attempt 2 of at most 3" in out and f"resuming from iteration {saved}" in out
     assert [s["resumed_from"] for s in starts] == [0, saved]
-    assert any(e["event"] == "hang" for e in events), "the trainer should hang, like NCCL, not fail"
+    # The trainer never fails on a lost peer: it hangs, like NCCL, once Ray tells it (unless the
+    # watch stopped the job first: the watch's pgrep can beat Ray's own notice of the dead worker).
+    assert not any(e["event"] == "crash" for e in events), "the trainer should hang, like NCCL, not fail"
+    hung = any(e["event"] == "hang" for e in events)
     assert sorted(set(_iterations(events))) == list(range(1, ITERATIONS + 1))  # all N iterations, none skipped
     # The restart redid what the last checkpoint did not hold, and went on to the end.
     assert _iterations(events[second:]) == list(range(saved + 1, ITERATIONS + 1))
@@ -168,7 +171,8 @@ def test_a_lost_node_is_restarted_from_the_last_checkpoint(rack: Rack) -> None:
     assert stopped["t"] >= detected["t"]
     summary = (run / "diagnostics" / "attempt-1" / "summary.txt").read_text()
     assert f"{lost}: raylet NOT running" in summary and "driver log:" in summary
-    assert "lost a peer" in (run / "diagnostics" / "attempt-1" / "driver.log").read_text()
+    driver_log = (run / "diagnostics" / "attempt-1" / "driver.log").read_text()
+    assert "iteration 3/" in driver_log and ("lost a peer" in driver_log) == hung
 
     # status: per node alive/raylet/GPUs, the jobs with state and runtime; logs of the last job.
     status = rack.launch("status", "--hostfile", str(rack.hostfile), "--json", "--runs", str(rack.runs),
@@ -184,7 +188,7 @@ def test_a_lost_node_is_restarted_from_the_last_checkpoint(rack: Rack) -> None:
     # attach followed the first job, then the restart's, and ended with the run.
     assert _finish(attach, attach_out, timeout=60) and attach.returncode == 0, attach_out.read_text()[-3000:]
     followed = attach_out.read_text()
-    assert "lost a peer" in followed and f"trained {ITERATIONS} iterations" in followed
+    assert ("lost a peer" in followed) == hung and f"trained {ITERATIONS} iterations" in followed
     assert f"attached to job {attempts[0]['job_id']}" in followed and f"attached to job {attempts[1]['job_id']}" in followed
     # collect, any time: one line per node and the last job's driver log.
     coll = rack.launch("collect", "--hostfile", str(rack.hostfile), "--base-dir", str(box.workdir / "base"),
@@ -219,8 +223,16 @@ def test_a_node_that_does_not_come_back(rack: Rack) -> None:
 
 
 def test_restarts_exhausted(rack: Rack) -> None:
-    proc, err = rack.start(rack.up_args("exhausted", "--max-restarts", "1", iterations=4,
+    """Both attempts fail: exit 1 with the last failure. With --hold-workers, the failed attempt's
+    held sessions end with it, so the restart holds each worker once, and none is left at the end."""
+    box = rack.box
+    proc, err = rack.start(rack.up_args("exhausted", "--hold-workers", "--max-restarts", "1", iterations=4,
                                         trainer="--standin-fail-at 3"), "exhausted")
+    starts = lambda: [e for e in rack.events() if e["event"] == "start"]  # noqa: E731
+    rack.wait_for("the first job", lambda: len(starts()) >= 1, proc, err)
+    first = {h: _held(box, h) for h in (2, 3)}
+    rack.wait_for("the restart's job", lambda: len(starts()) >= 2, proc, err, timeout=180)
+    second = {h: _held(box, h) for h in (2, 3)}
     out = _finish(proc, err, timeout=240)
     assert proc.returncode == 1, out[-4000:]
     last = out.strip().splitlines()[-1]
@@ -230,6 +242,9 @@ def test_restarts_exhausted(rack: Rack) -> None:
     for n in (1, 2):
         assert (rack.runs / "exhausted" / "diagnostics" / f"attempt-{n}" / "summary.txt").exists()
     assert [e["event"] for e in rack.events()].count("crash") == 2
+    assert first == second == {2: 1, 3: 1}, (first, second)
+    time.sleep(1)
+    assert {h: _held(box, h) for h in (2, 3)} == {2: 0, 3: 0}
 
 
 def _launcher_pid(box: RackBox) -> int:
@@ -305,22 +320,3 @@ def _held(box: RackBox, host: int) -> int:
         except OSError:
             continue
     return count
-
-
-def test_a_restart_holds_each_worker_once(rack: Rack) -> None:
-    """--hold-workers with restarts: the failed attempt's held sessions end with it, so the
-    restart holds each worker once (not once more per attempt), and none is left at the end."""
-    box = rack.box
-    args = rack.up_args("held", "--hold-workers", "--max-restarts", "1", iterations=4, trainer="--standin-fail-at 3")
-    at = args.index("--collect-timeout")
-    proc, err = rack.start([*args[:at], *args[at + 2:], "--no-collect"], "held")  # no diagnostics: quicker
-    starts = lambda: [e for e in rack.events() if e["event"] == "start"]  # noqa: E731
-    rack.wait_for("the first job", lambda: len(starts()) >= 1, proc, err)
-    first = {h: _held(box, h) for h in (2, 3)}
-    rack.wait_for("the restart's job", lambda: len(starts()) >= 2, proc, err, timeout=180)
-    second = {h: _held(box, h) for h in (2, 3)}
-    out = _finish(proc, err, timeout=180)
-    assert "restarts exhausted: 2 attempt(s) failed" in out, out[-4000:]
-    assert first == second == {2: 1, 3: 1}, (first, second)
-    time.sleep(1)
-    assert {h: _held(box, h) for h in (2, 3)} == {2: 0, 3: 0}

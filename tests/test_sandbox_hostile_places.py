@@ -314,15 +314,15 @@ def test_a_script_that_links_out_of_its_folder_is_refused(home: Path, tmp_path: 
 
 
 def test_notes_forged_on_the_channel_are_bounded(hooks: bool, tmp_path: Path) -> None:
-    """The recording's channel (fd 1000) is the script's to write too: 5000 forged notes, each
+    """The recording's channel (fd 1000) is the script's to write too: 1000 forged notes, each
     with a terminal escape, come back as at most 200 (and a count), escaped in parity's."""
-    body = ("for i in $(seq 1 5000); do printf '\\036G45 N 7 E forged %s \\033]0;x\\007\\n' \"$i\" >&1000; done\n"
+    body = ("for i in $(seq 1 1000); do printf '\\036G45 N 7 E forged %s \\033]0;x\\007\\n' \"$i\" >&1000; done\n"
             "echo done\n")
     script = write(tmp_path / "proj" / "run.sh", body)
     rec = record_script(script, env={}, timeout=20)
     assert rec.stdout == "done\n"
     forged = [n for n in rec.notes if n.startswith("forged ")]
-    assert len(forged) == 200 and "4800 more note(s) from the sandbox left out" in rec.notes
+    assert len(forged) == 200 and "800 more note(s) from the sandbox left out" in rec.notes
     notes = run_script(script, env={}, timeout=20).notes
     assert len(notes) < 210 and not any("\x1b" in n or "\x07" in n for n in notes)
     assert "forged 1 \\x1b]0;x\\x07" in notes
