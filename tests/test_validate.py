@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -400,11 +399,9 @@ def test_plan_lists_problems_as_warnings(golden_env: Path, capsys: pytest.Captur
 HEAVY = ("rich", "ray", "fabric", "paramiko", "invoke", "torch", "megatron", "sglang", "glm45_launch.checks.libs")
 
 
-def test_plan_stays_fast_and_light(golden_env: Path) -> None:
+def test_plan_stays_light(golden_env: Path) -> None:
     """`plan` imports nothing heavy (rich, Ray, Fabric/Paramiko, torch, the validation
-    libraries) and `glm45-launch plan` on the 8-node golden hostfile takes < 0.5 s, start-up
-    included (median of 5 runs; ~0.15 s here)."""
-    import statistics
+    libraries): its speed is `bench/plan_speed.py`'s to measure (a benchmark, not a timed test)."""
     import subprocess
     import sys
 
@@ -414,17 +411,6 @@ def test_plan_stays_fast_and_light(golden_env: Path) -> None:
             "print(json.dumps([rc, heavy]), file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == [0, []], proc.stderr
-
-    script = Path(sys.executable).with_name("glm45-launch")  # the console script pip installed
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "glm45_launch"]
-    walls = []
-    for _ in range(5):
-        start = time.perf_counter()
-        run = subprocess.run([*argv, "plan", "--hostfile", str(golden_env)], capture_output=True, text=True,
-                             timeout=60)
-        walls.append(time.perf_counter() - start)
-        assert run.returncode == 0 and run.stdout.startswith("Launch plan"), run.stderr
-    assert statistics.median(walls) < 0.5, walls
 
 
 # --- with the real libraries -----------------------------------------------------------------
