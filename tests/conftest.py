@@ -36,6 +36,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "rackbox: needs the rack-in-a-box (root, namespaces, sshd)")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n 2 --dist loadgroup``), every rack-in-a-box test runs on one worker,
+    one at a time (they share the box and its addresses); the other tests go to the other worker."""
+    for item in items:
+        if item.get_closest_marker("rackbox") is not None:
+            item.add_marker(pytest.mark.xdist_group("rackbox"))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("rackbox") is not None:
         require_rackbox()
