@@ -83,6 +83,36 @@ def find_job(job_id: str | None = None, run_dir: Path | None = None, runs: Path 
                   run_dir)
 
 
+def current_job(runs: Path) -> str | None:
+    """The last job of the last run under ``runs`` (what logs/attach/stop default to), or None."""
+    try:
+        return find_job(runs=runs).job_id
+    except LaunchError:
+        return None
+
+
+def require_known(ref: JobRef, ray: RayQueries) -> JobRef:
+    """``ref`` once its job server has said it knows the job: no job server answering, or no
+    such job there, is one ``LaunchError`` line (before any ``ray job`` command runs)."""
+    from glm45_launch.runtime.ray_api import JobServerTimeout
+
+    try:
+        ray.job_status(ref.address, ref.job_id)
+        return ref
+    except JobServerTimeout as exc:
+        raise LaunchError(str(exc), ExitCode.FAILED) from None
+    except ConnectionError:
+        raise LaunchError(f"no Ray job server answers at {ref.address} (is the cluster up? --address names "
+                          "another)", ExitCode.FAILED) from None
+    except ValueError as exc:
+        raise LaunchError(f"job server address {ref.address!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the job SDK's other errors, one line each
+        text = str(exc)
+        if "404" in text or "does not exist" in text:
+            raise LaunchError(f"job {ref.job_id}: no such job at {ref.address}") from None
+        raise LaunchError(f"job server at {ref.address}: {type(exc).__name__}: {text}", ExitCode.FAILED) from None
+
+
 def supervised(run_dir: Path | None) -> bool:
     """Is an ``up`` of this run still running on this head (it may restart the job)?"""
     if run_dir is None:

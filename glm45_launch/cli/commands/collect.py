@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.commands.logs import current_job
 from glm45_launch.cli.options import (
     PARALLEL,
     PLAN,
@@ -35,7 +34,7 @@ def collect(**kwargs: Any) -> int:
     from glm45_launch.core.operations import WatchSettings, build_operations
     from glm45_launch.core.plan import build_plan
     from glm45_launch.runtime.diagnostics import collect as run_collect
-    from glm45_launch.runtime.jobs import last_run_dir
+    from glm45_launch.runtime.jobs import current_job, last_run_dir
     from glm45_launch.runtime.programs import diagnose_program
     from glm45_launch.runtime.rundir import prepare_run_dir
     from glm45_launch.runtime.usecases import Runtime

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from glm45_launch.cli.options import utf8_text
-from glm45_launch.errors import ExitCode, LaunchError
 
 F = Callable[..., Any]
 
@@ -32,40 +31,11 @@ def job_options(func: F) -> F:
 
 
 def job_from(kwargs: dict[str, Any]) -> Any:
-    """The job the options name, once its job server has said it knows it: no job server
-    answering, or no such job there, is one line (before any ``ray job`` command runs)."""
-    from glm45_launch.runtime.jobs import find_job
-    from glm45_launch.runtime.ray_api import JobServerTimeout, RayClient
+    """The job the options name, once its job server has said it knows it (one line if not)."""
+    from glm45_launch.runtime.jobs import find_job, require_known
+    from glm45_launch.runtime.ray_api import RayClient
 
-    ref = find_job(kwargs["job"], kwargs["run_dir"], kwargs["runs"], kwargs["address"])
-    try:
-        RayClient().job_status(ref.address, ref.job_id)
-        exc: Exception | None = None
-    except JobServerTimeout as timeout:
-        raise LaunchError(str(timeout), ExitCode.FAILED) from None
-    except Exception as other:  # noqa: BLE001 - the job SDK's errors are mapped below
-        exc = other
-    if isinstance(exc, ConnectionError):
-        raise LaunchError(f"no Ray job server answers at {ref.address} (is the cluster up? --address names "
-                          "another)", ExitCode.FAILED)
-    if isinstance(exc, ValueError):
-        raise LaunchError(f"job server address {ref.address!r}: {exc}")
-    if exc is not None:
-        text = str(exc)
-        if "404" in text or "does not exist" in text:
-            raise LaunchError(f"job {ref.job_id}: no such job at {ref.address}")
-        raise LaunchError(f"job server at {ref.address}: {type(exc).__name__}: {text}", ExitCode.FAILED)
-    return ref
-
-
-def current_job(runs: Path) -> str | None:
-    """The last job of the last run under ``runs`` (what logs/attach/stop default to), or None."""
-    from glm45_launch.runtime.jobs import find_job
-
-    try:
-        return find_job(runs=runs).job_id
-    except LaunchError:
-        return None
+    return require_known(find_job(kwargs["job"], kwargs["run_dir"], kwargs["runs"], kwargs["address"]), RayClient())
 
 
 @click.command()

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.commands.logs import current_job
 from glm45_launch.cli.options import HOSTS, PARALLEL, SSH, hostfile_from, options, ssh_from_options, take
 
 
@@ -30,6 +29,7 @@ def status(**kwargs: Any) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from glm45_launch.runtime.jobs import current_job
     from glm45_launch.runtime.usecases import Runtime
     from glm45_launch.runtime.usecases import status as run_status
 
