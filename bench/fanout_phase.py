@@ -18,9 +18,9 @@ from glm45_launch.checks.preflight_report import OK, PreflightOptions
 from glm45_launch.core.hostfile import load_hostfile
 from glm45_launch.core.plan import LaunchSpec, build_plan
 from glm45_launch.core.steps import DEFAULT_PARALLEL
+from glm45_launch.runtime.runtime import Runtime
 from glm45_launch.runtime.ssh import CONNECT_SLOTS, SshOptions
-from glm45_launch.runtime.steprunner import StepRunner
-from glm45_launch.runtime.usecases import Runtime, preflight
+from glm45_launch.runtime.usecases import preflight
 
 
 def main() -> int:
@@ -28,14 +28,12 @@ def main() -> int:
     parallel = int(sys.argv[8]) if len(sys.argv) > 8 and sys.argv[8] != "0" else DEFAULT_PARALLEL
     slots = int(sys.argv[9]) if len(sys.argv) > 9 and sys.argv[9] != "0" else CONNECT_SLOTS
     plan = build_plan(LaunchSpec(hostfile=load_hostfile(hostfile), head=head, base_dir=base_dir, workdir=logs))
-    rt = Runtime.real(SshOptions(identity=(identity,), known_hosts=(known,), connect_slots=slots))
+    rt = Runtime.real(SshOptions(identity=(identity,), known_hosts=(known,), connect_slots=slots), parallel=parallel)
     ok = True
     if phase == "preflight+start":
         report = preflight(plan, PreflightOptions(parallel=parallel, libs=False), Path(logs) / "preflight", rt)
         ok = all(c.status == OK for h in report.hosts for c in h.checks if c.name == "ssh")  # every host reached
-    runner = StepRunner(rt.local, rt.remote, lambda h: Path(logs) / "start" / f"{h}.log", parallel,
-                        rt.reporter.echo_for)
-    results = runner.fan_out(plan.worker_steps)
+    results = rt.steps(Path(logs) / "start", plan.head, echo=True).fan_out(plan.worker_steps)
     rt.remote.close_all()
     failed = len(results.failed)
     print(f"failed={failed}")

@@ -177,7 +177,7 @@ def test_readme_library_example_runs(tmp_path: Path) -> None:
     import re
     import shlex
 
-    from glm45_launch.runtime.usecases import Runtime
+    from glm45_launch.runtime.runtime import Runtime
 
     text = (ROOT / "README.md").read_text()
     code = re.search(r"## The library.*?```python\n(.*?)```", text, re.S).group(1)  # type: ignore[union-attr]

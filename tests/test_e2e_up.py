@@ -261,7 +261,8 @@ def test_ctrl_c_stops_the_job(rack: Rack) -> None:
                     and Path(f"/proc/{p}/comm").read_text().strip().startswith("python")]
         assert len(launcher) == 1, launcher
         pid = launcher[0]
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        # Of any of its threads (the job's follower starts `ray job submit`).
+        children = [c for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
         assert children, "ray job submit should be a child of the launcher"
         import os
 

@@ -6,19 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from glm45_launch.core.hostfile import parse_hostfile_text
-from glm45_launch.core.plan import LaunchSpec, build_plan
-from glm45_launch.errors import LaunchError
-from glm45_launch.runtime.executor import ExecOptions, Executor
-from glm45_launch.testing.fakes import (
-    FakeHostFacts,
-    FakeLocalRunner,
-    FakeRay,
-    FakeRemoteRunner,
-    RecordingReporter,
-)
+from glm45_launch.core.operations import WatchSettings, build_operations
+from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.runtime.supervisor import RunResult, Supervisor
+from glm45_launch.testing.fakes import FakeLocalRunner, FakeRay, FakeRemoteRunner, fake_runtime
 
 HOSTS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
 
@@ -43,22 +35,28 @@ class FakeSsh(FakeRemoteRunner):
         self.calls = calls
 
 
-def _executor(tmp_path: Path, local: list[list[str]], remote: list[list[str]], **kw: Any) -> Executor:
-    spec = LaunchSpec(hostfile=parse_hostfile_text("\n".join(HOSTS)), head=HOSTS[0], base_dir="/data",
-                      workdir=str(tmp_path), actor_num_nodes=4)
-    plan = build_plan(spec)
-    return Executor(plan, ExecOptions(run_dir=tmp_path / "run", quiet=True),
-                    local=FakeLocal(local, kw.get("fail")), remote=FakeSsh(remote, "root", kw.get("fail_host")),
-                    ray=FakeRay.alive(HOSTS), host=FakeHostFacts(local={HOSTS[0]}), reporter=RecordingReporter())
+FORCED = "pkill -9 -f 'ray [s]tart' ; ray stop --force"  # the one forced stop, on a worker
+
+
+def _up(tmp_path: Path, local: list[list[str]], remote: list[list[str]], plan: Plan | None = None,
+        **kw: Any) -> tuple[RunResult, Plan]:
+    """The supervisor over the plan (watch off): what the library's ``up`` runs after preflight."""
+    if plan is None:
+        spec = LaunchSpec(hostfile=parse_hostfile_text("\n".join(HOSTS)), head=HOSTS[0], base_dir="/data",
+                          workdir=str(tmp_path), actor_num_nodes=4)
+        plan = build_plan(spec)
+    rt = fake_runtime(FakeLocal(local, kw.get("fail")), FakeSsh(remote, "root", kw.get("fail_host")),
+                      FakeRay.alive(HOSTS), here=[HOSTS[0]])
+    ops = build_operations(plan, WatchSettings(watch=False, collect=False), "P")
+    return Supervisor(plan, ops, rt, tmp_path / "run").run(), plan
 
 
 def test_up_runs_exactly_the_plans_invocations(tmp_path: Path) -> None:
     local: list[list[str]] = []
     remote: list[list[str]] = []
-    ex = _executor(tmp_path, local, remote)
-    result = ex.up()
+    result, plan = _up(tmp_path, local, remote)
     assert (result.exit_code, result.job_id, result.job_status) == (0, "raysubmit_abc", "SUCCEEDED")
-    want = ex.plan.invocations()
+    want = plan.invocations()
     # The recipe's blind `sleep 3`s become "wait until the killed processes are gone".
     head_want = [a for a in want if a[0] != "ssh" and a[0] != "sleep"]
     assert local == head_want
@@ -68,10 +66,9 @@ def test_up_runs_exactly_the_plans_invocations(tmp_path: Path) -> None:
 def test_a_failing_worker_stops_what_was_started(tmp_path: Path) -> None:
     local: list[list[str]] = []
     remote: list[list[str]] = []
-    ex = _executor(tmp_path, local, remote, fail_host=HOSTS[2])
-    with pytest.raises(LaunchError, match=r"1 worker\(s\) failed to start: 10\.0\.0\.3"):
-        ex.up()
-    stops = [c for c in remote if c[2] == "ray stop --force"]
+    result, _ = _up(tmp_path, local, remote, fail_host=HOSTS[2])
+    assert result.exit_code == 1 and result.error == "1 worker(s) failed to start: 10.0.0.3"
+    stops = [c for c in remote if c[2] == FORCED]
     # Every worker whose command was sent is stopped, the failed one included; the head here.
     assert sorted(c[1] for c in stops) == [f"root@{h}" for h in HOSTS[1:]]
     assert local[-1] == ["ray", "stop", "--force"]
@@ -81,9 +78,8 @@ def test_a_failing_worker_stops_what_was_started(tmp_path: Path) -> None:
 def test_a_failing_head_starts_no_job(tmp_path: Path) -> None:
     local: list[list[str]] = []
     remote: list[list[str]] = []
-    ex = _executor(tmp_path, local, remote, fail="--head")
-    with pytest.raises(LaunchError, match="ray start --head failed on 10.0.0.1"):
-        ex.up()
+    result, _ = _up(tmp_path, local, remote, fail="--head")
+    assert result.exit_code == 1 and result.error == "ray start --head failed on 10.0.0.1"
     assert not any(c[:3] == ["ray", "job", "submit"] for c in local)
     assert local[-1] == ["ray", "stop", "--force"]
 
@@ -94,9 +90,6 @@ def test_no_wait_is_in_the_plan_not_added_by_the_executor(tmp_path: Path) -> Non
     plan = build_plan(spec)
     assert plan.submit_argv[:4] == ["ray", "job", "submit", "--no-wait"]
     local: list[list[str]] = []
-    ex = Executor(plan, ExecOptions(run_dir=tmp_path / "run", quiet=True), local=FakeLocal(local),
-                  remote=FakeSsh([], "root"), ray=FakeRay.alive(HOSTS), host=FakeHostFacts(local={HOSTS[0]}),
-                  reporter=RecordingReporter())
-    result = ex.up()
-    assert result.exit_code == 0 and result.job_id == "raysubmit_abc"
+    result, _ = _up(tmp_path, local, [], plan)
+    assert result.exit_code == 0 and result.job_id == "raysubmit_abc" and result.state.value == "submitted"
     assert local[-1] == plan.submit_argv

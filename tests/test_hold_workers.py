@@ -13,15 +13,15 @@ from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.operations import WatchSettings, build_operations
 from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
 from glm45_launch.errors import LaunchError
-from glm45_launch.runtime.executor import ExecOptions, Executor
-from glm45_launch.runtime.restarts import Supervisor
-from glm45_launch.runtime.usecases import Runtime
+from glm45_launch.runtime.runtime import Runtime
+from glm45_launch.runtime.supervisor import RunResult, Supervisor
 from glm45_launch.testing.fakes import (
     FakeHostFacts,
     FakeLocalRunner,
     FakeRay,
     FakeRemoteRunner,
     RecordingReporter,
+    fake_runtime,
 )
 
 HOSTS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
@@ -45,7 +45,8 @@ class Timeline:
             self.events.append(event)
 
 
-def executor(tmp_path: Path, timeline: Timeline, plan: Plan, reporter: RecordingReporter) -> Executor:
+def up(tmp_path: Path, timeline: Timeline, plan: Plan, reporter: RecordingReporter) -> tuple[RunResult, Runtime]:
+    """One supervised attempt (watch off) with held sessions on the fakes."""
     def local(argv: object) -> tuple[int, list[str]]:
         words = list(argv)  # type: ignore[call-overload]
         if words[:3] == ["ray", "job", "submit"]:
@@ -68,15 +69,15 @@ def executor(tmp_path: Path, timeline: Timeline, plan: Plan, reporter: Recording
             timeline.add(f"released {host}")
         return 0, []
 
-    return Executor(plan, ExecOptions(run_dir=tmp_path / "run", quiet=True), local=FakeLocalRunner(local),
-                    remote=FakeRemoteRunner("root", remote), ray=FakeRay.alive(HOSTS),
-                    host=FakeHostFacts(local={HOSTS[0]}), reporter=reporter)
+    rt = fake_runtime(FakeLocalRunner(local), FakeRemoteRunner("root", remote), FakeRay.alive(HOSTS), reporter=reporter,
+                      here=[HOSTS[0]])
+    ops = build_operations(plan, WatchSettings(watch=False, collect=False), "P")
+    return Supervisor(plan, ops, rt, tmp_path / "run").run(), rt
 
 
 def test_sessions_are_held_from_the_join_through_the_job(tmp_path: Path) -> None:
     timeline, reporter = Timeline(), RecordingReporter()
-    ex = executor(tmp_path, timeline, plan_for(tmp_path), reporter)
-    result = ex.up()
+    result, rt = up(tmp_path, timeline, plan_for(tmp_path), reporter)
     assert result.exit_code == 0 and result.job_status == "SUCCEEDED"
     # Every worker was held before the job was submitted, and none had ended when up returned.
     assert timeline.events.index("submit") == 3
@@ -84,7 +85,7 @@ def test_sessions_are_held_from_the_join_through_the_job(tmp_path: Path) -> None
     assert not any(e.startswith("released") for e in timeline.events)
     assert "ended before the job" not in reporter.text()
     assert "holding an ssh session open on 3 worker(s) until the job ends" in reporter.text("phase")
-    assert sorted(c for c in ex.remote.calls if c[2] == "cat") == [["ssh", f"root@{h}", "cat"]  # type: ignore[attr-defined]
+    assert sorted(c for c in rt.remote.calls if c[2] == "cat") == [["ssh", f"root@{h}", "cat"]  # type: ignore[attr-defined]
                                                                    for h in HOSTS[1:]]
     timeline.held.set()
 
@@ -92,8 +93,7 @@ def test_sessions_are_held_from_the_join_through_the_job(tmp_path: Path) -> None
 def test_a_session_that_ends_early_is_reported(tmp_path: Path) -> None:
     timeline, reporter = Timeline(), RecordingReporter()
     timeline.held.set()  # the sessions end at once (a platform reaped the node, a dropped connection)
-    ex = executor(tmp_path, timeline, plan_for(tmp_path), reporter)
-    ex.up()
+    up(tmp_path, timeline, plan_for(tmp_path), reporter)
     warned = reporter.text("warn")
     assert all(f"{h}: the held ssh session ended before the job did" in warned for h in HOSTS[1:])
 
@@ -150,9 +150,9 @@ def test_a_restart_holds_each_worker_once(tmp_path: Path) -> None:
 
     plan = plan_for(tmp_path, checkpoint_dir=str(tmp_path / "ckpt"))
     rt = Runtime(FakeLocalRunner(local), conns.connect(), ray, FakeHostFacts(local={HOSTS[0]}),  # type: ignore[arg-type]
-                 RecordingReporter(), reconnect=conns.connect)
+                 RecordingReporter(), connect=conns.connect)
     ops = build_operations(plan, WatchSettings(watch=False, max_restarts=1, host_wait_s=1, collect=False), "P")
-    result = Supervisor(plan, ops, ExecOptions(run_dir=tmp_path / "run", quiet=True), rt).run()
+    result = Supervisor(plan, ops, rt, tmp_path / "run").run()
     assert result.exit_code == 0 and result.job_id == "raysubmit_2"
     assert at_submit == [dict.fromkeys(HOSTS[1:], 1)] * 2  # one held session per worker, in both attempts
     deadline = time.monotonic() + 2

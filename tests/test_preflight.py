@@ -49,7 +49,7 @@ from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
 from glm45_launch.core.quoting import remote_command
 from glm45_launch.core.runtime_env import RUNTIME_ENV, SESSION, env_ref_sources, ray_env_order
 from glm45_launch.runtime.preflight_run import report_table, run_preflight
-from glm45_launch.testing.fakes import FakeHostFacts, FakeLocalRunner, FakeRemoteRunner
+from glm45_launch.testing.fakes import FakeHostFacts, FakeLocalRunner, FakeRemoteRunner, fake_runtime
 from glm45_launch.testing.rackbox import RackBox
 
 HEAD, W2 = "10.0.0.1", "10.0.0.2"
@@ -404,9 +404,8 @@ def test_head_is_probed_here_when_local(tmp_path: Path) -> None:
     for here, expected_ssh in ((True, [W2]), (False, [HEAD, W2])):
         calls.clear()
         host = FakeHostFacts(local={HEAD} if here else set())
-        report = run_preflight(plan, PreflightOptions(libs=False, parallel=1), tmp_path,
-                               local=FakeLocalRunner(local_answer),
-                               remote=FakeRemoteRunner(answer=ssh_answer), host=host)
+        rt = fake_runtime(FakeLocalRunner(local_answer), FakeRemoteRunner(answer=ssh_answer), host=host)
+        report = run_preflight(plan, PreflightOptions(libs=False, parallel=1), tmp_path, rt)
         assert calls.get("ssh") == expected_ssh and ("local" in calls) == here
         head = report.hosts[0]
         assert head.host == HEAD and head.via == ("local" if here else "ssh")

@@ -104,11 +104,15 @@ def stop_job(cluster: ClusterFacts) -> Step:
     )
 
 
-def build_down_plan(hostfile: Hostfile, head: str | None = None, head_is_local: bool = False) -> list[Step]:
-    """Steps that stop Ray everywhere: every hostfile host over SSH, plus the head here
-    when it runs the launcher and is not in the hostfile (pure)."""
-    steps: list[Step] = [StopStep(where=WORKER, host=h, commands=(RAY_STOP,), purpose=f"stop Ray on {h}")
-                         for h in hostfile.names]
-    if head and head_is_local and head not in hostfile.names:
+def build_down_plan(hostfile: Hostfile, head: str | None = None, here: frozenset[str] = frozenset(),
+                    extra: Sequence[str] = ()) -> list[Step]:
+    """Steps that stop Ray everywhere (pure): every hostfile host (and ``extra`` ones, e.g. hosts
+    the last run started that the hostfile no longer lists) over SSH, except the hosts ``here``
+    (this machine: the head, usually), which stop here; the head too when it is this machine and
+    not in the hostfile."""
+    hosts = list(dict.fromkeys([*hostfile.names, *extra]))
+    steps: list[Step] = [StopStep(where=HEAD if h in here else WORKER, host=h, commands=(RAY_STOP,),
+                                  purpose=f"stop Ray on {'the head' if h == head else h}") for h in hosts]
+    if head and head in here and head not in hosts:
         steps.insert(0, StopStep(where=HEAD, host=head, commands=(RAY_STOP,), purpose="stop Ray on the head"))
     return steps

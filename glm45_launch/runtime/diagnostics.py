@@ -18,10 +18,9 @@ from typing import Any
 
 from glm45_launch.core.marked import last_marked_json
 from glm45_launch.core.operations import DIAG_MARKER, Operations
-from glm45_launch.core.steps import DEFAULT_PARALLEL
-from glm45_launch.runtime.interfaces import CommandRunner, RemoteRunner, Reporter
+from glm45_launch.runtime.interfaces import CommandRunner
 from glm45_launch.runtime.results import CommandResult
-from glm45_launch.runtime.steprunner import StepRunner
+from glm45_launch.runtime.runtime import Runtime
 
 DRIVER_LOG_BYTES = 4 * 1024 * 1024
 
@@ -78,24 +77,18 @@ def parse_summary(lines: list[str]) -> dict[str, Any] | None:
     return last_marked_json(lines, DIAG_MARKER)
 
 
-def _name(host: str) -> str:
-    return host.replace(":", "_")
-
-
-def collect(ops: Operations, out_dir: Path, job_id: str | None, *, local: CommandRunner, remote: RemoteRunner,
-            reporter: Reporter, parallel: int = DEFAULT_PARALLEL, head: str | None = None) -> Diagnostics:
-    """Every node's evidence and the driver log into ``out_dir``, at once; one line per node."""
+def collect(ops: Operations, out_dir: Path, job_id: str | None, rt: Runtime, head: str | None = None) -> Diagnostics:
+    """Every node's evidence and the driver log into ``out_dir``, at once; one line per node (the
+    head's here when it is this machine)."""
+    reporter = rt.reporter
     out_dir.mkdir(parents=True, exist_ok=True)
     timeout = ops.settings.collect_timeout_s
     reporter.phase(f"collecting diagnostics from {len(ops.diagnose)} node(s) into {out_dir} (at most {timeout:.0f}s)")
     diag = Diagnostics(out_dir)
-    driver = threading.Thread(target=_driver_log, args=(ops, out_dir, job_id, local, diag), daemon=True)
+    driver = threading.Thread(target=_driver_log, args=(ops, out_dir, job_id, rt.local, diag), daemon=True)
     driver.start()
-
-    def path(host: str) -> Path:
-        return out_dir / f"{'head' if host == head else _name(host)}.txt"
-
-    runner = StepRunner(local, remote, path, parallel)
+    runner = rt.steps(out_dir, head, suffix=".txt")
+    path = runner.log_path
     results = runner.run(list(ops.diagnose), timeout_s=timeout)
     for step in ops.diagnose:
         res = results.get(step.host) or CommandResult(host=step.host, error="not run")

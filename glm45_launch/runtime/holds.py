@@ -10,13 +10,13 @@ for platforms that reap a node whose entry process returns.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from glm45_launch.core.steps import Step
-from glm45_launch.runtime.interfaces import CommandRunner, RemoteRunner, Reporter
+from glm45_launch.runtime.interfaces import RemoteRunner
 from glm45_launch.runtime.results import FanOutResult
-from glm45_launch.runtime.steprunner import StepRunner
+from glm45_launch.runtime.runtime import Runtime
 
 HOLD_LIMIT_S = 30 * 24 * 3600.0  # as long as the job; the remote `timeout` wrapper needs a bound
 DISPATCH_WAIT_S = 5.0
@@ -25,28 +25,24 @@ DISPATCH_WAIT_S = 5.0
 class HeldSessions:
     """Opens hold steps in the background (all at once), says which ended early, releases them."""
 
-    def __init__(self, local: CommandRunner, remote: RemoteRunner, log_path: Callable[[str], Path],
-                 reporter: Reporter, connect: Callable[[], RemoteRunner] | None = None) -> None:
-        """``connect``: a RemoteRunner with its own connections, closed by :meth:`release` (None:
-        the sessions share ``remote``'s connections and end when those close)."""
-        self.local, self.remote, self.log_path, self.report = local, remote, log_path, reporter
-        self._connect = connect
+    def __init__(self, rt: Runtime, log_dir: Path, head: str) -> None:
+        """The sessions get connections of their own (``rt.connect``), closed by :meth:`release`
+        (without it they share ``rt.remote``'s and end when those close); logs in ``log_dir``."""
+        self.rt, self.log_dir, self.head, self.report = rt, log_dir, head, rt.reporter
         self._own: list[RemoteRunner] = []
         self._ended: list[FanOutResult] = []
 
-    def open(self, batch: Sequence[Step]) -> None:
+    def open(self, batch: Sequence[Step]) -> None:  # a step handler: nothing it does fails the launch
         """Send every hold step's command; return once each is on its way (the job starts next)."""
         self.report.phase(f"holding an ssh session open on {len(batch)} worker(s) until the job ends")
-        remote = self.remote
-        if self._connect is not None:
-            remote = self._connect()
+        remote = self.rt.fresh_remote()
+        if remote is not self.rt.remote:
             self._own.append(remote)
-        runner = StepRunner(self.local, remote, self.log_path, max(1, len(batch)))
+        runner = self.rt.steps(self.log_dir, self.head, parallel=max(1, len(batch)), remote=remote)
         sent = threading.Semaphore(0)
 
         def hold() -> None:
-            self._ended.append(runner.fan_out(batch, timeout_s=HOLD_LIMIT_S, echo=False,
-                                              on_dispatch=lambda _: sent.release()))
+            self._ended.append(runner.fan_out(batch, timeout_s=HOLD_LIMIT_S, on_dispatch=lambda _: sent.release()))
 
         threading.Thread(target=hold, name="hold-workers", daemon=True).start()  # never waited for
         for _ in batch:

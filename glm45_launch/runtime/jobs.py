@@ -16,8 +16,11 @@ from pathlib import Path
 
 from glm45_launch.core.operations import job_logs_step, stop_job_step
 from glm45_launch.errors import ExitCode, LaunchError
-from glm45_launch.runtime.interfaces import CommandRunner, RayQueries, Reporter
-from glm45_launch.runtime.lock import lock_path
+from glm45_launch.runtime.causes import RunState
+from glm45_launch.runtime.interfaces import RayQueries, Reporter
+from glm45_launch.runtime.lock import running_up
+from glm45_launch.runtime.records import STATE, read_json, request_stop
+from glm45_launch.runtime.runtime import Runtime
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 PROCESS_NAME = "glm45-launch"
@@ -117,46 +120,93 @@ def supervised(run_dir: Path | None) -> bool:
     """Is an ``up`` of this run still running on this head (it may restart the job)?"""
     if run_dir is None:
         return False
+    held = running_up()
+    return held is not None and held.resolve() == run_dir.resolve()
+
+
+def restarting(ref: JobRef) -> str | None:
+    """``up is restarting (attempt N)`` while the run's ``up`` is between attempts (None: it is not)."""
+    if not supervised(ref.run_dir):
+        return None
+    assert ref.run_dir is not None
+    state = read_json(ref.run_dir / STATE)
+    if isinstance(state, dict) and state.get("state") in (RunState.RESTARTING.value, RunState.STARTING.value):
+        return f"`glm45-launch up` of {ref.run_dir} is restarting (attempt {state.get('attempt', '?')}, since " \
+               f"{state.get('since', '?')})"
+    return None
+
+
+def known_or_restarting(ref: JobRef, ray: RayQueries) -> JobRef:
+    """:func:`require_known`, but a job server that does not answer while the run's ``up``
+    restarts is said as such (the next attempt's job comes; ``attach`` follows it)."""
     try:
-        info = json.loads(lock_path().read_text() or "{}")
-    except (OSError, ValueError):
-        return False
-    pid = info.get("pid")
-    if not isinstance(pid, int) or not os.path.exists(f"/proc/{pid}"):
-        return False
-    return str(info.get("run_dir") or "") == str(run_dir.resolve())
+        return require_known(ref, ray)
+    except LaunchError as exc:
+        why = restarting(ref)
+        if why is None or exc.exit_code != ExitCode.FAILED:
+            raise
+        raise LaunchError(f"{why}: no job server answers yet; `glm45-launch attach` follows the next attempt's "
+                          "job", ExitCode.FAILED) from None
 
 
-def logs(ref: JobRef, local: CommandRunner, echo: Callable[[str], None], follow: bool = False) -> int:
+def logs(ref: JobRef, rt: Runtime, echo: Callable[[str], None], follow: bool = False) -> int:
     """``ray job logs [--follow]``: the job's driver log to ``echo``; the command's exit code."""
+    known_or_restarting(ref, rt.ray)
     if follow:
         keep_out_of_the_cleanup()
     argv = job_logs_step(ref.head, ref.address).for_job(ref.job_id, follow)[0]
-    res = local.run(argv, Path(os.devnull), echo)
+    res = rt.local.run(argv, Path(os.devnull), echo)
     return 0 if res.ok else ExitCode.FAILED
 
 
-def stop(ref: JobRef, local: CommandRunner, reporter: Reporter) -> int:
-    """``ray job stop``: the job gets SIGTERM, then Ray's SIGKILL (a supervising ``up`` does not restart it)."""
-    reporter.warn(f"stopping job {ref.job_id} at {ref.address}")
+def stop(ref: JobRef, rt: Runtime) -> int:
+    """``ray job stop``: the job gets SIGTERM, then Ray's SIGKILL. A running ``up`` of the run is told
+    first (through its run directory), so it never restarts the job, even when the stop comes while
+    it restarts and no job server answers."""
+    told = supervised(ref.run_dir)
+    if told:
+        assert ref.run_dir is not None
+        request_stop(ref.run_dir, "glm45-launch stop", ref.job_id)
+        rt.reporter.warn(f"told the running `glm45-launch up` of {ref.run_dir} to stop without a restart")
+    try:
+        known_or_restarting(ref, rt.ray)
+    except LaunchError:
+        if told:
+            rt.reporter.ok("no job server answers now (up restarts): up ends the run instead of resubmitting")
+            return 0
+        raise
+    rt.reporter.warn(f"stopping job {ref.job_id} at {ref.address}")
     for argv in stop_job_step(ref.head, ref.address).for_job(ref.job_id):
-        res = local.run(argv, Path(os.devnull), reporter.echo_for("job"))
+        res = rt.local.run(argv, Path(os.devnull), rt.reporter.echo_for("job"))
         if not res.ok:
             raise LaunchError(f"ray job stop {ref.job_id} failed: {res.reason}", exit_code=ExitCode.FAILED)
     return 0
 
 
-def attach(ref: JobRef, local: CommandRunner, ray: RayQueries, reporter: Reporter, echo: Callable[[str], None],
-           restart_wait_s: float = 3600.0) -> int:
+def attach(ref: JobRef, rt: Runtime, echo: Callable[[str], None], restart_wait_s: float = 3600.0) -> int:
     """Follow the job's log until it ends; while the run's ``up`` still runs, follow the job of its
-    next attempt too. Exit 0 when the last job SUCCEEDED."""
+    next attempt too. Exit 0 when the last job SUCCEEDED; Ctrl-C detaches (the job keeps running)."""
+    known_or_restarting(ref, rt.ray)
     keep_out_of_the_cleanup()
     current = ref
+    try:
+        return _follow(current, rt, echo, restart_wait_s)
+    except KeyboardInterrupt:
+        rt.reporter.warn(f"detached; job {current.job_id} keeps running (`glm45-launch stop` stops it)")
+        return 0
+
+
+def _follow(current: JobRef, rt: Runtime, echo: Callable[[str], None], restart_wait_s: float) -> int:
+    reporter = rt.reporter
     while True:
         reporter.phase(f"attached to job {current.job_id} (Ctrl-C detaches; the job keeps running)")
-        logs(current, local, echo, follow=True)
         try:
-            status = ray.job_status(current.address, current.job_id)
+            logs(current, rt, echo, follow=True)
+        except LaunchError:
+            if restarting(current) is None:
+                raise
+        try:
+            status = rt.ray.job_status(current.address, current.job_id)
         except Exception as exc:  # noqa: BLE001 - the cluster may be restarting
             status = f"unknown ({type(exc).__name__})"
         nxt = _next_job(current, restart_wait_s, reporter) if status != "SUCCEEDED" else None

@@ -63,3 +63,24 @@ def _holder(fd: int) -> str:
     if info.get("run_dir"):
         parts.append(f"run {info['run_dir']}")
     return ", ".join(parts)
+
+
+def running_up(path: Path | None = None) -> Path | None:
+    """The run directory of the ``up`` holding this head's lock now (None: no ``up`` runs)."""
+    target = path or lock_path()
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: an `up` runs
+            info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+            run_dir = info.get("run_dir") if isinstance(info, dict) else None
+            return Path(run_dir) if run_dir else None
+        return None
+    except ValueError:
+        return None
+    finally:
+        os.close(fd)

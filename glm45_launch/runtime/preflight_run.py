@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,10 +19,8 @@ from glm45_launch.checks.preflight_report import (
     PreflightReport,
 )
 from glm45_launch.core.plan import Plan
-from glm45_launch.errors import ExitCode, LaunchError
-from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RemoteRunner, Reporter
 from glm45_launch.runtime.reporter import TABLE_ROWS
-from glm45_launch.runtime.steprunner import StepRunner
+from glm45_launch.runtime.runtime import Runtime
 
 
 def _run_libs(plan: Plan) -> Check:
@@ -37,25 +34,17 @@ def _run_libs(plan: Plan) -> Check:
     return lib_checks([p.message for p in report.problems], report.notes)
 
 
-def run_preflight(
-    plan: Plan, opts: PreflightOptions, log_dir: Path, *, local: CommandRunner, remote: RemoteRunner,
-    host: HostFacts, ssh_user: str = "root",
-) -> PreflightReport:
+def run_preflight(plan: Plan, opts: PreflightOptions, log_dir: Path, rt: Runtime) -> PreflightReport:
     """Probe every host at once (:func:`checks.preflight.preflight_steps`: the head here when it
     is this machine or not in the hostfile, the others over SSH) and judge the facts."""
     start = time.monotonic()
-    head = plan.head
-    steps = preflight_steps(plan, opts, host.is_local_address(head))
-
-    def log_path(name: str) -> Path:
-        return log_dir / f"{'head' if name == head else name.replace(':', '_')}.log"
-
-    runner = StepRunner(local, remote, log_path, opts.parallel)
+    steps = preflight_steps(plan, opts, rt.here(plan.head))
+    runner = rt.steps(log_dir, plan.head, parallel=opts.parallel, head_here=True)  # the plan decided where
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-libs") as pool:
         libs = pool.submit(_run_libs, plan) if opts.libs else None
         results = runner.run(steps, timeout_s=opts.timeout_s)
         lib_check = libs.result() if libs is not None else None
-    return judge(plan, opts, steps, results, lib_check, ssh_user, time.monotonic() - start)
+    return judge(plan, opts, steps, results, lib_check, plan.cluster.ssh_user, time.monotonic() - start)
 
 
 _STYLE = {OK: "[green]ok[/]", WARN: "[yellow]warn[/]", FAIL: "[bold red]FAIL[/]"}
@@ -106,19 +95,3 @@ def _problem_lines(found: list[tuple[str, Check]], grouped: bool) -> list[str]:
         hosts.setdefault((check.name, check.detail), []).append(host)
     return [f"{', '.join(names[:3])}{f' and {len(names) - 3} more host(s)' if len(names) > 3 else ''} "
             f"{name}: {detail}" for (name, detail), names in hosts.items()]
-
-
-def preflight_or_raise(
-    plan: Plan, opts: PreflightOptions, run_dir: Path, *, local: CommandRunner, remote: RemoteRunner,
-    host: HostFacts, reporter: Reporter, ssh_user: str = "root",
-) -> PreflightReport:
-    """``up``'s first phase: probe, show, save ``preflight.json``; raise when a check failed."""
-    report = run_preflight(plan, opts, run_dir / "preflight", local=local, remote=remote, host=host,
-                           ssh_user=ssh_user)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "preflight.json").write_text(json.dumps(report.to_json(), indent=2))
-    reporter.show(report_table(report))
-    if not report.ok:
-        raise LaunchError(f"preflight failed, nothing was started: {report.summary()} "
-                          "(--skip-preflight to launch anyway)", exit_code=ExitCode.FAILED)
-    return report

@@ -1,8 +1,9 @@
-"""The use cases, as a library: ``up``, ``preflight``, ``down``, ``status``, ``convert``.
+"""The use cases, as a library: ``up``, ``preflight``, ``down``, ``convert`` (``status`` is
+:mod:`.status`).
 
-Each takes a plan (or the hosts) and a :class:`Runtime` (the injected side effects) and
-returns a result; the CLI is a thin layer that parses options, calls one of these, and
-prints. A team's own launcher calls them the same way::
+Each takes a plan (or the hosts) and a :class:`~.runtime.Runtime` (the injected side effects,
+passed whole) and returns a result; it decides, the CLI only parses options and prints. A team's
+own launcher calls them the same way::
 
     rt = Runtime.real(SshOptions(user="root"))
     result = up(build_plan(spec), UpOptions(run_dir="runs/first"), rt)
@@ -11,199 +12,157 @@ prints. A team's own launcher calls them the same way::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from glm45_launch.checks.preflight_report import PreflightOptions, PreflightReport
 from glm45_launch.core.convert_plan import ConvertPlan
 from glm45_launch.core.hostfile import Hostfile
-from glm45_launch.core.operations import RAYLET_CHECK, WatchSettings, build_operations, watch_problem
+from glm45_launch.core.operations import WatchSettings, build_operations, watch_problem
 from glm45_launch.core.plan import Plan, build_down_plan
-from glm45_launch.core.steps import DEFAULT_PARALLEL, HEAD, WORKER, ProbeStep
+from glm45_launch.core.secrets import mask_text, plan_secrets
 from glm45_launch.errors import ExitCode, LaunchError
-from glm45_launch.runtime.causes import exc_line
-from glm45_launch.runtime.executor import ExecOptions, UpResult, require_head_here
-from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter, Row
-from glm45_launch.runtime.lock import head_lock
-from glm45_launch.runtime.results import FanOutResult
+from glm45_launch.runtime.causes import Cause, CauseKind, RunState
+from glm45_launch.runtime.executor import ExecOptions, require_head_here
+from glm45_launch.runtime.interfaces import Row
+from glm45_launch.runtime.lock import head_lock, running_up
+from glm45_launch.runtime.records import RunRecords, read_json, request_stop
 from glm45_launch.runtime.rundir import prepare_run_dir
-from glm45_launch.runtime.steprunner import StepRunner
-
-if TYPE_CHECKING:
-    from glm45_launch.runtime.ssh import SshOptions
-
-
-@dataclass
-class Runtime:
-    """The side effects a use case may cause, injected (tests pass ``glm45_launch.testing.fakes``)."""
-
-    local: CommandRunner
-    remote: RemoteRunner
-    ray: RayQueries
-    host: HostFacts
-    reporter: Reporter
-    # A new RemoteRunner with connections of its own: a teardown after Ctrl-C closed ``remote``'s,
-    # and an attempt's held sessions, closed when it ends (None: reuse ``remote``).
-    reconnect: Callable[[], RemoteRunner] | None = None
-
-    def close(self) -> None:
-        """Close the run's SSH connections (the CLI's process exit does it too)."""
-        self.remote.close_all()
-
-    @classmethod
-    def real(cls, ssh: SshOptions, quiet: bool = False, mask: Callable[[str], str] | None = None) -> Runtime:
-        """This machine, SSH (one paramiko connection per host for the whole run), Ray's SDK and
-        rich on stderr."""
-        from glm45_launch.runtime.hostfacts import LocalHostFacts
-        from glm45_launch.runtime.local import LocalRunner
-        from glm45_launch.runtime.ray_api import RayClient
-        from glm45_launch.runtime.reporter import RichReporter
-        from glm45_launch.runtime.ssh import SshRunner
-
-        return cls(LocalRunner(mask=mask), SshRunner(ssh), RayClient(), LocalHostFacts(), RichReporter(quiet),
-                   reconnect=lambda: SshRunner(ssh))
+from glm45_launch.runtime.runtime import Runtime
+from glm45_launch.runtime.signals import Signals
+from glm45_launch.runtime.supervisor import RunResult, Supervisor
 
 
 @dataclass
 class UpOptions:
-    """How ``up`` runs: the executor's options, and preflight's (None: skipped)."""
+    """How ``up`` runs: the executor's options, preflight's (None: skipped), the watch's."""
 
     run_dir: Path | str | None = None  # None: ./runs/<time>; made (and checked) once on the head
-    parallel: int = DEFAULT_PARALLEL
-    serial: bool = False
-    join_timeout: float = 180.0
+    exec: ExecOptions = field(default_factory=ExecOptions)
     preflight: PreflightOptions | None = field(default_factory=lambda: PreflightOptions(libs=False))
-    quiet: bool = False
     lock_path: Path | None = None  # None: lock.lock_path() (GLM45_LOCK_DIR, else /tmp/glm45-launch)
     watch: WatchSettings = field(default_factory=WatchSettings)  # health watch, diagnostics, restarts
-
-    def exec_options(self, run_dir: Path) -> ExecOptions:
-        return ExecOptions(run_dir=run_dir, parallel=self.parallel, serial=self.serial,
-                           join_timeout=self.join_timeout, quiet=self.quiet)
+    force: bool = False  # launch even when the config checks find problems (they are warned about)
 
 
-def preflight(plan: Plan, opts: PreflightOptions, run_dir: Path, rt: Runtime) -> PreflightReport:
+def tell_plan(plan: Plan, rt: Runtime) -> None:
+    """What ``plan`` would say (the dashboard exposure, the checkpoint quirk...), secrets masked."""
+    secrets = plan_secrets(plan)
+    for note in plan.notes:
+        rt.reporter.phase(f"note: {mask_text(note, secrets)}")
+    for warning in plan.warnings:
+        rt.reporter.warn(f"warning: {mask_text(warning, secrets)}")
+
+
+def check_config(plan: Plan, rt: Runtime, force: bool) -> None:
+    """The fast config gates (pure checks, sglang's option names): ``LaunchError`` naming the first
+    problem, or (``force``) a warning per problem. The megatron-core build is ``validate``'s."""
+    from glm45_launch.checks.libs import require_sglang_options
+    from glm45_launch.checks.rules import require_valid
+
+    for problem in require_valid(plan, force=force) + require_sglang_options(plan, force):
+        rt.reporter.warn(f"warning: invalid config (--force): {problem.message}")
+
+
+def preflight(plan: Plan, opts: PreflightOptions, log_dir: Path, rt: Runtime) -> PreflightReport:
     """Probe every host; the report says what failed (nothing raises for a failed check)."""
     from glm45_launch.runtime.preflight_run import run_preflight
 
-    return run_preflight(plan, opts, run_dir, local=rt.local, remote=rt.remote, host=rt.host,
-                         ssh_user=plan.cluster.ssh_user)
+    return run_preflight(plan, opts, log_dir, rt)
 
 
-def up(plan: Plan, opts: UpOptions, rt: Runtime) -> UpResult:
-    """Preflight (unless skipped), then every step of ``plan`` (:class:`Executor`), on the head,
-    with the health watch, diagnostics on a failure and up to ``opts.watch.max_restarts``
-    restarts (:class:`~glm45_launch.runtime.restarts.Supervisor`)."""
+def up(plan: Plan, opts: UpOptions, rt: Runtime) -> RunResult:
+    """The plan's notes and config gates, preflight (unless skipped), then attempts of
+    ``plan.steps`` under the :class:`~.supervisor.Supervisor` (health watch, diagnostics,
+    restarts, one stop path), on the head; signals take the stop path too."""
     problem = watch_problem(plan, opts.watch)
     if problem:
         raise LaunchError(problem)
-    require_head_here(plan, rt.host)  # before preflight contacts any host, before any file is written
+    tell_plan(plan, rt)
+    check_config(plan, rt, opts.force)  # invalid configs die here in milliseconds, not in the job
+    require_head_here(plan, rt)  # before preflight contacts any host, before any file is written
     run_dir = prepare_run_dir(opts.run_dir)
     with head_lock(run_dir, opts.lock_path):  # one launch per head: a second one is refused, named
         if opts.preflight is not None:
-            from glm45_launch.runtime.preflight_run import preflight_or_raise
-
-            # Host checks first: a failure raises before anything is started or stopped.
-            preflight_or_raise(plan, opts.preflight, run_dir, local=rt.local, remote=rt.remote, host=rt.host,
-                               reporter=rt.reporter, ssh_user=plan.cluster.ssh_user)
+            report = _preflight_phase(plan, opts.preflight, run_dir, rt)
+            if not report.ok:
+                cause = Cause(CauseKind.PREFLIGHT_FAILED, report.summary())
+                return RunResult(RunState.FAILED, ExitCode.FAILED, cause=cause,
+                                 error=f"preflight failed, nothing was started: {report.summary()} "
+                                       "(--skip-preflight to launch anyway)")
         from glm45_launch.runtime.programs import diagnose_program
-        from glm45_launch.runtime.restarts import Supervisor
 
+        _write_plan(plan, RunRecords(run_dir, rt.reporter.warn))  # what runs now (down reads its nodes)
         ops = build_operations(plan, opts.watch, diagnose_program())
-        return Supervisor(plan, ops, opts.exec_options(run_dir), rt).run()
+        with Signals() as signals:
+            return Supervisor(plan, ops, rt, run_dir, opts.exec, signals).run()
 
 
-def down(hostfile: Hostfile, head: str | None, rt: Runtime, run_dir: Path, parallel: int = DEFAULT_PARALLEL) -> list[Row]:
-    """``ray stop --force`` on every host at once (and on the head here when it is this machine
-    and not in the hostfile); one row per host."""
-    steps = build_down_plan(hostfile, head, head_is_local=bool(head) and rt.host.is_local_address(head or ""))
-    runner = StepRunner(rt.local, rt.remote, lambda h: run_dir / "down" / f"{h.replace(':', '_')}.log",
-                        parallel, rt.reporter.echo_for)
-    results = runner.run(steps, timeout_s=60, echo=True)
-    return [Row.of(s.host, "ray stop --force" + (" (here)" if s.where == HEAD else ""), results[s.host])
+def _write_plan(plan: Plan, records: RunRecords) -> None:
+    """plan.json / plan.txt in the run directory, secrets masked like `plan` prints them."""
+    from glm45_launch.core.render import render
+
+    records.write("plan.json", render(plan, "json"))
+    records.write("plan.txt", render(plan, "text"))
+
+
+def _preflight_phase(plan: Plan, opts: PreflightOptions, run_dir: Path, rt: Runtime) -> PreflightReport:
+    """``up``'s first phase: probe, show, save ``preflight.json``."""
+    from glm45_launch.runtime.preflight_run import report_table
+
+    report = preflight(plan, opts, run_dir / "preflight", rt)
+    RunRecords(run_dir, rt.reporter.warn).write_json("preflight.json", report.to_json())
+    rt.reporter.show(report_table(report))
+    return report
+
+
+@dataclass
+class DownResult:
+    """``down``'s rows, and the hosts the last run started that the hostfile no longer lists."""
+
+    rows: list[Row]
+    forgotten: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [r.host for r in self.rows if not r.ok]
+
+
+def down(hostfile: Hostfile, head: str | None, rt: Runtime, run_dir: Path, *, runs: Path = Path("runs"),
+         all_started: bool = False) -> DownResult:
+    """``ray stop --force`` on every host at once (the head here when it is this machine, the
+    others over SSH); one row per host. A running ``up`` on this head is told first (it ends
+    without a restart and says who stopped it). Hosts the last run (``runs/*/plan.json``) started
+    that the hostfile no longer lists are named, and stopped with ``all_started``."""
+    held = running_up()
+    if held is not None:
+        request_stop(held, "glm45-launch down")
+        rt.reporter.warn(f"`glm45-launch up` (run {held}) is running on this head: told to stop, without a restart")
+    head = rt.head_of(hostfile.names, head)
+    started = last_started(runs)
+    forgotten = [h for h in started if h not in hostfile.names and h != head]
+    extra = tuple(forgotten) if all_started else ()
+    here = frozenset([head]) if head and rt.here(head) else frozenset()
+    steps = build_down_plan(hostfile, head, here, extra)
+    runner = rt.steps(run_dir / "down", head, echo=True)
+    results = runner.run(steps, timeout_s=60)
+    rows = [Row.of(s.host, "ray stop --force" + (" (here)" if runner.runs_here(s) else ""), results[s.host])
             for s in steps]
+    if forgotten and not all_started:
+        rt.reporter.warn(f"the last run also started Ray on {', '.join(forgotten)}, which the hostfile no longer "
+                         "lists: not stopped (--all-started stops them)")
+    return DownResult(rows, forgotten)
 
 
-@dataclass
-class HostState:
-    host: str
-    reachable: bool
-    ray_running: bool  # a raylet process is there (pgrep -x raylet)
-    alive_in_cluster: bool  # ALIVE in Ray's node table
-    gpus: float
-    error: str | None
-    ray_state: str = "unknown"  # ALIVE, DEAD, absent (not in the node table), unknown (no cluster answer)
-
-    @property
-    def health(self) -> str:
-        """One word or phrase: ok, or what is wrong with this node."""
-        if not self.reachable:
-            return "unreachable"
-        if self.alive_in_cluster:
-            return "ok" if self.ray_running else "LOST: no raylet (Ray has not noticed yet)"
-        if self.ray_state == "DEAD":
-            return "LOST: DEAD in Ray's node table" + ("" if not self.ray_running else " (a raylet runs: another cluster?)")
-        return "raylet running, not in this cluster" if self.ray_running else "no Ray"
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "health": self.health}
-
-
-@dataclass
-class StatusReport:
-    address: str
-    hosts: list[HostState]
-    jobs: list[dict[str, Any]]
-    alive_nodes: int
-    alive_gpus: float
-    cluster_error: str | None
-
-    @property
-    def healthy(self) -> bool:
-        return all(h.reachable and h.ray_running and h.alive_in_cluster for h in self.hosts)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"hosts": [h.to_json() for h in self.hosts], "jobs": self.jobs, "cluster_error": self.cluster_error,
-                "alive_nodes": self.alive_nodes}
-
-
-def status(hostfile: Hostfile, address: str, rt: Runtime, parallel: int = DEFAULT_PARALLEL, log_dir: Path | None = None) -> StatusReport:
-    """Per host: reachable, a raylet running (``pgrep -x raylet`` over SSH), its state in Ray's
-    node table, GPUs; and the cluster's jobs at ``address`` with their state and runtime."""
-    import tempfile
-
-    steps = [ProbeStep(where=WORKER, host=h, commands=(RAYLET_CHECK,), purpose=f"is a raylet running on {h}")
-             for h in hostfile.names]
-    with tempfile.TemporaryDirectory(prefix="glm45-status-") as tmp:
-        logs = log_dir or Path(tmp)
-        results = StepRunner(rt.local, rt.remote, lambda h: logs / f"{h.replace(':', '_')}.log", parallel).run(steps)
-    cluster_error = None
-    try:
-        nodes = rt.ray.nodes(address)
-    except Exception as exc:  # noqa: BLE001 - no cluster is a state to report, not a crash
-        nodes, cluster_error = [], exc_line(exc)
-    rows = []
-    for step in steps:
-        r = results[step.host]
-        addrs = rt.host.resolve(step.host)
-        mine = [n for n in nodes if n.ip in addrs]
-        node = next((n for n in mine if n.alive), None)
-        state = "unknown" if cluster_error else "ALIVE" if node else "DEAD" if mine else "absent"
-        rows.append(HostState(step.host, r.error is None or r.exit_code is not None, r.exit_code == 0,
-                              node is not None, node.gpus if node else 0, r.error if r.exit_code is None else None,
-                              state))
-    jobs: list[dict[str, Any]] = []
-    if cluster_error is None:
-        now = time.time()
-        try:
-            jobs = [{"id": j.job_id, "status": j.status, "entrypoint": j.entrypoint, "start_time": j.start_time,
-                     "end_time": j.end_time, "runtime_s": j.runtime_s(now)} for j in rt.ray.jobs(address)]
-        except Exception as exc:  # noqa: BLE001
-            cluster_error = "jobs: " + exc_line(exc)
-    return StatusReport(address, rows, jobs, sum(n.alive for n in nodes), sum(n.gpus for n in nodes if n.alive),
-                        cluster_error)
+def last_started(runs: Path) -> list[str]:
+    """The nodes of the last run under ``runs`` (its ``plan.json``), [] when there is none."""
+    found = [p for p in runs.glob("*/plan.json") if p.is_file()]
+    if not found:
+        return []
+    plan = read_json(max(found, key=lambda p: p.stat().st_mtime))
+    cluster = plan.get("cluster") if isinstance(plan, dict) else None
+    nodes = cluster.get("nodes") if isinstance(cluster, dict) else None
+    return [str(n) for n in nodes] if isinstance(nodes, list) else []
 
 
 @dataclass
@@ -219,25 +178,17 @@ class ConvertResult:
 def convert(cplan: ConvertPlan, rt: Runtime, run_dir: Path, timeout_s: float, force: bool = False) -> ConvertResult:
     """The check (skip when converted), then every node's torchrun at once: rank 0 here when
     the head is this machine, the others over SSH."""
-    head_here = rt.host.is_local_address(cplan.master_addr)
-
-    def where(step: Any) -> Any:
-        from dataclasses import replace
-
-        return step if head_here or step.where == WORKER else replace(step, where=WORKER)
-
-    runner = StepRunner(rt.local, rt.remote, lambda h: run_dir / "convert" / f"{h.replace(':', '_')}.log",
-                        max(1, len(cplan.steps)), rt.reporter.echo_for)
+    runner = rt.steps(run_dir / "convert", cplan.master_addr, parallel=max(1, len(cplan.steps)), echo=True)
     if not force:
-        check = runner.run([where(cplan.check)], timeout_s=60)[cplan.check.host]
+        check = runner.run([cplan.check], timeout_s=60)[cplan.check.host]
         if check.exit_code == 0:
             rt.reporter.ok(cplan.skip_message)
             return ConvertResult(True, [])
     rt.reporter.phase(f"converting {cplan.hf_checkpoint} -> {cplan.save} on {len(cplan.steps)} node(s); "
                       f"logs in {run_dir}")
-    steps = [where(s) for s in cplan.steps]
-    results: FanOutResult = runner.run(steps, timeout_s=timeout_s, echo=True)
-    rows = [Row.of(s.host, "convert (here)" if s.where == HEAD else "convert", results[s.host]) for s in steps]
+    results = runner.run(cplan.steps, timeout_s=timeout_s)
+    rows = [Row.of(s.host, "convert (here)" if runner.runs_here(s) else "convert", results[s.host])
+            for s in cplan.steps]
     rows.sort(key=lambda r: r.what != "convert (here)")
     result = ConvertResult(False, rows)
     if not result.failed:

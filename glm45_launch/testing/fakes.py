@@ -1,7 +1,7 @@
 """Test doubles of the runtime interfaces (:mod:`glm45_launch.runtime.interfaces`).
 
 Opt-in, like ``fabric.testing``: a test builds a :class:`~glm45_launch.runtime.usecases.Runtime`
-(or an ``Executor``) from these and reads back what ran. Each records its calls and answers
+from these (:func:`fake_runtime`) and reads back what ran. Each records its calls and answers
 from what the test told it; nothing here starts a process or opens a socket.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from glm45_launch.runtime.interfaces import Echo, JobInfo, NodeInfo, Row
 from glm45_launch.runtime.results import CommandResult
+from glm45_launch.runtime.runtime import Runtime
 
 Answer = Callable[[Sequence[str]], tuple[int, list[str]]]  # argv -> (exit code, output lines)
 
@@ -176,3 +177,12 @@ class RecordingReporter:
 class _NoBar:
     def update(self, done: int, detail: str) -> None:
         pass
+
+
+def fake_runtime(local: FakeLocalRunner | None = None, remote: FakeRemoteRunner | None = None,
+                 ray: FakeRay | None = None, host: FakeHostFacts | None = None,
+                 reporter: RecordingReporter | None = None, here: Sequence[str] = ()) -> Runtime:
+    """A :class:`~glm45_launch.runtime.runtime.Runtime` of test doubles; ``here``: this machine's
+    addresses (the head, usually)."""
+    return Runtime(local or FakeLocalRunner(), remote or FakeRemoteRunner(), ray or FakeRay(),  # type: ignore[arg-type]
+                   host or FakeHostFacts(local=set(here)), reporter or RecordingReporter())

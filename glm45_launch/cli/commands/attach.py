@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.commands.logs import job_from, job_options
+from glm45_launch.cli.commands.logs import job_from, job_options, job_runtime
 
 
 @click.command()
@@ -18,14 +18,5 @@ def attach(**kwargs: Any) -> int:
     too. Ctrl-C detaches: the job keeps running (`glm45-launch stop` stops it).
     """
     from glm45_launch.runtime.jobs import attach as run_attach
-    from glm45_launch.runtime.local import LocalRunner
-    from glm45_launch.runtime.ray_api import RayClient
-    from glm45_launch.runtime.reporter import RichReporter
 
-    ref = job_from(kwargs)
-    reporter = RichReporter()
-    try:
-        return run_attach(ref, LocalRunner(), RayClient(), reporter, click.echo)
-    except KeyboardInterrupt:
-        reporter.warn(f"detached; job {ref.job_id} keeps running (`glm45-launch stop` stops it)")
-        return 0
+    return run_attach(job_from(kwargs), job_runtime(), click.echo)

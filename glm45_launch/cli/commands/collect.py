@@ -37,18 +37,17 @@ def collect(**kwargs: Any) -> int:
     from glm45_launch.runtime.jobs import current_job, last_run_dir
     from glm45_launch.runtime.programs import diagnose_program
     from glm45_launch.runtime.rundir import prepare_run_dir
-    from glm45_launch.runtime.usecases import Runtime
+    from glm45_launch.runtime.runtime import Runtime
 
     plan = build_plan(spec_from_options(kwargs))
-    rt = Runtime.real(ssh_from_options(kwargs, plan.cluster.ssh_user))
+    rt = Runtime.real(ssh_from_options(kwargs, plan.cluster.ssh_user), parallel=kwargs["parallel"])
     run = last_run_dir(kwargs["runs"])
     job = kwargs["job"] or current_job(kwargs["runs"])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = kwargs["out"] or (run / "diagnostics" / f"collect-{stamp}" if run else kwargs["runs"] / f"collect-{stamp}")
     out = prepare_run_dir(out, "--out")
     ops = build_operations(plan, WatchSettings(collect_timeout_s=kwargs["collect_timeout"]), diagnose_program())
-    diag = run_collect(ops, out, job, local=rt.local, remote=rt.remote, reporter=rt.reporter,
-                       parallel=kwargs["parallel"], head=plan.head)
+    diag = run_collect(ops, out, job, rt, plan.head)
     missing = [n.host for n in diag.nodes if n.summary is None]
     if missing:
         rt.reporter.warn(f"no evidence from: {', '.join(missing)}")

@@ -52,7 +52,8 @@ def convert(**kwargs: Any) -> int:
 def _run(cplan: Any, kwargs: dict[str, Any]) -> int:
     """Check, then run every node's torchrun at once: the head's here if it is this machine."""
     from glm45_launch.runtime.rundir import prepare_run_dir
-    from glm45_launch.runtime.usecases import Runtime, convert, raise_if_failed
+    from glm45_launch.runtime.runtime import Runtime
+    from glm45_launch.runtime.usecases import convert, raise_if_failed
 
     rt = Runtime.real(ssh_from_options(kwargs, cplan.ssh_user))
     run_dir = prepare_run_dir(kwargs["run_dir"])

@@ -31,11 +31,18 @@ def job_options(func: F) -> F:
 
 
 def job_from(kwargs: dict[str, Any]) -> Any:
-    """The job the options name, once its job server has said it knows it (one line if not)."""
-    from glm45_launch.runtime.jobs import find_job, require_known
-    from glm45_launch.runtime.ray_api import RayClient
+    """The job the options name (checked with its job server by the use case)."""
+    from glm45_launch.runtime.jobs import find_job
 
-    return require_known(find_job(kwargs["job"], kwargs["run_dir"], kwargs["runs"], kwargs["address"]), RayClient())
+    return find_job(kwargs["job"], kwargs["run_dir"], kwargs["runs"], kwargs["address"])
+
+
+def job_runtime() -> Any:
+    """This machine and its Ray: what logs/attach/stop need (no SSH is used)."""
+    from glm45_launch.runtime.runtime import Runtime
+    from glm45_launch.runtime.ssh import SshOptions
+
+    return Runtime.real(SshOptions())
 
 
 @click.command()
@@ -44,7 +51,5 @@ def job_from(kwargs: dict[str, Any]) -> Any:
 def logs(**kwargs: Any) -> int:
     """Print the job's driver log (`ray job logs`) on stdout."""
     from glm45_launch.runtime.jobs import logs as job_logs
-    from glm45_launch.runtime.local import LocalRunner
 
-    ref = job_from(kwargs)
-    return job_logs(ref, LocalRunner(), click.echo, follow=kwargs["follow"])
+    return job_logs(job_from(kwargs), job_runtime(), click.echo, follow=kwargs["follow"])

@@ -44,12 +44,12 @@ def preflight(**kwargs: Any) -> int:
     from glm45_launch.errors import LaunchError
     from glm45_launch.runtime.preflight_run import report_table
     from glm45_launch.runtime.rundir import prepare_run_dir
-    from glm45_launch.runtime.usecases import Runtime
+    from glm45_launch.runtime.runtime import Runtime
     from glm45_launch.runtime.usecases import preflight as run_preflight
 
     spec = spec_from_options(kwargs)
     plan = build_plan(spec)
-    rt = Runtime.real(ssh_from_options(kwargs, spec.ssh_user))
+    rt = Runtime.real(ssh_from_options(kwargs, spec.ssh_user), parallel=kwargs["parallel"])
     opts = PreflightOptions(parallel=kwargs["parallel"], libs=not kwargs["no_libs"],
                             **take(kwargs, PREFLIGHT)["preflight"])
     logs = prepare_run_dir(kwargs["run_dir"]) if kwargs["run_dir"] else Path(tempfile.mkdtemp(prefix="glm45-preflight-"))

@@ -8,11 +8,21 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import HOSTS, PARALLEL, SSH, hostfile_from, options, ssh_from_options, take
+from glm45_launch.cli.options import (
+    HOSTS,
+    PARALLEL,
+    SSH,
+    by_name,
+    hostfile_from,
+    options,
+    ssh_from_options,
+    take,
+)
 
 
 @click.command()
-@options(HOSTS, SSH)
+@options(HOSTS, by_name("head", help="The head (checked here when it is this machine) [env MLP_WORKER_0_HOST]."),
+         SSH)
 @click.option("--dashboard-port", type=click.IntRange(1, 65535), default=8265, show_default=True,
               help="Job server port on the head (status runs on the head, like up).")
 @click.option("--dashboard-address", default=None, metavar="URL",
@@ -30,14 +40,14 @@ def status(**kwargs: Any) -> int:
     from rich.table import Table
 
     from glm45_launch.runtime.jobs import current_job
-    from glm45_launch.runtime.usecases import Runtime
-    from glm45_launch.runtime.usecases import status as run_status
+    from glm45_launch.runtime.runtime import Runtime
+    from glm45_launch.runtime.status import status as run_status
 
     hosts = take(kwargs, HOSTS)
     hostfile = hostfile_from(hosts["hosts"])
-    rt = Runtime.real(ssh_from_options(kwargs, hosts["spec"]["ssh_user"]))
+    rt = Runtime.real(ssh_from_options(kwargs, hosts["spec"]["ssh_user"]), parallel=kwargs["parallel"])
     address = kwargs["dashboard_address"] or f"http://127.0.0.1:{kwargs['dashboard_port']}"
-    report = run_status(hostfile, address, rt, kwargs["parallel"])
+    report = run_status(hostfile, address, rt, kwargs["head"] or None)
     current = current_job(kwargs["runs"])
     if kwargs["as_json"]:
         click.echo(json.dumps({**report.to_json(), "current_job": current}, indent=2))

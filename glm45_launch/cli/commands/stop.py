@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.commands.logs import job_from, job_options
+from glm45_launch.cli.commands.logs import job_from, job_options, job_runtime
 
 
 @click.command()
@@ -15,7 +15,5 @@ def stop(**kwargs: Any) -> int:
     """Stop the job (`ray job stop`: SIGTERM, then Ray's SIGKILL). A running `up` does not restart
     a job stopped this way; the cluster stays up (`glm45-launch down` stops it)."""
     from glm45_launch.runtime.jobs import stop as stop_job
-    from glm45_launch.runtime.local import LocalRunner
-    from glm45_launch.runtime.reporter import RichReporter
 
-    return stop_job(job_from(kwargs), LocalRunner(), RichReporter())
+    return stop_job(job_from(kwargs), job_runtime())

@@ -20,7 +20,7 @@ from glm45_launch.cli.options import (
     take,
     watch_from_options,
 )
-from glm45_launch.errors import PROG
+from glm45_launch.errors import LaunchError
 
 
 @click.command()
@@ -42,13 +42,13 @@ def up(**kwargs: Any) -> int:
     Run it on the head (MLP_WORKER_0_HOST), like the bash recipe: head-side commands run
     here, worker commands over SSH, in parallel. Exits with the job's outcome.
     """
-    from glm45_launch.checks.libs import require_sglang_options
     from glm45_launch.checks.preflight_report import PreflightOptions
-    from glm45_launch.checks.rules import require_valid
     from glm45_launch.core.plan import build_plan
     from glm45_launch.core.render import render_text
     from glm45_launch.core.secrets import mask_text, plan_secrets
-    from glm45_launch.runtime.usecases import Runtime, UpOptions
+    from glm45_launch.runtime.executor import ExecOptions
+    from glm45_launch.runtime.runtime import Runtime
+    from glm45_launch.runtime.usecases import UpOptions
     from glm45_launch.runtime.usecases import up as run_up
 
     spec = spec_from_options(kwargs)
@@ -59,24 +59,19 @@ def up(**kwargs: Any) -> int:
 
         click.echo(render_text(plan, ops=build_operations(plan, watch)), nl=False)
         return 0
-    # What `plan` would say (the dashboard exposure, the checkpoint quirk...) before anything runs.
-    secrets = plan_secrets(plan)
-    for note in plan.notes:
-        click.echo(f"{PROG}: note: {mask_text(note, secrets)}", err=True)
-    for warning in plan.warnings:
-        click.echo(f"{PROG}: warning: {mask_text(warning, secrets)}", err=True)
-    # Invalid configs die here in milliseconds, not ten minutes into the job.
-    for problem in require_valid(plan, force=kwargs["force"]) + require_sglang_options(plan, kwargs["force"]):
-        click.echo(f"{PROG}: warning: invalid config (--force): {problem.message}", err=True)
     ssh = ssh_from_options(kwargs, spec.ssh_user)
     # The megatron-core/sglang config checks (~10 s of imports) are `preflight`/`validate`'s.
     checked = take(kwargs, PREFLIGHT)["preflight"]
     checks = None if kwargs["skip_preflight"] else PreflightOptions(parallel=kwargs["parallel"], libs=False,
                                                                     **checked)
-    opts = UpOptions(run_dir=kwargs["run_dir"], parallel=kwargs["parallel"], serial=kwargs["serial"],
-                     join_timeout=kwargs["join_timeout"], preflight=checks, watch=watch)
-    rt = Runtime.real(ssh, mask=(lambda text: mask_text(text, secrets)) if secrets else None)
+    opts = UpOptions(run_dir=kwargs["run_dir"], preflight=checks, watch=watch, force=kwargs["force"],
+                     exec=ExecOptions(serial=kwargs["serial"], join_timeout=kwargs["join_timeout"]))
+    secrets = plan_secrets(plan)
+    rt = Runtime.real(ssh, mask=(lambda text: mask_text(text, secrets)) if secrets else None,
+                      parallel=kwargs["parallel"])
     result = run_up(plan, opts, rt)
     if spec.no_wait and result.job_id:
         click.echo(result.job_id)  # stdout: for `JOB=$(glm45-launch up --no-wait ...)`
+    if result.error:  # the CLI's one error path prints it
+        raise LaunchError(result.error, exit_code=int(result.exit_code))
     return int(result.exit_code)
