@@ -138,6 +138,8 @@ def test_ctrl_c_while_asking_is_one_line(tmp_path: Path, silent: str, command: l
 # (id, args, env, message): every one exits 2.
 USAGE_CASES = [
     ("nan-seconds", ["plan", "--host-wait", "nan"], {}, "Invalid value for '--host-wait': 'nan' is not a finite number."),
+    ("huge-seconds", ["up", "--health-timeout", "1e300"], {},
+     "Invalid value for '--health-timeout': 1e+300 is not in the range 0.1<=x<=2592000.0."),
     ("inf-seconds", ["up", "--dry-run", "--connect-timeout", "inf"], {},
      "Invalid value for '--connect-timeout': 'inf' is not a finite number."),
     ("nan-join", ["up", "--dry-run", "--join-timeout", "nan"], {},

@@ -279,3 +279,41 @@ def test_ctrl_c_stops_the_job(rack: Rack) -> None:
     status = rack.launch("status", "--hostfile", str(rack.hostfile), "--json", *rack.ssh_args())
     jobs = json.loads(status.stdout)["jobs"]
     assert [j["status"] for j in jobs] == ["STOPPED"]
+
+
+def test_a_head_that_refuses_ssh_from_itself(rack: Rack) -> None:
+    """The head runs here when it is this machine, in every command: with the head's sshd down,
+    up, status, collect and down still reach it (and only the workers over SSH)."""
+    rack.box.stop_sshd(1)
+    up = rack.launch(*rack.up_args("no-self-ssh"))
+    assert up.returncode == 0, up.stderr[-3000:]
+    status = rack.launch("status", "--hostfile", str(rack.hostfile), "--json", *rack.ssh_args())
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert [r["reachable"] for r in json.loads(status.stdout)["hosts"]] == [True] * 3
+    collect = rack.launch("collect", "--hostfile", str(rack.hostfile), "--base-dir", str(rack.box.workdir / "base"),
+                          "--runs", str(rack.runs), *rack.ssh_args())
+    assert collect.returncode == 0, collect.stderr[-2000:]
+    assert "no evidence" not in collect.stderr
+    down = rack.launch("down", "--hostfile", str(rack.hostfile), *rack.ssh_args())
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert "ray stop --force (here)" in down.stderr
+    time.sleep(1)
+    assert ray_processes(rack.box) == []
+
+
+def test_a_broken_worker_environment_is_named_within_120s(rack: Rack) -> None:
+    """A runtime-env PYTHONPATH that shadows `ray` with a failing module: Ray's workers cannot
+    start (the job would stay PENDING for minutes); up stops it and names the import error."""
+    shadow = rack.checkout / "shadow" / "ray"
+    shadow.mkdir(parents=True, exist_ok=True)
+    (shadow / "__init__.py").write_text('raise ImportError("shadowed ray: a broken module on PYTHONPATH")\n')
+    t0 = time.monotonic()
+    res = rack.launch(*rack.up_args("broken-env", "--skip-preflight", "--env", f"PYTHONPATH={shadow.parent}"))
+    took = time.monotonic() - t0
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 1 and took < 120, (took, res.stderr[-3000:])
+    assert last.startswith("glm45-launch: error: workers cannot start: 10.123.0.1: a Ray worker process cannot "
+                           "start (raylet.err: ImportError: shadowed ray: a broken module on PYTHONPATH)"), last
+    summary = (rack.runs / "broken-env" / "diagnostics" / "attempt-1" / "summary.txt").read_text()
+    assert "first root error: raylet.err: ImportError: shadowed ray" in summary, summary
+    rack.launch("down", "--hostfile", str(rack.hostfile), *rack.ssh_args())

@@ -62,10 +62,19 @@ class Finite(click.FloatRange):
     """A ``FloatRange`` without nan and inf: a nan timeout never fires, an inf one overflows."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = super().convert(value, param, ctx)
+        number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
+        return super().convert(number, param, ctx)
+
+
+MAX_SECONDS = 30 * 24 * 3600.0  # a month: a longer timeout is a typo (1e300 overflows every clock)
+
+
+def seconds(minimum: float) -> Finite:
+    """A duration option: finite, at least ``minimum``, at most :data:`MAX_SECONDS` (a usage error
+    naming the option and its bounds otherwise)."""
+    return Finite(min=minimum, max=MAX_SECONDS)
 
 
 def _or_none(value: Any) -> Any:
@@ -226,9 +235,9 @@ SSH = (
     Opt("ssh_port", ("--ssh-port",), "ssh.port", dict(type=click.IntRange(1, 65535), default=None,
         help="SSH port (default: 22 / ~/.ssh/config).")),
     # At least 1 s: a connect timeout that rounds to 0 means none, and `timeout 0` never fires.
-    Opt("connect_timeout", ("--connect-timeout",), "ssh.connect_timeout", dict(type=Finite(min=1),
+    Opt("connect_timeout", ("--connect-timeout",), "ssh.connect_timeout", dict(type=seconds(1),
         default=10.0, show_default=True, help="Seconds to connect to a host.")),
-    Opt("command_timeout", ("--command-timeout",), "ssh.command_timeout", dict(type=Finite(min=1),
+    Opt("command_timeout", ("--command-timeout",), "ssh.command_timeout", dict(type=seconds(1),
         default=300.0, show_default=True, help="Seconds a remote command may run (enforced on both ends).")),
     Opt("retries", ("--retries",), "ssh.retries", dict(type=click.IntRange(min=1), default=3, show_default=True,
         help="Connection attempts per host (with backoff).")),
@@ -242,7 +251,7 @@ LAUNCH = (
         help="Start workers only after `ray start --head` returns (the bash recipe's order)."), _not),
 )
 
-_SECONDS = Finite(min=0.1)
+_SECONDS = seconds(0.1)
 
 # The health watch, diagnostics and restarts (core/operations.py WatchSettings): `up` runs them,
 # `plan` and `up --dry-run` show them.

@@ -54,10 +54,12 @@ class WatchSettings:
     host_wait_s: float = 600.0  # how long a restart waits for a lost node to come back
     collect_timeout_s: float = 60.0  # per node, for the diagnostics
     collect: bool = True  # collect diagnostics after a failed job
+    startup_scan_s: float = 600.0  # the job's first seconds: every round, look for Ray workers that cannot start
 
     def problems(self) -> list[str]:
         out = []
-        for name in ("interval_s", "probe_timeout_s", "stop_grace_s", "host_wait_s", "collect_timeout_s"):
+        for name in ("interval_s", "probe_timeout_s", "stop_grace_s", "host_wait_s", "collect_timeout_s",
+                     "startup_scan_s"):
             if getattr(self, name) <= 0:
                 out.append(f"{name} must be > 0")
         if self.stall_timeout_s is not None and self.stall_timeout_s <= 0:
@@ -77,6 +79,7 @@ class Operations:
     stop_job: tuple[Step, ...]  # graceful: plan.on_interrupt
     force_stop: tuple[Step, ...]  # after the grace period: ray stop --force on every node
     diagnose: tuple[DiagnoseStep, ...]  # one per node, the head first
+    startup: tuple[DiagnoseStep, ...]  # the start-up scan, one per node: Ray workers that failed to start
     job_logs: JobLogsStep
     checkpoint_dir: str | None  # where the trainer resumes from (the train args' --load)
 
@@ -91,6 +94,7 @@ class Operations:
                       "node_table": self.node_table, "steps": [x.to_json(ssh_user) for x in self.health]},
             "stop": {"grace_s": s.stop_grace_s, "graceful": [x.to_json(ssh_user) for x in self.stop_job],
                      "forced": [x.to_json(ssh_user) for x in self.force_stop]},
+            "startup_scan": {"seconds": s.startup_scan_s, "steps": [x.to_json(ssh_user) for x in self.startup]},
             "collect": {"timeout_s": s.collect_timeout_s,
                         "steps": [x.to_json(ssh_user) for x in (*self.diagnose, self.job_logs)]},
             "restart": {"max_restarts": s.max_restarts, "host_wait_s": s.host_wait_s,
@@ -146,6 +150,14 @@ def build_operations(plan: Plan, settings: WatchSettings | None = None, diagnose
                      purpose=f"evidence from {'the head' if h == c.head else h}: Ray log tails, dmesg, nvidia-smi")
         for h in c.nodes
     )
+    scan = json.dumps({"mode": "startup", "ray_logs": f"{c.ray_temp_dir}/session_latest/logs", "lines": 400,
+                       "marker": DIAG_MARKER}, separators=(",", ":"))
+    startup = tuple(
+        DiagnoseStep(where=HEAD if h == c.head else WORKER, host=h, commands=(("python3", "-c", diagnose_program, scan),),
+                     purpose=f"Ray workers on {'the head' if h == c.head else h} that failed to start (a traceback "
+                             "through Ray's default_worker.py in raylet.err or worker-*.err)")
+        for h in c.nodes
+    )
     force = tuple(
         StopStep(where=s.where, host=s.host, commands=s.commands, purpose=f"force: {s.purpose}") if s.where == HEAD
         else StopStep(where=s.where, host=s.host, commands=(KILL_RAY_START, *s.commands),
@@ -154,7 +166,7 @@ def build_operations(plan: Plan, settings: WatchSettings | None = None, diagnose
     return Operations(
         settings=settings, health=health, node_table=c.job_address,
         stop_job=plan.on_interrupt or (stop_job_step(c.head, c.job_address),), force_stop=force,
-        diagnose=diagnose, job_logs=job_logs_step(c.head, c.job_address), checkpoint_dir=checkpoint_dir(plan),
+        diagnose=diagnose, startup=startup, job_logs=job_logs_step(c.head, c.job_address), checkpoint_dir=checkpoint_dir(plan),
     )
 
 

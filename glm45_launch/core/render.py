@@ -138,7 +138,11 @@ def _operations_lines(plan: Plan, ops: Operations) -> list[str]:
            f"is lost; {stall}"]
     for n, step in enumerate(ops.health, start=1):
         out += _op_lines(n, step, plan)
-    out += ["", f"When a node is lost or the job stalls: stop the job, forced after {s.stop_grace_s:g}s"]
+    out += ["", f"While the job starts (its first {s.startup_scan_s:g}s), every round: Ray workers that cannot start "
+                "(a broken environment) stop the job at once, their first error named"]
+    for n, step in enumerate(ops.startup, start=1):
+        out += _op_lines(n, step, plan)
+    out += ["", f"When a node is lost, workers cannot start or the job stalls: stop the job, forced after {s.stop_grace_s:g}s"]
     out += _op_lines(1, ops.stop_job[0], plan) if ops.stop_job else []
     out.append("  then, if the job has not stopped: the launcher's `ray job submit` is killed and")
     for n, step in enumerate(ops.force_stop, start=2):

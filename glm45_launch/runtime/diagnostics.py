@@ -43,7 +43,9 @@ class NodeEvidence:
         logs = s.get("ray_logs")
         parts.append(f"ray logs: {logs} file(s), {s.get('errors', 0)} error line(s)" if isinstance(logs, int)
                      else f"ray logs: {logs}")
-        if s.get("last_error"):
+        if s.get("root_error"):  # a traceback's last line says more than the last log line
+            parts.append(f"first root error: {str(s['root_error'])[:100]}")
+        elif s.get("last_error"):
             parts.append(f"last: {str(s['last_error'])[:100]}")
         parts.append(f"dmesg: {s.get('xid', 0)} Xid" if s.get("dmesg") == "ok" else f"dmesg: {s.get('dmesg')}")
         gpus = s.get("gpus")

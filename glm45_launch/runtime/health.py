@@ -19,7 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from glm45_launch.core.operations import Operations
+from glm45_launch.core.marked import last_marked_json
+from glm45_launch.core.operations import DIAG_MARKER, Operations
 from glm45_launch.core.steps import HealthCheckStep
 from glm45_launch.runtime.causes import Cause, CauseKind, exc_line
 from glm45_launch.runtime.records import RunRecords
@@ -164,3 +165,37 @@ class HealthWatch:
                 seen = "DEAD in Ray's node table" if mine else "not in Ray's node table"
                 return Cause(CauseKind.NODE_LOST, seen, host)
         return None
+
+
+class StartupScan:
+    """While the job starts: every round (in the background, one scan at a time) each node's
+    Ray logs are searched for worker processes that failed at start-up (``Operations.startup``);
+    the first one found is the cause, named by host and error, within a round of it."""
+
+    def __init__(self, ops: Operations, rt: Runtime, records: RunRecords, wake: threading.Event) -> None:
+        self.ops, self.rt, self.wake = ops, rt, wake
+        self.runner = rt.steps(records.run_dir / "startup", ops.health[0].host if ops.health else None)
+        self.started = rt.clock()
+        self._thread: threading.Thread | None = None
+        self._found: Cause | None = None
+
+    def check(self, new_round: bool) -> Cause | None:
+        if self._found is not None:
+            return self._found
+        busy = self._thread is not None and self._thread.is_alive()
+        if new_round and not busy and self.rt.clock() - self.started <= self.ops.settings.startup_scan_s:
+            self._thread = threading.Thread(target=self._scan, name="startup-scan", daemon=True)
+            self._thread.start()
+        return None
+
+    def _scan(self) -> None:
+        results = self.runner.run(list(self.ops.startup), timeout_s=self.ops.settings.probe_timeout_s * 3)
+        for step in self.ops.startup:
+            res = results.get(step.host)
+            summary = last_marked_json(res.output_tail, DIAG_MARKER) if res is not None else None
+            error = summary.get("startup_error") if isinstance(summary, dict) else None
+            if error:
+                self._found = Cause(CauseKind.WORKER_START, f"a Ray worker process cannot start ({error}): its "
+                                                            "environment is broken (PYTHONPATH, packages)", step.host)
+                self.wake.set()
+                return

@@ -32,7 +32,7 @@ from glm45_launch.runtime.causes import Cause, CauseKind, Interrupted, RunState,
 from glm45_launch.runtime.diagnostics import collect
 from glm45_launch.runtime.executor import ExecOptions, Executor
 from glm45_launch.runtime.follow import JobFollower
-from glm45_launch.runtime.health import HealthWatch
+from glm45_launch.runtime.health import HealthWatch, StartupScan
 from glm45_launch.runtime.interfaces import Row
 from glm45_launch.runtime.records import STATE, RunRecords, stop_request, who_stopped
 from glm45_launch.runtime.runtime import Runtime
@@ -206,6 +206,7 @@ class Supervisor:
         """The monitor loop of a running job: the first thing seen that ends it."""
         self._set_state(RunState.RUNNING, job.job_id)
         watch = HealthWatch(self.ops, self.rt, self.records, self.wake) if self.s.watch else None
+        scan = StartupScan(self.ops, self.rt, self.records, self.wake) if self.s.watch else None
         if watch is not None:
             watch.announce(self.s.stall_timeout_s)
         next_round = self.rt.clock() + self.s.interval_s
@@ -233,6 +234,8 @@ class Supervisor:
                         return self._fault(job, Cause(CauseKind.JOB_FAILED, f"job {job.job_id}: its state cannot be "
                                                                            f"read ({status})"))
             cause = watch.check(new_round) if watch is not None else None
+            if cause is None and scan is not None:
+                cause = scan.check(new_round)
             if cause is None and self.s.stall_timeout_s is not None and not job.tail_lost:
                 quiet = self.rt.clock() - job.last_output
                 if quiet >= self.s.stall_timeout_s:

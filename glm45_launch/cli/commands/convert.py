@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import PLAN, SSH, Finite, options, spec_from_options, ssh_from_options
+from glm45_launch.cli.options import PLAN, SSH, options, seconds, spec_from_options, ssh_from_options
 
 
 @click.command()
@@ -20,7 +20,7 @@ from glm45_launch.cli.options import PLAN, SSH, Finite, options, spec_from_optio
 @click.option("--save", "save_path", default=None,
               help="torch_dist target [default: the recipe's --ref-load].")
 @click.option("--force", is_flag=True, help="Convert even if the target holds latest_checkpointed_iteration.txt.")
-@click.option("--timeout", "timeout_s", type=Finite(min=1), default=6 * 3600.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=seconds(1), default=6 * 3600.0, show_default=True,
               help="Seconds the conversion may run on each node.")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Logs of this conversion [default: ./runs/<time>].")

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from glm45_launch.cli.options import PLAN, Finite, options, spec_from_options
+from glm45_launch.cli.options import PLAN, options, seconds, spec_from_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,7 +37,7 @@ def recording_options(func: F) -> F:
     ``--``), its time limit, the paths it hard-codes or reads, the sandbox."""
     decorators = [
         click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- ARGS...]"),
-        click.option("--timeout", type=Finite(min=0.1), default=30.0, show_default=True,
+        click.option("--timeout", type=seconds(0.1), default=30.0, show_default=True,
                      help="Seconds the script may run under the shims before the sandbox is killed."),
         click.option("--script-hostfile", default=None, metavar="PATH",
                      help="A hostfile path the script hard-codes (besides /root/mpi_rack_hostfile and "

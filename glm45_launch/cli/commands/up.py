@@ -13,8 +13,8 @@ from glm45_launch.cli.options import (
     PREFLIGHT,
     SSH,
     WATCH,
-    Finite,
     options,
+    seconds,
     spec_from_options,
     ssh_from_options,
     take,
@@ -28,7 +28,7 @@ from glm45_launch.errors import LaunchError
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Logs, plan and summary of this run [default: ./runs/<time>].")
 @click.option("--serial", is_flag=True, help="Start workers one by one.")
-@click.option("--join-timeout", type=Finite(min=1), default=180.0, show_default=True,
+@click.option("--join-timeout", type=seconds(1), default=180.0, show_default=True,
               help="Seconds to wait for every node and GPU to join.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and exit: nothing runs.")
 @click.option("--force", is_flag=True, help="Launch even when `glm45-launch validate` finds problems.")

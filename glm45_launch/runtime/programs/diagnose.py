@@ -2,8 +2,14 @@
 
 Prints, in sections and within ``max_bytes`` in all: the tails of Ray's logs (raylet, GCS,
 the newest worker error files), of ``dmesg`` (with the NVIDIA Xid lines counted) and
-``nvidia-smi``'s GPU table; then one line ``MARKER {json summary}``. Every command has a
+``nvidia-smi``'s GPU table; then one line ``MARKER {json summary}``. The summary's ``root_error``
+is the first root error found: the last line of the first Python traceback (a worker that
+cannot ``import ray`` writes one to ``raylet.err``), not the last log line. Every command has a
 timeout and nothing it runs changes the node.
+
+With ``"mode": "startup"`` it only looks for Ray worker processes that failed at start-up (a
+traceback through Ray's ``default_worker.py``/``setup_worker.py``) and prints the summary line:
+the health watch runs it while a job starts.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import sys
 RAY_LOGS = ("raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err", "monitor.log", "dashboard.err")
 ERROR = re.compile(r"(^\[[^\]]* [EF] \d+ \d+\])|Check failed|Traceback|RAY_LOG\(FATAL\)|\bERROR\b|\bError\b")
 XID = re.compile(r"NVRM: Xid")
+STARTUP_FRAMES = ("default_worker.py", "setup_worker.py")  # where a Ray worker process starts
+TRACEBACK = "Traceback (most recent call last):"
 GPU_QUERY = "index,name,temperature.gpu,utilization.gpu,memory.used,memory.total,ecc.errors.uncorrected.volatile.total"
 
 
@@ -68,6 +76,51 @@ def run(argv: list[str], timeout: int) -> tuple[int | None, list[str]]:
     return res.returncode, (res.stdout + res.stderr).splitlines()
 
 
+def tracebacks(lines: list[str]) -> list[tuple[list[str], str]]:
+    """(frames, root error line) of every Python traceback in ``lines``: the root error is the
+    first line after the frames that is not indented (``ImportError: ...``)."""
+    out = []
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() != TRACEBACK:
+            i += 1
+            continue
+        frames = []
+        i += 1
+        while i < len(lines) and (lines[i].startswith((" ", "\t")) or not lines[i].strip()):
+            frames.append(lines[i])
+            i += 1
+        if i < len(lines):
+            out.append((frames, lines[i].strip()))
+        i += 1
+    return out
+
+
+def root_errors(files: list[str], startup_only: bool, lines: int) -> list[str]:
+    """``FILE: ERROR`` for the tracebacks of ``files`` (oldest file first): with ``startup_only``
+    only those of a worker process that failed at start-up."""
+    found = []
+    for path in sorted((p for p in files if os.path.isfile(p)), key=os.path.getmtime):
+        try:
+            text = tail(path, lines)
+        except OSError:
+            continue
+        for frames, error in tracebacks(text):
+            if startup_only and not any(f in frame for frame in frames for f in STARTUP_FRAMES):
+                continue
+            found.append(f"{os.path.basename(path)}: {error}")
+    return found
+
+
+def startup(cfg: dict) -> dict:
+    """The start-up scan: the first worker process that could not start, if any."""
+    root = cfg["ray_logs"]
+    files = [os.path.join(root, "raylet.err"), *glob.glob(os.path.join(root, "worker-*.err"))]
+    errors = root_errors(files, True, cfg["lines"])
+    return {"hostname": socket.gethostname(), "startup_error": errors[0][:300] if errors else None,
+            "startup_errors": len(errors)}
+
+
 def raylet_running() -> bool:
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -102,7 +155,9 @@ def ray_logs(cfg: dict, report: Report, summary: dict) -> None:
             lines = [f"cannot read: {exc.strerror}"]
         errors += [f"{os.path.basename(path)}: {ln.strip()}" for ln in lines if ERROR.search(ln)]
         report.section(f"ray log {path} (last {len(lines)} lines)", lines)
-    summary.update(ray_logs=found, errors=len(errors), last_error=errors[-1][:200] if errors else None)
+    roots = root_errors(files, False, cfg["lines"])
+    summary.update(ray_logs=found, errors=len(errors), last_error=errors[-1][:200] if errors else None,
+                   root_error=roots[0][:200] if roots else None)
 
 
 def dmesg(cfg: dict, report: Report, summary: dict) -> None:
@@ -134,6 +189,9 @@ def gpus(cfg: dict, report: Report, summary: dict) -> None:
 
 def main() -> int:
     cfg = json.loads(sys.argv[1])
+    if cfg.get("mode") == "startup":
+        print(cfg["marker"] + json.dumps(startup(cfg)), flush=True)
+        return 0
     report = Report(cfg["max_bytes"])
     summary: dict = {"hostname": socket.gethostname(), "raylet": raylet_running()}
     for part in (ray_logs, dmesg, gpus):
