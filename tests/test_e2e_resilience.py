@@ -285,20 +285,25 @@ def _running(box: RackBox, host: int, needle: bytes) -> bool:
     return False
 
 
-@pytest.mark.parametrize(("phase", "restarts"), [
-    ("head", ()), ("workers", ()), ("workers", ("--max-restarts", "1")),
-], ids=["head-start", "worker-start", "worker-start-with-restarts"])
-def test_ctrl_c_before_the_job_leaves_nothing_running(rack: Rack, phase: str, restarts: tuple[str, ...]) -> None:
-    """Ctrl-C while the cluster starts (the head's `ray start`, or the workers' still running over
-    SSH): the plan's teardown runs where Ray was started or a start was in flight; nothing is left."""
+@pytest.mark.parametrize(("phase", "restarts", "sig"), [
+    ("head", (), signal.SIGTERM), ("workers", (), signal.SIGINT), ("workers", ("--max-restarts", "1"), signal.SIGHUP),
+    ("job", ("--max-restarts", "1"), signal.SIGTERM),
+], ids=["sigterm-head-start", "ctrl-c-worker-start", "sighup-worker-start-with-restarts", "sigterm-job-with-restarts"])
+def test_a_signal_leaves_nothing_running_and_complete_records(rack: Rack, phase: str, restarts: tuple[str, ...],
+                                                              sig: signal.Signals) -> None:
+    """Ctrl-C, SIGTERM or SIGHUP while the cluster starts (the head's `ray start`, or the workers'
+    still running over SSH) or, with restarts, while the job runs: Ray is stopped where it was
+    started (or a start was in flight), nothing is left, and the run's records are complete."""
     box = rack.box
-    proc, err = rack.start(rack.up_args("startup", *restarts), "startup")
+    proc, err = rack.start(rack.up_args("signal", *restarts, iterations=100), "signal")
     if phase == "head":
         rack.wait_for("the head's ray start", lambda: _running(box, 1, b"ray start --head"), proc, err, timeout=120)
-    else:
+    elif phase == "workers":
         rack.wait_for("the workers' ray start", lambda: all(_running(box, h, b"ray start --address") for h in (2, 3)),
                       proc, err, timeout=120)
-    os.kill(_launcher_pid(box), signal.SIGINT)
+    else:
+        rack.wait_for("two iterations", lambda: len(_iterations(rack.events())) >= 2, proc, err)
+    os.kill(_launcher_pid(box), sig)
     out = _finish(proc, err, timeout=120)
     deadline = time.monotonic() + 20
     while any(box.user_pids(h) for h in (1, 2, 3)) and time.monotonic() < deadline:
@@ -306,9 +311,36 @@ def test_ctrl_c_before_the_job_leaves_nothing_running(rack: Rack, phase: str, re
     assert ray_processes(box) == [], out[-3000:]
     left = {h: [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in box.user_pids(h)] for h in (1, 2, 3)}
     assert left == {1: [], 2: [], 3: []}, (left, out[-3000:])
-    assert proc.returncode == 130, out[-4000:]
+    assert proc.returncode == 128 + sig, out[-4000:]
+    what = "Ctrl-C" if sig == signal.SIGINT else sig.name
+    assert out.strip().splitlines()[-1] == f"glm45-launch: error: interrupted ({what})", out[-3000:]
     assert "Traceback" not in out and "still running" not in out, out[-4000:]
-    assert "submitted successfully" not in out
+    assert ("submitted successfully" in out) == (phase == "job")
+    run = rack.runs / "signal"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["state"] == "interrupted" and summary["exit_code"] == 128 + sig
+    assert json.loads((run / "attempts.json").read_text())[-1]["outcome"] == "interrupted"
+    assert "interrupted" in [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
+
+
+def test_down_from_another_shell_ends_a_run_with_restarts(rack: Rack) -> None:
+    """`glm45-launch down` while `up --max-restarts` runs: the run ends, says who stopped it, and
+    nothing restarts (the lock's refusal tells users to stop a running up this way)."""
+    box = rack.box
+    proc, err = rack.start(rack.up_args("downed", "--max-restarts", "2", iterations=100), "downed")
+    rack.wait_for("two iterations", lambda: len(_iterations(rack.events())) >= 2, proc, err)
+    down = rack.launch("down", "--hostfile", str(rack.hostfile), "--runs", str(rack.runs), *rack.ssh_args())
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert "told to stop, without a restart" in down.stderr
+    out = _finish(proc, err, timeout=120)
+    assert proc.returncode == 1, out[-4000:]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("glm45-launch: error: stopped: by glm45-launch down (pid "), last
+    assert "attempt 2" not in out
+    assert len(json.loads((rack.runs / "downed" / "attempts.json").read_text())) == 1
+    assert json.loads((rack.runs / "downed" / "summary.json").read_text())["state"] == "stopped"
+    time.sleep(1)
+    assert ray_processes(box) == []
 
 
 def _held(box: RackBox, host: int) -> int:
