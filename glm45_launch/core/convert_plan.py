@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.core.builder import build_plan
+from glm45_launch.core.plan import LaunchSpec, Plan
 from glm45_launch.core.quoting import quote, shell_join
 from glm45_launch.core.steps import HEAD, WORKER, ConvertCheckStep, ConvertStep
 from glm45_launch.core.variants import FP8_SUFFIX

@@ -18,9 +18,10 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from glm45_launch.core.argdiff import ArgChange, EnvChange, diff_env, diff_groups
+from glm45_launch.core.argdiff import ArgChange, EnvChange, recipe_changes
 from glm45_launch.core.flags import has_flag, set_flag, unset_flag
-from glm45_launch.core.runtime_env import ENV_NAME
+from glm45_launch.core.plan import Edit, Overrides
+from glm45_launch.core.runtime_env import ENV_NAME, set_env
 from glm45_launch.core.secrets import MASK, SECRET_FLAGS, is_secret_env
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import Argv, Recipe
@@ -30,38 +31,11 @@ _FLAG = re.compile(r"^--[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
-class Edit:
-    """One ``--set`` (``values`` is a tuple) or ``--unset`` (``values`` is None)."""
-
-    group: str
-    flag: str
-    values: Argv | None
-    source: str = ""  # the option as given, for messages
-
-    @property
-    def option(self) -> str:
-        return self.source or ("--unset" if self.values is None else "--set")
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """Everything the user changes on top of the recipe, in the order given."""
-
-    edits: tuple[Edit, ...] = ()
-    extra_args: Argv = ()
-    env: tuple[tuple[str, str], ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.edits or self.extra_args or self.env)
-
-
-@dataclass(frozen=True)
 class Applied:
     """A recipe after overrides, and how it differs from the one before."""
 
     recipe: Recipe
-    changes: tuple[ArgChange, ...]
-    env_changes: tuple[EnvChange, ...]
+    changes: tuple[ArgChange | EnvChange, ...]  # train args per group, then the runtime env
     warnings: tuple[str, ...]
 
 
@@ -146,13 +120,6 @@ def resolve_group(name: str, order: Sequence[str], option: str) -> str:
     raise LaunchError(f"{option}: unknown group {name!r} (groups: {', '.join(order)})")
 
 
-def set_env(env: Sequence[tuple[str, str]], key: str, value: str) -> tuple[tuple[str, str], ...]:
-    """``env`` with ``key`` replaced in place, or appended."""
-    if any(k == key for k, _ in env):
-        return tuple((k, value if k == key else v) for k, v in env)
-    return (*env, (key, value))
-
-
 def apply_edit(groups: dict[str, Argv], order: Sequence[str], edit: Edit) -> list[str]:
     """Apply one edit to ``groups`` in place; returns warnings."""
     group = resolve_group(edit.group, order, edit.option)
@@ -192,16 +159,4 @@ def apply_overrides(recipe: Recipe, overrides: Overrides) -> Applied:
     for key, value in overrides.env:
         env = set_env(env, key, value)
     new = replace(recipe, groups=groups, group_order=order, env_vars=env)
-    return Applied(
-        recipe=new,
-        changes=tuple(diff_groups(recipe.groups, groups, order)),
-        env_changes=tuple(diff_env(recipe.env_vars, env)),
-        warnings=tuple(warnings),
-    )
-
-
-def group_changes(before: Recipe, after: Recipe) -> tuple[list[ArgChange], list[EnvChange]]:
-    """How ``after`` differs from ``before``: train args per group, then the runtime env."""
-    order = list(after.group_order) + [g for g in before.group_order if g not in after.group_order]
-    return diff_groups(before.groups, after.groups, order), diff_env(before.env_vars, after.env_vars)
-
+    return Applied(recipe=new, changes=recipe_changes(recipe, new), warnings=tuple(warnings))

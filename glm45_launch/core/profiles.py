@@ -1,5 +1,9 @@
 """Profiles: which launcher's job a plan runs, and that job assembled from its knobs (pure).
 
+The first stage of a plan (``builder.build_plan``): the profile picks the recipe and the model,
+checks its own options, and assembles its job for the cluster; the variant (``variants.py``) and
+the overrides (``overrides.py``) come after.
+
 * ``bash``: ``run-glm4.5-355B-A32B.sh`` (``recipes/glm45_bash.py``, or a ``--recipe`` file).
 * ``python``: the job of miles' Python launcher ``scripts/run_glm45_355b_a32b.py``
   (``recipes/python_launcher.py``): :func:`python_job` concatenates its pieces the way
@@ -15,14 +19,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
-from glm45_launch.core.flags import Argv
-from glm45_launch.core.overrides import set_env
+from glm45_launch.core.flags import flag_int
+from glm45_launch.core.plan import LaunchSpec, NvlinkFact, Variant
+from glm45_launch.core.runtime_env import set_env
 from glm45_launch.errors import LaunchError
-from glm45_launch.recipes import BASH_RECIPE, Recipe
+from glm45_launch.recipes import BASH_RECIPE, Argv, ModelSpec, Recipe, get_model
 from glm45_launch.recipes import air_p2p as air
 from glm45_launch.recipes import python_launcher as py
+from glm45_launch.recipes.hardware import Hardware
 
 PROFILES = ("bash", "python", "air-p2p")
 PROFILE_RECIPES: dict[str, Recipe] = {"python": py.RECIPE, "air-p2p": air.RECIPE}
@@ -31,19 +38,63 @@ MODES = tuple(py.SAVE_INTERVAL)
 TASKS = tuple(py.TASKS)
 TRANSFER_MODES = tuple(air.TRANSFERS)
 DEFAULT_MODEL = "glm4.5-355B-A32B"
+# Upstream's train step asserts `hardware != "H100"` with this message.
+PYTHON_PROFILE_H100 = "H100 is not yet supported in this script"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
-class NvlinkFact:
-    """Whether the head's GPUs are linked by NVLink (``nvidia-smi topo -m`` shows ``NV<n>``), and
-    how that is known. The CLI probes the machine it runs on (the head) unless ``--nvlink``."""
+class ProfileJob:
+    """The job a profile runs on one cluster, before the variant: its recipe (MODEL filled, the
+    knobs applied), the same job with the profile's default knobs (what a plan's
+    ``variant_changes`` start from), and what a reader should know of it."""
 
-    present: bool | None = None  # None: unknown
-    how: str = "not probed"
+    recipe: Recipe
+    plain: Recipe
+    model: ModelSpec
+    engine_gpus: int  # the SGLang engine the variants size their flags for
+    settings: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
-    def describe(self) -> str:
-        said = {True: "yes", False: "no", None: "unknown"}[self.present]
-        return f"{said} ({self.how})"
+
+def profile_job(spec: LaunchSpec, hw: Hardware | None, gpus_per_node: int, nodes: int) -> ProfileJob:
+    """The job of ``spec``'s profile on ``nodes`` nodes of ``gpus_per_node`` GPUs (pure)."""
+    variant = spec.variant
+    recipe = profile_recipe(variant.profile, spec.recipe)
+    check_knobs(spec, hw)
+    model = profile_model(variant.profile, spec.model)
+    groups = {g: tuple(recipe.groups.get(g, ())) for g in recipe.group_order}
+    if "MODEL" in groups and not groups["MODEL"]:
+        groups["MODEL"] = model.args
+    recipe = replace(recipe, groups=groups)
+    num_nodes = spec.actor_num_nodes if spec.actor_num_nodes is not None else nodes
+
+    def job(knobs: Variant) -> Job:
+        if knobs.profile == "python":
+            assert hw is not None
+            return python_job(
+                recipe, mode=knobs.mode, task=knobs.task, dynamic_sampling=knobs.dynamic_sampling,
+                eval_schedule=knobs.eval, benchmark=knobs.benchmark, cuda_core_dump=knobs.cuda_core_dump,
+                hardware=hw.name, blackwell=hw.blackwell, gpus_per_node=gpus_per_node, num_nodes=num_nodes,
+                nvlink=spec.nvlink, wandb=bool(spec.wandb_key),
+            )
+        if knobs.profile == "air-p2p":
+            return air_job(recipe, transfer_mode=knobs.transfer_mode, bucket_size_gb=knobs.bucket_size_gb,
+                           skip_weight_check=knobs.skip_weight_check, gpus_per_node=gpus_per_node, nodes=nodes,
+                           actor_num_nodes=spec.actor_num_nodes)
+        return Job(groups=dict(recipe.groups), env=tuple(recipe.env_vars), defaults={})
+
+    own = job(variant)
+    shaped = own.recipe(recipe)
+    engine = python_engine_gpus(num_nodes, gpus_per_node)
+    if variant.profile != "python":  # the recipe's own engine size where it names one
+        engine = flag_int(shaped.groups.get("SGLANG", ()), "--rollout-num-gpus-per-engine") or engine
+    return ProfileJob(
+        recipe=shaped, plain=job(Variant(profile=variant.profile, hardware=variant.hardware)).recipe(recipe),
+        model=model, engine_gpus=engine, settings=tuple(own.settings), notes=tuple(own.notes),
+        warnings=tuple(own.warnings),
+    )
 
 
 @dataclass
@@ -57,6 +108,10 @@ class Job:
     settings: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    def recipe(self, base: Recipe) -> Recipe:
+        """``base`` running this job."""
+        return replace(base, groups=self.groups, env_vars=self.env, defaults={**base.defaults, **self.defaults})
 
 
 def profile_recipe(profile: str, recipe: Recipe) -> Recipe:
@@ -75,6 +130,15 @@ def profile_recipe(profile: str, recipe: Recipe) -> Recipe:
 def default_model(profile: str) -> str:
     """The model a profile runs when ``--model`` is not given."""
     return air.MODEL if profile == "air-p2p" else DEFAULT_MODEL
+
+
+def profile_model(profile: str, name: str | None) -> ModelSpec:
+    """The model ``--model`` names, else the profile's; the Air recipe runs its own model only."""
+    model = get_model(name or default_model(profile))
+    if profile == "air-p2p" and model.name != default_model(profile):
+        raise LaunchError(f"--model {model.name}: --profile air-p2p is the GLM-4.5-Air recipe "
+                          f"({default_model(profile)}); its layout does not fit another model")
+    return model
 
 
 def python_parallelism(num_nodes: int) -> tuple[int, int, int, int, int]:
@@ -177,25 +241,35 @@ def air_job(
     return job
 
 
-def check_knobs(profile: str, *, mode: str, task: str, dynamic_sampling: bool, eval_schedule: bool,
-                benchmark: bool, cuda_core_dump: bool, transfer_mode: str | None, bucket_size_gb: float | None,
-                skip_weight_check: bool) -> None:
-    """Refuse a knob the profile does not have, or a value it does not know (one line naming it)."""
-    if mode not in MODES:
-        raise LaunchError(f"--mode: unknown mode {mode!r} (known: {', '.join(MODES)})")
-    if task not in TASKS:
-        raise LaunchError(f"--task: unknown task {task!r} (known: {', '.join(TASKS)})")
-    if transfer_mode is not None and transfer_mode not in TRANSFER_MODES:
-        raise LaunchError(f"--transfer-mode: unknown mode {transfer_mode!r} (known: {', '.join(TRANSFER_MODES)})")
+def check_knobs(spec: LaunchSpec, hw: Hardware | None) -> None:
+    """Refuse an option the profile does not have, a value it does not know, or hardware it does
+    not run on (one line naming it)."""
+    v, profile = spec.variant, spec.variant.profile
+    if v.mode not in MODES:
+        raise LaunchError(f"--mode: unknown mode {v.mode!r} (known: {', '.join(MODES)})")
+    if v.task not in TASKS:
+        raise LaunchError(f"--task: unknown task {v.task!r} (known: {', '.join(TASKS)})")
+    if v.transfer_mode is not None and v.transfer_mode not in TRANSFER_MODES:
+        raise LaunchError(f"--transfer-mode: unknown mode {v.transfer_mode!r} (known: {', '.join(TRANSFER_MODES)})")
+    python_options = [("--output-dir", spec.output_dir), ("--run-id", spec.run_id),
+                      ("--model-local-dir", spec.model_local_dir)]
     python_only = [
-        ("--mode debug-minimal", mode != "normal"), (f"--task {task}", task != "dapo-aime"),
-        ("--dynamic-sampling", dynamic_sampling), ("--no-eval", not eval_schedule), ("--benchmark", benchmark),
-        ("--cuda-core-dump", cuda_core_dump),
+        ("--mode debug-minimal", v.mode != "normal"), (f"--task {v.task}", v.task != "dapo-aime"),
+        ("--dynamic-sampling", v.dynamic_sampling), ("--no-eval", not v.eval), ("--benchmark", v.benchmark),
+        ("--cuda-core-dump", v.cuda_core_dump),
     ]
     air_only = [
-        (f"--transfer-mode {transfer_mode}", transfer_mode is not None),
-        ("--bucket-size-gb", bucket_size_gb is not None), ("--skip-weight-check", skip_weight_check),
+        (f"--transfer-mode {v.transfer_mode}", v.transfer_mode is not None),
+        ("--bucket-size-gb", v.bucket_size_gb is not None), ("--skip-weight-check", v.skip_weight_check),
     ]
+    for name, value in python_options:
+        if value is not None and profile != "python":
+            raise LaunchError(f"{name}: an option of --profile python (the Python launcher's), "
+                              f"not of --profile {profile}")
+        if value is not None and (not value.strip() or value != value.strip()):
+            raise LaunchError(f"{name}: {value!r} is not a path")
+    if spec.run_id is not None and not _RUN_ID.match(spec.run_id):
+        raise LaunchError(f"--run-id: {spec.run_id!r} is not a name (letters, digits, . _ -; it names a directory)")
     for name, given in python_only if profile != "python" else ():
         if given:
             raise LaunchError(f"{name}: an option of --profile python (the Python launcher's knob), "
@@ -203,9 +277,15 @@ def check_knobs(profile: str, *, mode: str, task: str, dynamic_sampling: bool, e
     for name, given in air_only if profile != "air-p2p" else ():
         if given:
             raise LaunchError(f"{name}: an option of --profile air-p2p (the Air recipe's), not of --profile {profile}")
-    if bucket_size_gb is not None:
-        if (transfer_mode or "p2p") != "p2p":
+    if v.bucket_size_gb is not None:
+        if (v.transfer_mode or "p2p") != "p2p":
             raise LaunchError(f"--bucket-size-gb: only --transfer-mode p2p uses it (broadcast sends "
                               f"{air.TRANSFERS['broadcast'].buffer_bytes} bytes at a time)")
-        if not (math.isfinite(bucket_size_gb) and bucket_size_gb > 0) or int(bucket_size_gb * 1024 ** 3) < 1:
-            raise LaunchError(f"--bucket-size-gb: must be > 0, got {bucket_size_gb:g}")
+        if not (math.isfinite(v.bucket_size_gb) and v.bucket_size_gb > 0) or int(v.bucket_size_gb * 1024 ** 3) < 1:
+            raise LaunchError(f"--bucket-size-gb: must be > 0, got {v.bucket_size_gb:g}")
+    if profile == "python" and (hw is None or not hw.blackwell):
+        shown = hw.name if hw else "H100 (the default)"
+        raise LaunchError(
+            f"--profile python with --hardware {shown}: {PYTHON_PROFILE_H100} (upstream's train step "
+            "is Blackwell-only); give --hardware GB200 or GB300"
+        )

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from glm45_launch.core.flags import split_flags
 from glm45_launch.core.operations import LATEST_ITERATION, Operations, build_operations
 from glm45_launch.core.plan import Plan
+from glm45_launch.core.plan_secrets import mask_plan, plan_secrets
 from glm45_launch.core.quoting import comment, quote, shell_join
-from glm45_launch.core.secrets import RUNTIME_ENV_FLAG, mask_plan, mask_text, plan_secrets
+from glm45_launch.core.secrets import RUNTIME_ENV_FLAG, mask_text
 from glm45_launch.core.steps import (
     HEAD,
     WORKER,

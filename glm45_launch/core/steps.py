@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from glm45_launch.core.flags import Argv
 from glm45_launch.core.quoting import remote_command, shell_command
+from glm45_launch.recipes import Argv
 
 HEAD = "head"
 WORKER = "worker"

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from glm45_launch.core.flags import Argv
+Argv = tuple[str, ...]  # one command line, or a run of train.py arguments
 
 PLACEHOLDERS = (
     "base_dir", "head", "host", "gpus_per_node", "actor_num_nodes", "framework",
