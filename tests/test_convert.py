@@ -15,7 +15,7 @@ from glm45_launch import LaunchError, LaunchSpec, parse_hostfile_text
 from glm45_launch.cli.main import main
 from glm45_launch.core.convert_plan import plan_convert
 from glm45_launch.core.overrides import build_overrides
-from glm45_launch.core.variants import Variant
+from glm45_launch.core.plan import Variant
 from glm45_launch.testing.rackbox import RackBox
 
 BASE = "/data/glm"

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import parse_hostfile_text
-from glm45_launch.core.plan import LaunchSpec, build_plan
+from glm45_launch.core.plan import LaunchSpec
 from glm45_launch.errors import LaunchError
 from glm45_launch.runtime.executor import ExecOptions, Executor
 from glm45_launch.testing.fakes import (

@@ -14,12 +14,12 @@ from upstream_launchers import air_rank0, python_cleanup, python_env, python_job
 
 from glm45_launch.checks.rules import check_plan
 from glm45_launch.cli.main import main
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.flags import last_values
 from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.overrides import build_overrides
-from glm45_launch.core.plan import LaunchSpec, NvlinkFact, Plan, build_plan
+from glm45_launch.core.plan import LaunchSpec, NvlinkFact, Plan, Variant
 from glm45_launch.core.render import render
-from glm45_launch.core.variants import Variant
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import MODELS
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.operations import (
     DIAG_MARKER,
@@ -26,7 +27,7 @@ from glm45_launch.core.operations import (
     checkpoint_dir,
     restart_problem,
 )
-from glm45_launch.core.plan import LaunchSpec, build_plan
+from glm45_launch.core.plan import LaunchSpec
 from glm45_launch.core.render import render
 from glm45_launch.errors import LaunchError
 from glm45_launch.runtime import jobs

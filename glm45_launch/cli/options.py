@@ -18,12 +18,12 @@ import click
 from click.core import ParameterSource
 
 from glm45_launch.core.hostfile import DEFAULT_HOSTFILE, Hostfile, load_hostfile
-from glm45_launch.core.plan import FRAMEWORKS, LaunchSpec, Plan
-from glm45_launch.core.profiles import MODES, TASKS, TRANSFER_MODES, NvlinkFact
+from glm45_launch.core.plan import FRAMEWORKS, LaunchSpec, NvlinkFact, Plan, Variant
+from glm45_launch.core.profiles import MODES, PROFILES, TASKS, TRANSFER_MODES
 from glm45_launch.core.steps import DEFAULT_PARALLEL
-from glm45_launch.core.variants import HARDWARE, PROFILES, Variant
 from glm45_launch.errors import LaunchError, undecoded
 from glm45_launch.recipes import MODELS
+from glm45_launch.recipes.hardware import HARDWARE
 
 if TYPE_CHECKING:
     from glm45_launch.core.operations import WatchSettings

@@ -139,7 +139,8 @@ class Executor:
     ) -> None:
         """``connect`` makes a RemoteRunner with connections of its own, for the held sessions
         (``--hold-workers``) that end with the run (None: they share ``remote``'s)."""
-        from glm45_launch.core.secrets import mask_text, plan_secrets
+        from glm45_launch.core.plan_secrets import plan_secrets
+        from glm45_launch.core.secrets import mask_text
 
         self.plan = plan
         self.opts = opts

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from glm45_launch.checks.preflight_report import PreflightOptions, PreflightReport
 from glm45_launch.core.convert_plan import ConvertPlan
 from glm45_launch.core.hostfile import Hostfile
+from glm45_launch.core.launch_steps import build_down_plan
 from glm45_launch.core.operations import RAYLET_CHECK, WatchSettings, build_operations, watch_problem
-from glm45_launch.core.plan import Plan, build_down_plan
+from glm45_launch.core.plan import Plan
 from glm45_launch.core.steps import DEFAULT_PARALLEL, HEAD, WORKER, ProbeStep
 from glm45_launch.errors import ExitCode, LaunchError
 from glm45_launch.runtime.causes import exc_line

@@ -24,8 +24,8 @@ def plan(**kwargs: Any) -> None:
     from dataclasses import replace
 
     from glm45_launch.checks.rules import check_plan
+    from glm45_launch.core.builder import build_plan
     from glm45_launch.core.operations import build_operations
-    from glm45_launch.core.plan import build_plan
     from glm45_launch.core.render import render
 
     fmt = kwargs.pop("fmt")

@@ -45,9 +45,10 @@ def up(**kwargs: Any) -> int:
     from glm45_launch.checks.libs import require_sglang_options
     from glm45_launch.checks.preflight_report import PreflightOptions
     from glm45_launch.checks.rules import require_valid
-    from glm45_launch.core.plan import build_plan
+    from glm45_launch.core.builder import build_plan
+    from glm45_launch.core.plan_secrets import plan_secrets
     from glm45_launch.core.render import render_text
-    from glm45_launch.core.secrets import mask_text, plan_secrets
+    from glm45_launch.core.secrets import mask_text
     from glm45_launch.runtime.usecases import Runtime, UpOptions
     from glm45_launch.runtime.usecases import up as run_up
 
