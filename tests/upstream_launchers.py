@@ -95,10 +95,13 @@ def python_job(
 
 
 def python_env(*, head: str = "10.0.0.1", nvlink: bool = True, core_dump_dir: str | None = None, fp8: bool = False,
-               mtp: bool = False, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The runtime env's env_vars, in order."""
-    env = {"PYTHONPATH": "/root/Megatron-LM", "CUDA_DEVICE_MAX_CONNECTIONS": "1",
-           "NCCL_NVLS_ENABLE": str(int(nvlink)), "no_proxy": f"127.0.0.1,{head}", "MASTER_ADDR": head}
+               mtp: bool = False, extra: dict[str, str] | None = None, megatron: str = "/root/Megatron-LM",
+               shell: dict[str, str] | None = None) -> dict[str, str]:
+    """The runtime env's env_vars, in order; ``shell``: the launching shell's environment."""
+    shell = shell or {}
+    env = {"PYTHONPATH": megatron, "CUDA_DEVICE_MAX_CONNECTIONS": "1", "NCCL_NVLS_ENABLE": str(int(nvlink)),
+           **{k: shell[k] for k in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME") if k in shell},
+           "no_proxy": f"127.0.0.1,{head}", "MASTER_ADDR": head}
     if core_dump_dir is not None:
         env |= {"CUDA_ENABLE_COREDUMP_ON_EXCEPTION": "1", "CUDA_COREDUMP_SHOW_PROGRESS": "1",
                 "CUDA_COREDUMP_GENERATION_FLAGS": "skip_nonrelocated_elf_images,skip_global_memory,"

@@ -22,7 +22,7 @@ from glm45_launch.core.launch_steps import cluster_facts, launch_steps, stop_job
 from glm45_launch.core.overrides import apply_overrides
 from glm45_launch.core.plan import DEFAULT_RUN_ID, FRAMEWORKS, LaunchSpec, Plan, TrainArgs
 from glm45_launch.core.plan_notes import plan_notes, plan_settings
-from glm45_launch.core.profiles import profile_job
+from glm45_launch.core.profiles import OWN_DIRS, profile_job
 from glm45_launch.core.runtime_env import env_refs, resolve_env
 from glm45_launch.core.variants import apply_variant
 from glm45_launch.errors import LaunchError
@@ -57,7 +57,8 @@ def build_plan(spec: LaunchSpec) -> Plan:
     return Plan(
         steps=steps, spec=spec, cluster=cluster, train=train, env_vars=env_vars, recipe_name=recipe.name,
         model=job.model, job=facts, on_failure=on_failure, on_interrupt=on_interrupt,
-        settings=plan_settings(spec, cluster, train, recipe.name, job.model, variant + job.settings, values),
+        settings=plan_settings(spec, cluster, train, recipe.name, job.model,
+                               variant + tuple((k, fill(v, values)) for k, v in job.settings), values),
         notes=tuple(fill(n, values) for n in (*job.notes, *varied.notes)) + notes,
         warnings=job.warnings + applied.warnings + warnings,
         overrides=tuple(c.filled(values) for c in applied.changes),
@@ -65,12 +66,13 @@ def build_plan(spec: LaunchSpec) -> Plan:
     )
 
 
-def _check(spec: LaunchSpec) -> tuple[str, str, Hardware | None]:
+def _check(spec: LaunchSpec) -> tuple[str, str | None, Hardware | None]:
     """The spec's own values, each refused in one line naming its option; returns the head, the
     base dir and the hardware."""
+    own_dirs = spec.variant.profile in OWN_DIRS
     if not spec.head:
-        raise LaunchError("no head address: set MLP_WORKER_0_HOST or give --head")
-    if not spec.base_dir:
+        raise LaunchError(f"no head address: set {'MASTER_ADDR' if own_dirs else 'MLP_WORKER_0_HOST'} or give --head")
+    if not spec.base_dir and not own_dirs:
         raise LaunchError("no base dir: set BASE_DIR or give --base-dir")
     if spec.framework not in FRAMEWORKS:
         raise LaunchError(f"--framework: {spec.framework!r} is not one of {', '.join(FRAMEWORKS)}")
@@ -97,17 +99,26 @@ def _check(spec: LaunchSpec) -> tuple[str, str, Hardware | None]:
     return spec.head, spec.base_dir, hw
 
 
-def _placeholders(spec: LaunchSpec, recipe: Recipe, model: ModelSpec, base_dir: str, gpus: int) -> dict[str, str]:
-    """The values of the recipe's ``{placeholders}`` for this launch."""
+def _placeholders(spec: LaunchSpec, recipe: Recipe, model: ModelSpec, base_dir: str | None,
+                  gpus: int) -> dict[str, str]:
+    """The values of the recipe's ``{placeholders}`` for this launch: the spec's, else the
+    recipe's defaults, else the base dir (a profile with paths of its own may have none)."""
     assert spec.head is not None
-    values = {**recipe.defaults}
+    defaults = recipe.defaults
+    output_dir = _path(spec.output_dir or defaults.get("output_dir") or base_dir or "/")
+    base = base_dir or output_dir
+    values = {**defaults}
     values.update(
-        base_dir=base_dir, head=spec.head, gpus_per_node=str(gpus), framework=spec.framework,
+        base_dir=base, head=spec.head, gpus_per_node=str(gpus), framework=spec.framework,
         ckpt_name=model.checkpoint_name, entry=spec.entry,
-        model_local_dir=(spec.model_local_dir or base_dir).rstrip("/") or "/",
-        output_dir=(spec.output_dir or base_dir).rstrip("/") or "/",
-        run_id=spec.run_id or DEFAULT_RUN_ID, wandb_key=spec.wandb_key or "",
+        entry_path=spec.entry if spec.entry.startswith("/") else f"{spec.workdir.rstrip('/')}/{spec.entry}",
+        model_dir=_path(spec.model_dir or defaults.get("model_dir") or base),
+        data_dir=_path(spec.data_dir or defaults.get("data_dir") or base),
+        model_local_dir=_path(spec.model_local_dir or base), output_dir=output_dir,
+        run_id=spec.run_id or DEFAULT_RUN_ID, wandb_key=spec.wandb_key or "", megatron_path=spec.megatron_path,
     )
+    if spec.num_rollout is not None:
+        values["num_rollout"] = str(spec.num_rollout)
     if spec.actor_num_nodes is not None:
         values["actor_num_nodes"] = str(spec.actor_num_nodes)
     if spec.dashboard_host is not None:
@@ -116,6 +127,10 @@ def _placeholders(spec: LaunchSpec, recipe: Recipe, model: ModelSpec, base_dir: 
                               f"(Ray's default, {values['dashboard_host']}, is what it binds)")
         values["dashboard_host"] = spec.dashboard_host
     return values
+
+
+def _path(path: str) -> str:
+    return path.rstrip("/") or "/"
 
 
 def _train_args(spec: LaunchSpec, recipe: Recipe, values: dict[str, str]) -> TrainArgs:

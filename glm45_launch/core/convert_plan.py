@@ -30,7 +30,6 @@ from glm45_launch.errors import LaunchError
 CONVERT_SCRIPT = "tools/convert_hf_to_torch_dist.py"
 TRACKER = "latest_checkpointed_iteration.txt"
 DEFAULT_MASTER_PORT = 12345  # the framework's GLM-4.5 example
-DEFAULT_MEGATRON_PATH = "/root/Megatron-LM"
 
 
 @dataclass(frozen=True)
@@ -91,11 +90,11 @@ def plan_convert(
     spec: LaunchSpec,
     *,
     master_port: int = DEFAULT_MASTER_PORT,
-    megatron_path: str = DEFAULT_MEGATRON_PATH,
+    megatron_path: str | None = None,
     hf_checkpoint: str | None = None,
     save: str | None = None,
 ) -> ConvertPlan:
-    """The conversion the launch ``spec`` needs (pure)."""
+    """The conversion the launch ``spec`` needs (pure); ``megatron_path``: the spec's unless given."""
     if not 1 <= master_port <= 65535:
         raise LaunchError(f"--master-port: {master_port} is not a TCP port")
     plan = build_plan(spec)
@@ -107,12 +106,13 @@ def convert_from_plan(
     plan: Plan,
     *,
     master_port: int = DEFAULT_MASTER_PORT,
-    megatron_path: str = DEFAULT_MEGATRON_PATH,
+    megatron_path: str | None = None,
     hf_checkpoint: str | None = None,
     save: str | None = None,
 ) -> ConvertPlan:
     """The conversion for an already built launch plan (pure)."""
     spec = plan.spec
+    megatron_path = megatron_path or spec.megatron_path
     notes: list[str] = []
     if hf_checkpoint is None:
         hf_checkpoint = plan.job.hf_checkpoint

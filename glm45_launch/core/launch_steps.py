@@ -42,6 +42,7 @@ _LOOPBACK = ("127.0.0.1", "localhost")  # where the recipe's `ray job submit` fi
 _JOIN_NOTE = {  # what the profile's own launcher does instead
     "bash": "(the bash recipe waits for the ssh commands only)",
     "python": "(upstream expects them in the cluster already)",
+    "python-8node": "(upstream's ssh fan-out waits for the ssh commands only)",
     "air-p2p": "(the script's head polls Ray's GPU count the same way)",
 }
 

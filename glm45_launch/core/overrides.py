@@ -7,12 +7,15 @@
 * ``--extra-args "..."``: shell-split words appended after every group (group ``EXTRA``), as
   the upstream Python launchers append ``extra_args`` last.
 * ``--env K=V``: the runtime env's ``K``: replaced in place, or appended.
+* ``--extra-env-vars TEXT``: upstream's Python launchers' form of ``--env``: a JSON object, or
+  ``K=V`` words separated by spaces.
 
 Group names are case-insensitive and may carry the bash array suffix (``rollout_args``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Sequence
@@ -83,13 +86,13 @@ def parse_unset(text: str) -> Edit:
     return Edit(group, flag, None, f"--unset {text}")
 
 
-def parse_env(text: str) -> tuple[str, str]:
+def parse_env(text: str, option: str = "--env") -> tuple[str, str]:
     """``K=V`` -> ``(K, V)``; V may be empty and may hold ``${VAR}`` for Ray."""
     key, eq, value = text.partition("=")
     if not eq:
-        raise LaunchError(f"--env {_target(text)}: want KEY=VALUE")
+        raise LaunchError(f"{option} {_target(text)}: want KEY=VALUE")
     if not ENV_NAME.match(key):
-        raise LaunchError(f"--env {_target(text)}: {_target(key)} is not an environment variable name")
+        raise LaunchError(f"{option} {_target(text)}: {_target(key)} is not an environment variable name")
     return key, value
 
 
@@ -104,11 +107,24 @@ def parse_extra_args(texts: Sequence[str]) -> Argv:
     return tuple(words)
 
 
+def parse_extra_env_vars(text: str) -> tuple[tuple[str, str], ...]:
+    """Upstream's ``--extra-env-vars``: a JSON object of strings, else ``K=V`` words split on spaces."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return tuple(parse_env(w, "--extra-env-vars") for w in text.split(" ") if w.strip())
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise LaunchError(f"--extra-env-vars {_target(text)}: want a JSON object of strings, or K=V words")
+    return tuple(parse_env(f"{k}={v}", "--extra-env-vars") for k, v in data.items())
+
+
 def build_overrides(sets: Sequence[str] = (), unsets: Sequence[str] = (), extra_args: Sequence[str] = (),
-                    env: Sequence[str] = ()) -> Overrides:
-    """Parse the command-line forms (``--set`` edits first, then ``--unset``)."""
+                    env: Sequence[str] = (), extra_env_vars: Sequence[str] = ()) -> Overrides:
+    """Parse the command-line forms (``--set`` edits first, then ``--unset``; ``--env``, then
+    ``--extra-env-vars``)."""
     edits = tuple(parse_set(s) for s in sets) + tuple(parse_unset(u) for u in unsets)
-    return Overrides(edits, parse_extra_args(extra_args), tuple(parse_env(e) for e in env))
+    extra_env = tuple(kv for text in extra_env_vars for kv in parse_extra_env_vars(text))
+    return Overrides(edits, parse_extra_args(extra_args), tuple(parse_env(e) for e in env) + extra_env)
 
 
 def resolve_group(name: str, order: Sequence[str], option: str) -> str:

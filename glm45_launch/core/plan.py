@@ -24,6 +24,7 @@ from glm45_launch.recipes import BASH_RECIPE, Argv, ModelSpec, Recipe
 FRAMEWORKS = ("miles", "slime")
 DEFAULT_RUN_ID = "default"
 DEFAULT_RAY_TEMP = "/tmp/ray"  # Ray's --temp-dir when `ray start --head` gives none
+DEFAULT_MEGATRON_PATH = "/root/Megatron-LM"
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,20 @@ class LaunchSpec:
     overrides: Overrides = Overrides()  # --set/--unset/--extra-args/--env (overrides.py)
     external_ray: bool = False  # submit to a running cluster: no Ray cleanup, no ray start anywhere
     hold_workers: bool = False  # keep an ssh session to every worker open until the job ends
-    # The Python launcher's inputs (named like upstream's options) and facts.
-    output_dir: str | None = None  # None: base_dir; checkpoints in OUT/RUN/checkpoints, dumps in OUT/RUN/dump_details
+    # The Python launchers' inputs (named like upstream's options) and facts.
+    output_dir: str | None = None  # None: the profile's (python: base_dir; python-8node: /root/shared_data)
     run_id: str | None = None  # None: DEFAULT_RUN_ID (a plan is the same from `plan` to `up`)
     model_local_dir: str | None = None  # None: base_dir; the job reads the checkpoints from here
-    wandb_key: str | None = None  # WANDB_API_KEY: the python profile passes the wandb flags
+    model_dir: str | None = None  # None: the profile's (python: base_dir; python-8node: /root/models)
+    data_dir: str | None = None  # None: the profile's (python: base_dir; python-8node: /root/datasets)
+    megatron_path: str = DEFAULT_MEGATRON_PATH  # the conversion's PYTHONPATH (python profiles: the job's too)
+    save: bool = False  # python-8node: --save OUT/checkpoints every 20 rollouts
+    num_rollout: int | None = None  # python-8node: None: 3000
+    wandb_key: str | None = None  # WANDB_API_KEY: the python profiles pass the wandb flags
     nvlink: NvlinkFact = NvlinkFact()  # the head's NVLink (python profile: NCCL_NVLS_ENABLE)
+    # The launcher's own environment, as read where it runs (profiles.LAUNCHER_ENV: what the python
+    # profiles copy into the runtime env when set, as upstream does).
+    launcher_env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

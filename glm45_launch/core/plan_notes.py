@@ -12,6 +12,7 @@ from glm45_launch.core.flags import flag_value
 from glm45_launch.core.job_facts import JobFacts
 from glm45_launch.core.launch_steps import WILDCARDS, url_host
 from glm45_launch.core.plan import ClusterFacts, LaunchSpec, TrainArgs
+from glm45_launch.core.profiles import PYTHON_PROFILES
 from glm45_launch.recipes import ModelSpec
 
 Setting = tuple[str, str]
@@ -31,7 +32,7 @@ def plan_settings(spec: LaunchSpec, cluster: ClusterFacts, train: TrainArgs, rec
         ("nodes", str(len(cluster.nodes))),
         ("GPUs per node", str(cluster.gpus_per_node)),
         ("actor nodes", "not given" if actor_nodes is None else actor_nodes),
-        ("base dir", values["base_dir"]),
+        ("base dir", spec.base_dir or "not given (the profile's own --model-dir, --data-dir, --output-dir)"),
         ("workdir", spec.workdir),
         ("ssh user", spec.ssh_user),
         ("dashboard", f"{cluster.dashboard_host}:{cluster.dashboard_port}"),
@@ -39,8 +40,12 @@ def plan_settings(spec: LaunchSpec, cluster: ClusterFacts, train: TrainArgs, rec
         ("cleanup", "yes" if spec.cleanup else "no (--no-cleanup)"),
     )
     settings += (("ray cluster", "external (--external-ray)"),) * spec.external_ray + tuple(stage_settings)
+    if spec.variant.profile in PYTHON_PROFILES:
+        settings += (("model dir", values["model_dir"]), ("data dir", values["data_dir"]))
     if spec.variant.profile == "python":
         settings += (("run", f"{values['output_dir']}/{values['run_id']}"),)
+    elif spec.variant.profile == "python-8node":
+        settings += (("output dir", values["output_dir"]), ("run id", values["run_id"]))
     return settings
 
 

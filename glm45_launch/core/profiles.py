@@ -11,6 +11,10 @@ the overrides (``overrides.py``) come after.
   ``--dynamic-sampling``, ``--no-eval``, ``--benchmark``, ``--cuda-core-dump``, wandb (when a key
   is given), the node-count layout and the SGLang engine; the per-option variants (FP8, MTP,
   KV-FP8, MIS, R3) are then ``variants.py``'s.
+* ``python-8node``: miles' ``scripts/run_glm45_355b_a32b_8node.py``, the bash recipe's Python
+  successor (``recipes/python_8node.py``): :func:`python_8node_job` adds ``--save``, wandb and
+  upstream's runtime env (the launcher's NCCL_SOCKET_IFNAME... when set, the rack's tuning, the
+  socket keys when MLP_SOCKET_IFNAME is set, PYTHONPATH last).
 * ``air-p2p``: the disaggregated GLM-4.5-Air recipe (``recipes/air_p2p.py``): :func:`air_job`
   adds ``--transfer-mode``, ``--bucket-size-gb`` and ``--skip-weight-check``, and sizes the actor
   (half the nodes) and the rollout (the GPUs left).
@@ -20,19 +24,25 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from glm45_launch.core.flags import flag_int
 from glm45_launch.core.plan import LaunchSpec, NvlinkFact, Variant
-from glm45_launch.core.runtime_env import set_env
+from glm45_launch.core.runtime_env import insert_after, set_env
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import BASH_RECIPE, Argv, ModelSpec, Recipe, get_model
 from glm45_launch.recipes import air_p2p as air
+from glm45_launch.recipes import python_8node as py8
 from glm45_launch.recipes import python_launcher as py
 from glm45_launch.recipes.hardware import Hardware
 
-PROFILES = ("bash", "python", "air-p2p")
-PROFILE_RECIPES: dict[str, Recipe] = {"python": py.RECIPE, "air-p2p": air.RECIPE}
+PROFILES = ("bash", "python", "python-8node", "air-p2p")
+PROFILE_RECIPES: dict[str, Recipe] = {"python": py.RECIPE, "python-8node": py8.RECIPE, "air-p2p": air.RECIPE}
+PYTHON_PROFILES = frozenset({"python", "python-8node"})  # upstream's Python launchers: their options
+OWN_DIRS = frozenset({"python-8node"})  # its paths are its own options (--model-dir...), not BASE_DIR
+# What the CLI reads from the launcher's environment for the python profiles to forward.
+LAUNCHER_ENV = tuple(dict.fromkeys((*py.FORWARDED_ENV, *py8.FORWARDED_ENV, py8.PYTHONPATH_ENV)))
 DISAGGREGATED = frozenset({"air-p2p"})  # the actor and the rollout on GPUs of their own: never --colocate
 MODES = tuple(py.SAVE_INTERVAL)
 TASKS = tuple(py.TASKS)
@@ -77,8 +87,10 @@ def profile_job(spec: LaunchSpec, hw: Hardware | None, gpus_per_node: int, nodes
                 recipe, mode=knobs.mode, task=knobs.task, dynamic_sampling=knobs.dynamic_sampling,
                 eval_schedule=knobs.eval, benchmark=knobs.benchmark, cuda_core_dump=knobs.cuda_core_dump,
                 hardware=hw.name, blackwell=hw.blackwell, gpus_per_node=gpus_per_node, num_nodes=num_nodes,
-                nvlink=spec.nvlink, wandb=bool(spec.wandb_key),
+                nvlink=spec.nvlink, wandb=bool(spec.wandb_key), forwarded=forwarded(spec, py.FORWARDED_ENV),
             )
+        if knobs.profile == "python-8node":
+            return python_8node_job(recipe, spec, cuda_core_dump=knobs.cuda_core_dump)
         if knobs.profile == "air-p2p":
             return air_job(recipe, transfer_mode=knobs.transfer_mode, bucket_size_gb=knobs.bucket_size_gb,
                            skip_weight_check=knobs.skip_weight_check, gpus_per_node=gpus_per_node, nodes=nodes,
@@ -156,9 +168,10 @@ def python_engine_gpus(num_nodes: int, gpus_per_node: int) -> int:
 def python_job(
     recipe: Recipe, *, mode: str, task: str, dynamic_sampling: bool, eval_schedule: bool, benchmark: bool,
     cuda_core_dump: bool, hardware: str, blackwell: bool, gpus_per_node: int, num_nodes: int,
-    nvlink: NvlinkFact, wandb: bool,
+    nvlink: NvlinkFact, wandb: bool, forwarded: tuple[tuple[str, str], ...] = (),
 ) -> Job:
-    """The Python launcher's train args and runtime env, in upstream's order (before the variants)."""
+    """The Python launcher's train args and runtime env, in upstream's order (before the variants);
+    ``forwarded``: the launcher's NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME, when set."""
     debug = mode == "debug-minimal"
     spec = py.TASKS[task]
     groups = dict(recipe.groups)
@@ -190,6 +203,7 @@ def python_job(
     groups["MISC"] = misc
 
     env = set_env(recipe.env_vars, py.NVLS_ENV, "1" if nvlink.present else "0")
+    env = insert_after(env, py.FORWARDED_AFTER, forwarded)
     if cuda_core_dump:
         env += py.CUDA_COREDUMP_ENV
     job = Job(groups=groups, env=env, defaults={"actor_num_nodes": str(num_nodes)})
@@ -207,6 +221,42 @@ def python_job(
         job.notes.append(f"NVLink on the head is unknown ({nvlink.how}): {py.NVLS_ENV}=0, as upstream's probe "
                          "gives without nvidia-smi; --nvlink yes|no states it")
     if not wandb:
+        job.notes.append("no wandb flags: WANDB_API_KEY is not set (upstream skips wandb the same way)")
+    return job
+
+
+def forwarded(spec: LaunchSpec, names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The launcher's environment values of ``names`` that are set, in that order."""
+    env = dict(spec.launcher_env)
+    return tuple((n, env[n]) for n in names if n in env)
+
+
+def python_8node_job(recipe: Recipe, spec: LaunchSpec, *, cuda_core_dump: bool) -> Job:
+    """``run_glm45_355b_a32b_8node.py``'s train args and runtime env, in upstream's order."""
+    groups = dict(recipe.groups)
+    if spec.save:
+        groups["CKPT"] = tuple(groups["CKPT"]) + py8.SAVE
+    groups["WANDB"] = py8.WANDB if spec.wandb_key else ()
+    env = insert_after(recipe.env_vars, py8.FORWARDED_AFTER, forwarded(spec, py8.FORWARDED_ENV))
+    if cuda_core_dump:
+        env += py8.CUDA_COREDUMP_ENV
+    for key, value in py8.CLUSTER_ENV:
+        env = set_env(env, key, value)
+    for key in py8.SOCKET_IFNAME_ENV if spec.socket_ifname else ():
+        env = set_env(env, key, spec.socket_ifname or "")
+    shell = dict(spec.launcher_env).get(py8.PYTHONPATH_ENV)
+    entries = [spec.workdir, spec.megatron_path, *(shell.split(":") if shell else ())]
+    env = set_env(env, py8.PYTHONPATH_ENV, ":".join(dict.fromkeys(entries)))
+    job = Job(groups=groups, env=env, defaults={})
+    job.settings.append(("checkpoints", "{output_dir}/checkpoints every 20 rollouts (--save)" if spec.save
+                         else "not saved (as upstream without --save)"))
+    if not spec.socket_ifname:
+        job.notes.append("MLP_SOCKET_IFNAME is not set: no GLOO/TP/OMPI socket interface keys in the runtime env "
+                         "(as upstream)")
+    if shell:
+        job.notes.append(f"{py8.PYTHONPATH_ENV} in the runtime env ends with this shell's ({shell}), as upstream "
+                         "adds the launching shell's")
+    if not spec.wandb_key:
         job.notes.append("no wandb flags: WANDB_API_KEY is not set (upstream skips wandb the same way)")
     return job
 
@@ -241,6 +291,28 @@ def air_job(
     return job
 
 
+def _options_given(spec: LaunchSpec) -> list[tuple[str, frozenset[str], bool]]:
+    """(option as written, the profiles that have it, whether it is given) of every profile's own option."""
+    v = spec.variant
+    python, both, py8, air_ = frozenset({"python"}), PYTHON_PROFILES, frozenset({"python-8node"}), frozenset({"air-p2p"})
+    return [
+        ("--output-dir", both, spec.output_dir is not None), ("--run-id", both, spec.run_id is not None),
+        ("--model-dir", both, spec.model_dir is not None), ("--data-dir", both, spec.data_dir is not None),
+        ("--model-local-dir", python, spec.model_local_dir is not None),
+        ("--mode debug-minimal", python, v.mode != "normal"), (f"--task {v.task}", python, v.task != "dapo-aime"),
+        ("--dynamic-sampling", python, v.dynamic_sampling), ("--no-eval", python, not v.eval),
+        ("--benchmark", python, v.benchmark), ("--cuda-core-dump", both, v.cuda_core_dump),
+        ("--save", py8, spec.save), ("--num-rollout", py8, spec.num_rollout is not None),
+        (f"--transfer-mode {v.transfer_mode}", air_, v.transfer_mode is not None),
+        ("--bucket-size-gb", air_, v.bucket_size_gb is not None), ("--skip-weight-check", air_, v.skip_weight_check),
+    ]
+
+
+_WHOSE = {"python": "the Python launcher's", "python-8node": "the 8-node Python launcher's",
+          "air-p2p": "the Air recipe's"}
+_KNOBS = ("--mode", "--task", "--dynamic-sampling", "--no-eval", "--benchmark")  # named "knob" in messages
+
+
 def check_knobs(spec: LaunchSpec, hw: Hardware | None) -> None:
     """Refuse an option the profile does not have, a value it does not know, or hardware it does
     not run on (one line naming it)."""
@@ -251,32 +323,25 @@ def check_knobs(spec: LaunchSpec, hw: Hardware | None) -> None:
         raise LaunchError(f"--task: unknown task {v.task!r} (known: {', '.join(TASKS)})")
     if v.transfer_mode is not None and v.transfer_mode not in TRANSFER_MODES:
         raise LaunchError(f"--transfer-mode: unknown mode {v.transfer_mode!r} (known: {', '.join(TRANSFER_MODES)})")
-    python_options = [("--output-dir", spec.output_dir), ("--run-id", spec.run_id),
-                      ("--model-local-dir", spec.model_local_dir)]
-    python_only = [
-        ("--mode debug-minimal", v.mode != "normal"), (f"--task {v.task}", v.task != "dapo-aime"),
-        ("--dynamic-sampling", v.dynamic_sampling), ("--no-eval", not v.eval), ("--benchmark", v.benchmark),
-        ("--cuda-core-dump", v.cuda_core_dump),
-    ]
-    air_only = [
-        (f"--transfer-mode {v.transfer_mode}", v.transfer_mode is not None),
-        ("--bucket-size-gb", v.bucket_size_gb is not None), ("--skip-weight-check", v.skip_weight_check),
-    ]
-    for name, value in python_options:
-        if value is not None and profile != "python":
-            raise LaunchError(f"{name}: an option of --profile python (the Python launcher's), "
+    for name, profiles, given in _options_given(spec):
+        if given and profile not in profiles:
+            owners = [p for p in PROFILES if p in profiles]
+            whose = _WHOSE[owners[0]] if len(owners) == 1 else "the Python launchers'"
+            whose += " knob" if name.startswith(_KNOBS) else ""
+            raise LaunchError(f"{name}: an option of --profile {' and '.join(owners)} ({whose}), "
                               f"not of --profile {profile}")
+    for name, value in (("--output-dir", spec.output_dir), ("--run-id", spec.run_id),
+                        ("--model-local-dir", spec.model_local_dir), ("--model-dir", spec.model_dir),
+                        ("--data-dir", spec.data_dir), ("--megatron-path", spec.megatron_path)):
         if value is not None and (not value.strip() or value != value.strip()):
             raise LaunchError(f"{name}: {value!r} is not a path")
     if spec.run_id is not None and not _RUN_ID.match(spec.run_id):
         raise LaunchError(f"--run-id: {spec.run_id!r} is not a name (letters, digits, . _ -; it names a directory)")
-    for name, given in python_only if profile != "python" else ():
-        if given:
-            raise LaunchError(f"{name}: an option of --profile python (the Python launcher's knob), "
-                              f"not of --profile {profile}")
-    for name, given in air_only if profile != "air-p2p" else ():
-        if given:
-            raise LaunchError(f"{name}: an option of --profile air-p2p (the Air recipe's), not of --profile {profile}")
+    if spec.num_rollout is not None and spec.num_rollout < 1:
+        raise LaunchError(f"--num-rollout: must be >= 1, got {spec.num_rollout}")
+    if spec.save and spec.checkpoint_dir is not None:
+        raise LaunchError("--save with --checkpoint-dir: both set --save (OUT/checkpoints, or DIR with --load); "
+                          "drop one of them")
     if v.bucket_size_gb is not None:
         if (v.transfer_mode or "p2p") != "p2p":
             raise LaunchError(f"--bucket-size-gb: only --transfer-mode p2p uses it (broadcast sends "

@@ -30,6 +30,13 @@ def set_env(env: Sequence[tuple[str, str]], key: str, value: str) -> tuple[tuple
     return (*env, (key, value))
 
 
+def insert_after(env: Sequence[tuple[str, str]], key: str,
+                 items: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """``env`` with ``items`` right after ``key`` (at the end without it)."""
+    at = next((i + 1 for i, (k, _) in enumerate(env) if k == key), len(env))
+    return (*env[:at], *items, *env[at:])
+
+
 def env_refs(env_vars: Sequence[tuple[str, str]]) -> list[str]:
     """The ``${VAR}`` names the runtime env leaves for Ray to expand, in first-use order."""
     seen: dict[str, None] = {}
