@@ -20,7 +20,7 @@ from glm45_launch.core.hostfile import cluster_workers, valid_hostname
 from glm45_launch.core.job_facts import JobFacts
 from glm45_launch.core.launch_steps import cluster_facts, launch_steps, stop_job, teardown_steps
 from glm45_launch.core.overrides import apply_overrides
-from glm45_launch.core.plan import DEFAULT_RUN_ID, FRAMEWORKS, LaunchSpec, Plan, TrainArgs
+from glm45_launch.core.plan import DEFAULT_RUN_ID, FRAMEWORKS, Dirs, LaunchSpec, Plan, TrainArgs
 from glm45_launch.core.plan_notes import plan_notes, plan_settings
 from glm45_launch.core.profiles import OWN_DIRS, profile_job
 from glm45_launch.core.runtime_env import env_refs, resolve_env
@@ -57,6 +57,8 @@ def build_plan(spec: LaunchSpec) -> Plan:
     return Plan(
         steps=steps, spec=spec, cluster=cluster, train=train, env_vars=env_vars, recipe_name=recipe.name,
         model=job.model, job=facts, on_failure=on_failure, on_interrupt=on_interrupt,
+        dirs=Dirs(model=values["model_dir"], data=values["data_dir"], model_local=values["model_local_dir"],
+                  output=values["output_dir"]),
         settings=plan_settings(spec, cluster, train, recipe.name, job.model,
                                variant + tuple((k, fill(v, values)) for k, v in job.settings), values),
         notes=tuple(fill(n, values) for n in (*job.notes, *varied.notes)) + notes,

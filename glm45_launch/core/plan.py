@@ -194,6 +194,17 @@ class ClusterFacts:
 
 
 @dataclass(frozen=True)
+class Dirs:
+    """Where a launch's files are, as resolved: the shared model and data directories, each node's
+    local copy of the model, and the run's output (the python profiles' options, else BASE_DIR)."""
+
+    model: str
+    data: str
+    model_local: str
+    output: str
+
+
+@dataclass(frozen=True)
 class TrainArgs:
     """The job's entrypoint: ``entry`` (``python3 train.py``), then ``prefix`` and the groups."""
 
@@ -224,6 +235,7 @@ class Plan:
     recipe_name: str  # the recipe the plan runs: the profile's (``spec.recipe`` is the bash recipe or a file)
     model: ModelSpec
     job: JobFacts  # the sizes and checkpoint paths train.py reads from ``train``
+    dirs: Dirs
     on_failure: tuple[Step, ...] = ()  # teardown of what a failed launch started
     on_interrupt: tuple[Step, ...] = ()  # Ctrl-C while the job runs
     notes: tuple[str, ...] = ()

@@ -3,7 +3,9 @@
 Data only, read from upstream at revision 04b61f31a (facts carried over, not code): the
 base groups of its ``train`` step in the order it concatenates them, the pieces its knobs
 add, its runtime env, cleanup and head command. ``core/profiles.py`` assembles the job from
-these pieces the way upstream's ``_execute_train`` does. ``{model_dir}``, ``{data_dir}``, ``{model_local_dir}``, ``{output_dir}``,
+these pieces the way upstream's ``_execute_train`` does, and ``core/prepare_plan.py`` its
+preparation (``_prepare_download``, ``_convert_hf_to_fp8``, ``_prepare_megatron_ckpt``,
+``_prepare_cp``). ``{model_dir}``, ``{data_dir}``, ``{model_local_dir}``, ``{output_dir}``,
 ``{run_id}`` and ``{megatron_path}`` are its options of the same names.
 """
 
@@ -216,3 +218,29 @@ RECIPE = Recipe(
     defaults=DEFAULTS,
     submit_env=SUBMIT_ENV,
 )
+
+# --- the preparation its `train` command runs first (_prepare_download, _convert_hf_to_fp8,
+# _prepare_megatron_ckpt, _prepare_cp); core/prepare_plan.py lays it out host by host.
+
+# hf download --repo-type dataset REPO --local-dir DATA_DIR/NAME, by --task.
+DATASETS = {
+    "dapo-aime": ("zhuzilin/dapo-math-17k", "zhuzilin/aime-2024", "zhuzilin/aime-2025"),
+    "gsm8k": ("zhuzilin/gsm8k",),
+}
+# A download is done when its directory holds what the job reads (or, for aime-2025, keeps).
+DATASET_FILES = {
+    "dapo-math-17k": ("dapo-math-17k.jsonl",), "aime-2024": ("aime-2024.jsonl",),
+    "aime-2025": ("aime-2025.jsonl",), "gsm8k": ("train.parquet", "test.parquet"),
+}
+MODEL_FILES = ("config.json", "model.safetensors.index.json")
+# Run in the checkout, on the head; upstream skips it when SAVE_DIR exists.
+FP8_CONVERT = ("python", "tools/convert_hf_to_fp8.py", "--model-dir", "{hf}", "--save-dir", "{hf}-FP8/",
+               "--strategy", "block", "--block-size", "128", "128", "--max-workers", "4")
+# convert_checkpoint(multinode=True): every node, even one, with these rendezvous flags.
+CONVERT_RENDEZVOUS = ("--master-addr", "{master}", "--master-port", "{port}", "--nnodes={nnodes}", "--node-rank",
+                      "{rank}")
+CONVERT_SCRIPT = "{workdir}/tools/convert_hf_to_torch_dist.py"
+CONVERT_MASTER_PORT = 23456
+# rsync_simple, on every node: mkdir -p DST && rsync -a --info=progress2 SRC/ DST.
+RSYNC = ("rsync", "-a", "--info=progress2")
+RSYNC_DRY_RUN = ("rsync", "-a", "--dry-run", "--itemize-changes")  # prints nothing when DST is up to date
