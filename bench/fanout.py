@@ -43,8 +43,10 @@ from pathlib import Path
 
 from glm45_launch.checks.preflight import preflight_steps
 from glm45_launch.checks.preflight_report import PreflightOptions
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import load_hostfile
-from glm45_launch.core.plan import LaunchSpec, build_down_plan, build_plan
+from glm45_launch.core.launch_steps import build_down_plan
+from glm45_launch.core.plan import LaunchSpec
 from glm45_launch.testing.rackbox import RackBox, free_prefix, make_base_dir
 
 BENCH = Path(__file__).resolve().parent

@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 from glm45_launch.checks.preflight_report import OK, PreflightOptions
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import load_hostfile
-from glm45_launch.core.plan import LaunchSpec, build_plan
+from glm45_launch.core.plan import LaunchSpec
 from glm45_launch.core.steps import DEFAULT_PARALLEL
 from glm45_launch.runtime.runtime import Runtime
 from glm45_launch.runtime.ssh import CONNECT_SLOTS, SshOptions

@@ -11,8 +11,10 @@ hostfile -> recipe -> plan -> executor::
 Heavy dependencies (ray, paramiko, rich) are imported only by the modules that run things.
 """
 
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import Host, Hostfile, load_hostfile, parse_hostfile_text
-from glm45_launch.core.plan import LaunchSpec, Plan, Step, build_plan
+from glm45_launch.core.plan import LaunchSpec, Plan
+from glm45_launch.core.steps import Step
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import BASH_RECIPE, MODELS, Recipe
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ ROOT = PKG.parent
 ALLOWED = {
     "errors": {"errors"},
     "core": {"errors", "core", "recipes"},
-    "recipes": {"errors", "core", "recipes"},
+    "recipes": {"errors", "recipes"},  # data: below the core that reads it
     "checks": {"errors", "core", "recipes", "checks"},
     "runtime": {"errors", "core", "recipes", "checks", "runtime"},
     "sandbox": {"errors", "core", "recipes", "checks", "sandbox"},
@@ -54,11 +55,16 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(path: Path, module: str) -> list[tuple[str, int]]:
-    """Every module ``path`` imports (module level and inside functions), with the line."""
-    tree = ast.parse(path.read_text(), str(path))
+    """Every module ``path`` imports, with the line."""
+    return _imports_in(path.read_text(), module, path.name == "__init__.py")
+
+
+def _imports_in(source: str, module: str, is_package: bool) -> list[tuple[str, int]]:
+    """Every module ``source`` names in an import, with the line: at module level, inside
+    functions and under ``if TYPE_CHECKING:`` alike (``from P import N`` names P and P.N)."""
     found = []
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    for node in ast.walk(tree):
+    package = module if is_package else module.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found += [(a.name, node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -68,6 +74,47 @@ def _imports(path: Path, module: str) -> list[tuple[str, int]]:
             found.append((base, node.lineno))
             found += [(f"{base}.{a.name}", node.lineno) for a in node.names]
     return found
+
+
+def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """module -> the modules of ``sources`` it imports, every kind of import counted;
+    ``sources``: module -> (its text, whether it is a package's ``__init__``)."""
+    return {module: {name for name, _ in _imports_in(text, module, is_package) if name in sources and name != module}
+            for module, (text, is_package) in sources.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """The modules that import each other in a loop: each strongly connected set of two or more
+    (Tarjan's algorithm), in a stable order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[frozenset[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if dep not in index:
+                visit(dep)
+                low[node] = min(low[node], low[dep])
+            elif dep in stack:
+                low[node] = min(low[node], index[dep])
+        if low[node] == index[node]:
+            members = {stack.pop()}
+            while node not in members:
+                members.add(stack.pop())
+            if len(members) > 1:
+                found.append(frozenset(members))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found, key=sorted)
+
+
+def _package_graph() -> dict[str, set[str]]:
+    return import_graph({m: (p.read_text(), p.name == "__init__.py") for m, p in _modules().items()})
 
 
 def _layer(module: str) -> str:
@@ -111,36 +158,117 @@ def test_pure_core_imports_nothing_with_side_effects() -> None:
     assert json.loads(out) == []
 
 
+# Circles that others are taking apart on their branches; each test below fails (XPASS) once its
+# circle is gone, so the marks come off with the fix.
+KNOWN_CIRCLES = [
+    frozenset({"glm45_launch.runtime.ssh", "glm45_launch.runtime.sshpool"}),
+]
+
+
 def test_no_import_circles() -> None:
-    """Module-level imports between the package's modules form no cycle."""
-    modules = _modules()
-    graph: dict[str, set[str]] = {}
-    for module, path in modules.items():
-        tree = ast.parse(path.read_text())
-        deps = set()
-        for node in tree.body:  # module level only: lazy imports inside functions cannot loop at import
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("glm45_launch"):
-                deps.add(node.module)
-                deps |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules}
-        graph[module] = {d for d in deps if d in modules and d != module}
-    seen: dict[str, int] = {}
-    cycles = []
+    """No modules of the package import each other in a loop, counting module-level,
+    function-local and TYPE_CHECKING imports."""
+    assert [sorted(c) for c in circles(_package_graph()) if c not in KNOWN_CIRCLES] == []
 
-    def visit(node: str, stack: list[str]) -> None:
-        seen[node] = 1
-        for dep in graph[node]:
-            if seen.get(dep) == 1:
-                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]) if dep in stack else dep)
-            elif dep not in seen:
-                visit(dep, [*stack, dep])
-        seen[node] = 2
 
-    for module in sorted(graph):
-        if module not in seen:
-            visit(module, [module])
-    # A package's __init__ importing its own submodules is not a circle.
-    cycles = [c for c in cycles if not all(p.startswith(c.split(" -> ")[0]) for p in c.split(" -> "))]
-    assert cycles == []
+@pytest.mark.parametrize("circle", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="known circle"))  # fixed on the runtime/fabric branches
+    for c in KNOWN_CIRCLES
+], ids=lambda c: " <-> ".join(sorted(m.rsplit(".", 1)[1] for m in c)))
+def test_known_circle_is_gone(circle: frozenset[str]) -> None:
+    assert circle not in circles(_package_graph())
+
+
+_PLANTED = {
+    "module level": "from pkg.high import thing\n",
+    "inside a function": "def helper():\n    from pkg.high import thing\n    return thing\n",
+    "under TYPE_CHECKING": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.high import thing\n",
+    "relative, in a method": "class A:\n    def f(self):\n        from . import high\n",
+    "import statement": "def helper():\n    import pkg.high\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(_PLANTED))
+def test_a_planted_circle_is_found(kind: str) -> None:
+    """``pkg.low`` imports ``pkg.high`` (in one of the ways), which imports ``pkg.low`` at module
+    level: the graph closes the circle whichever way the import is written."""
+    sources = {
+        "pkg": ("", True),
+        "pkg.low": (_PLANTED[kind], False),
+        "pkg.high": ("from pkg.low import A as B\nthing = 1\n", False),
+        "pkg.apart": ("from pkg import high\n", False),  # points down at the pair: not a circle
+    }
+    assert circles(import_graph(sources)) == [frozenset({"pkg.low", "pkg.high"})]
+
+
+# Shell syntax a program has and prose does not: keywords that open or close a block at a line's
+# start or after a separator, case's ";;", command substitution, && and ||, a ";" between commands.
+_SHELL = re.compile(r"(?m)(?:^|[;&|]\s*)(?:if|then|elif|else|fi|for|while|until|do|done|case|esac)\b|;;|\$\(|&&|\|\||\S;\s+\w")
+_CODE = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.While, ast.If,
+         ast.With, ast.Try, ast.Assign, ast.AugAssign, ast.Return, ast.Raise)
+
+
+def _looks_like_python(text: str) -> bool:
+    """Two lines or more that parse as Python statements, one of them code (not ``key: value``)."""
+    if text.strip().count("\n") < 1:
+        return False
+    try:
+        body = ast.parse(text).body
+    except (SyntaxError, ValueError):
+        return False
+    return len(body) > 1 and any(isinstance(s, _CODE) or isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)
+                                 for s in body)
+
+
+def _looks_like_shell(text: str) -> bool:
+    return text.strip().count("\n") >= 1 and len(_SHELL.findall(text)) >= 2
+
+
+def programs_in(source: str) -> list[tuple[int, str]]:
+    """(line, why) of each string literal of ``source`` that holds a program: Python or shell code
+    over several lines, or the code after ``-c``/``-e`` in an argv (``[bash, "-c", "a; b"]``).
+    Docstrings are prose; f-strings are read with their fields as ``X``."""
+    tree = ast.parse(source)
+    skip = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    skip |= {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}  # read whole
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.List, ast.Tuple)):
+            for flag, code in zip(node.elts, node.elts[1:], strict=False):
+                if isinstance(flag, ast.Constant) and flag.value in ("-c", "-e") \
+                        and isinstance(code, ast.Constant) and isinstance(code.value, str) and " " in code.value:
+                    found.append((code.lineno, f"inline program after {flag.value}"))
+        text = None
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            text = node.value
+        elif isinstance(node, ast.JoinedStr):
+            text = "".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values)
+        if text is not None and (_looks_like_python(text) or _looks_like_shell(text)):
+            found.append((node.lineno, "python" if _looks_like_python(text) else "shell"))
+    return found
+
+
+def test_no_programs_in_string_literals() -> None:
+    """Programs that run elsewhere are package files (checks/programs/probe.py...), never strings."""
+    found = [f"{path.relative_to(ROOT)}:{line}: {why}" for path in sorted(PKG.rglob("*.py"))
+             for line, why in programs_in(path.read_text())]
+    assert found == []
+
+
+@pytest.mark.parametrize(("source", "found"), [
+    ('P = """\\nimport os\\nprint(os.getpid())\\n"""\n', "python"),
+    ('S = """\\nif [ -f x ]; then\\n  echo yes\\nfi\\n"""\n', "shell"),
+    ('S = (f"for h in {hosts}; do\\n" "  ssh $h true && echo ok\\n" "done\\n")\n', "shell"),
+    ('argv = [bash, "-c", "compgen -b; compgen -k"]\n', "inline program after -c"),
+    ('Y = """\\nuse_tis: true\\nrs_level: "token"\\n"""\n', None),  # YAML: data, not a program
+    ('T = ("-f", "-e", "-s")\n', None),
+    ('def f():\n    """Run it; then it ends.\n\n    if x: y\n    """\n', None),
+    ('M = "one line; with a semicolon and && in prose"\n', None),
+])
+def test_programs_in_finds_programs_not_prose(source: str, found: str | None) -> None:
+    assert [why for _, why in programs_in(source)] == ([found] if found else [])
 
 
 def test_no_module_is_too_big() -> None:

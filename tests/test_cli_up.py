@@ -60,8 +60,9 @@ def test_up_refuses_the_head_listed_under_another_name(tmp_path: Path) -> None:
 
 
 def test_one_spelling_per_host() -> None:
+    from glm45_launch.core.builder import build_plan
     from glm45_launch.core.hostfile import host_key, parse_hostfile_text
-    from glm45_launch.core.plan import LaunchSpec, build_plan
+    from glm45_launch.core.plan import LaunchSpec
 
     assert host_key("FE80:0::1") == host_key("fe80::1") and host_key("NODE1.") == host_key("node1")
     plan = build_plan(LaunchSpec(hostfile=parse_hostfile_text("Node-1\nnode-2\n"), head="node-1", base_dir="/d"))

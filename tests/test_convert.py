@@ -15,7 +15,7 @@ from glm45_launch import LaunchError, LaunchSpec, parse_hostfile_text
 from glm45_launch.cli.main import main
 from glm45_launch.core.convert_plan import plan_convert
 from glm45_launch.core.overrides import build_overrides
-from glm45_launch.core.variants import Variant
+from glm45_launch.core.plan import Variant
 from glm45_launch.testing.rackbox import RackBox
 
 BASE = "/data/glm"
@@ -132,7 +132,7 @@ def test_cli_skips_when_the_target_is_converted(capsys: pytest.CaptureFixture[st
                              head="127.0.0.1", base=str(base))
     assert code == 0
     assert f"{target} already holds latest_checkpointed_iteration.txt: conversion skipped" in err
-    assert (tmp_path / "run/convert/127.0.0.1.log").read_text().startswith(
+    assert (tmp_path / "run/convert/head.log").read_text().startswith(
         f"$ test -f {target}/latest_checkpointed_iteration.txt\n")
 
 

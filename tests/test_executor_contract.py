@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.operations import WatchSettings, build_operations
-from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.core.plan import LaunchSpec, Plan
 from glm45_launch.runtime.supervisor import RunResult, Supervisor
 from glm45_launch.testing.fakes import FakeLocalRunner, FakeRay, FakeRemoteRunner, fake_runtime
 

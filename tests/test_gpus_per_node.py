@@ -14,11 +14,11 @@ from glm45_launch.checks.host_checks import evaluate, gpu_checks, nvlink_labels
 from glm45_launch.checks.preflight_report import FAIL, OK, WARN, PreflightOptions
 from glm45_launch.checks.rules import check_plan
 from glm45_launch.cli.main import main
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.flags import last_values
 from glm45_launch.core.hostfile import load_hostfile, parse_hostfile_text
 from glm45_launch.core.overrides import build_overrides
-from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
-from glm45_launch.core.variants import Variant
+from glm45_launch.core.plan import LaunchSpec, Plan, Variant
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = json.loads((ROOT / "tests/data/golden/glm45-355b-a32b-8node.json").read_text())

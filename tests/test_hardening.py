@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import numeric_ipv4, parse_hostfile_text
-from glm45_launch.core.plan import LaunchSpec, build_plan
+from glm45_launch.core.plan import LaunchSpec
 from glm45_launch.core.render import render
 from glm45_launch.errors import LaunchError
 from glm45_launch.runtime.lock import head_lock

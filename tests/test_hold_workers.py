@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.operations import WatchSettings, build_operations
-from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.core.plan import LaunchSpec, Plan
 from glm45_launch.errors import LaunchError
 from glm45_launch.runtime.runtime import Runtime
 from glm45_launch.runtime.supervisor import RunResult, Supervisor

@@ -28,11 +28,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from glm45_launch.cli.main import main
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import parse_hostfile_text, valid_hostname
-from glm45_launch.core.plan import LaunchSpec, build_plan
+from glm45_launch.core.plan import LaunchSpec
+from glm45_launch.core.plan_secrets import plan_secrets
 from glm45_launch.core.quoting import remote_command
 from glm45_launch.core.render import render
-from glm45_launch.core.secrets import MASK, mask_argv, mask_text, plan_secrets
+from glm45_launch.core.secrets import MASK, mask_argv, mask_text
 from glm45_launch.recipes import BASH_RECIPE
 
 BUDGET = settings(max_examples=200, deadline=None, derandomize=True, database=None,

@@ -12,14 +12,8 @@ from hypothesis import strategies as st
 
 from glm45_launch import BASH_RECIPE, LaunchError, LaunchSpec, build_plan, parse_hostfile_text
 from glm45_launch.cli.main import main
-from glm45_launch.core.overrides import (
-    Edit,
-    Overrides,
-    apply_overrides,
-    build_overrides,
-    parse_set,
-    parse_unset,
-)
+from glm45_launch.core.overrides import apply_overrides, build_overrides, parse_set, parse_unset
+from glm45_launch.core.plan import Edit, Overrides
 from glm45_launch.core.recipe_file import dump_recipe, load_recipe, parse_recipe_text
 
 ROOT = Path(__file__).resolve().parent.parent

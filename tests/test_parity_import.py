@@ -17,8 +17,8 @@ import pytest
 
 from glm45_launch import BASH_RECIPE, LaunchSpec, build_plan, load_hostfile
 from glm45_launch.cli.main import main
+from glm45_launch.core.plan import Variant
 from glm45_launch.core.recipe_file import dump_recipe, load_recipe
-from glm45_launch.core.variants import Variant
 from glm45_launch.recipes import fill_all
 from glm45_launch.sandbox.importer import attribute, import_run, known_flags, verify
 from glm45_launch.sandbox.parity import ScriptRun, compare, normalize, run_script

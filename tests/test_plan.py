@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from glm45_launch.checks.rules import check_plan
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.job_facts import JobFacts
-from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.core.plan import LaunchSpec, Plan
 from glm45_launch.core.render import render
 from glm45_launch.core.runtime_env import runtime_env_json
 from glm45_launch.core.steps import SubmitStep

@@ -43,9 +43,10 @@ from glm45_launch.checks.preflight_report import (
     PreflightReport,
 )
 from glm45_launch.checks.programs import probe_program
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.flags import flag_values
 from glm45_launch.core.hostfile import parse_hostfile_text
-from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.core.plan import LaunchSpec, Plan
 from glm45_launch.core.quoting import remote_command
 from glm45_launch.core.runtime_env import RUNTIME_ENV, SESSION, env_ref_sources, ray_env_order
 from glm45_launch.runtime.preflight_run import report_table, run_preflight

@@ -14,12 +14,12 @@ from upstream_launchers import air_rank0, python_cleanup, python_env, python_job
 
 from glm45_launch.checks.rules import check_plan
 from glm45_launch.cli.main import main
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.flags import last_values
 from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.overrides import build_overrides
-from glm45_launch.core.plan import LaunchSpec, NvlinkFact, Plan, build_plan
+from glm45_launch.core.plan import LaunchSpec, NvlinkFact, Plan, Variant
 from glm45_launch.core.render import render
-from glm45_launch.core.variants import Variant
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import MODELS
 
@@ -37,7 +37,8 @@ def hosts(n: int, slots: int | None) -> Any:
 
 def python_plan(nodes: int = 4, hardware: str = "GB200", nvlink: bool | None = True, **kw: Any) -> Plan:
     spec_kw = {k: kw.pop(k) for k in ("external_ray", "wandb_key", "actor_num_nodes", "hold_workers",
-                                        "overrides", "model_local_dir") if k in kw}
+                                        "overrides", "model_local_dir", "launcher_env", "megatron_path",
+                                        "data_dir") if k in kw}
     spec = LaunchSpec(
         hostfile=hosts(nodes, 4), head=HEAD, base_dir="/data", workdir="/w", output_dir="/data/out",
         run_id="RUNID", nvlink=NvlinkFact(nvlink, "test"), variant=Variant(profile="python", hardware=hardware, **kw),
@@ -170,6 +171,14 @@ def test_python_runtime_env_variants() -> None:
     unknown = python_plan(4, nvlink=None)
     assert dict(unknown.env_vars)["NCCL_NVLS_ENABLE"] == "0"
     assert any("NVLink on the head is unknown" in n for n in unknown.notes)
+
+
+def test_python_forwards_the_shells_socket_interfaces_and_takes_megatron_path() -> None:
+    shell = {"NCCL_SOCKET_IFNAME": "ib0", "GLOO_SOCKET_IFNAME": "eth1", "NCCL_DEBUG": "INFO", "PYTHONPATH": "/x"}
+    plan = python_plan(4, launcher_env=tuple(shell.items()), megatron_path="/opt/Megatron-LM", data_dir="/ds")
+    want = python_env(megatron="/opt/Megatron-LM", shell=shell)  # the seed forwards these two only
+    assert list(plan.env_vars) == list(want.items())
+    assert train(plan) == MODEL_355B + python_job(nodes=4, data="/ds")
 
 
 def test_python_nvlink_is_a_fact_of_the_rack_in_the_plan() -> None:

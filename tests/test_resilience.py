@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.operations import (
     DIAG_MARKER,
@@ -28,7 +29,7 @@ from glm45_launch.core.operations import (
     checkpoint_dir,
     restart_problem,
 )
-from glm45_launch.core.plan import LaunchSpec, build_plan
+from glm45_launch.core.plan import LaunchSpec
 from glm45_launch.core.render import render
 from glm45_launch.errors import LaunchError
 from glm45_launch.runtime import jobs
@@ -100,7 +101,7 @@ def test_plan_shows_what_runs_around_the_job(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     text = render(plan, "text", ops=build_operations(plan, replace(FAST, max_restarts=3), "x" * 5000))
     for needle in ("While the job runs: the health watch", "$ ssh root@10.0.0.2 'pgrep -x raylet'",
-                   "When a node is lost or the job stalls", "ray job stop --address=http://127.0.0.1:8265",
+                   "When a node is lost, workers cannot start or the job stalls", "While the job starts", "ray job stop --address=http://127.0.0.1:8265",
                    "$ ssh root@10.0.0.3 'ray stop --force'", "Diagnostics, on a failure",
                    "python3 -c <diagnose.py>", "ray job logs --address=", "Restarts: up to 3",
                    f"{tmp_path}/ckpt/latest_checkpointed_iteration.txt"):
@@ -267,7 +268,7 @@ def test_the_supervisor_runs_nothing_outside_the_plan_and_its_operations(tmp_pat
     assert result.cause == Cause(CauseKind.NODE_LOST, "raylet not running (pgrep -x raylet found none)", HOSTS[2])
     user = plan.cluster.ssh_user
     allowed = {tuple(a) for a in plan.invocations()}
-    for step in (*ops.health, *ops.force_stop):
+    for step in (*ops.health, *ops.startup, *ops.force_stop):
         allowed |= {tuple(a) for a in step.invocations(user)}
     allowed |= {tuple(a) for s in ops.stop_job for a in s.for_job("raysubmit_1")}
     ran = cluster.local.calls + cluster.remote.calls

@@ -7,9 +7,10 @@ import importlib.util
 import pytest
 
 from glm45_launch.checks.libs import require_sglang_options
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import parse_hostfile_text
 from glm45_launch.core.overrides import build_overrides
-from glm45_launch.core.plan import LaunchSpec, build_plan
+from glm45_launch.core.plan import LaunchSpec
 from glm45_launch.errors import LaunchError
 
 HOSTS = "\n".join(f"10.0.0.{i} slots=8" for i in range(1, 9))

@@ -20,9 +20,9 @@ from glm45_launch.checks.rules import (
     require_valid,
 )
 from glm45_launch.cli.main import main
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import parse_hostfile_text
-from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
-from glm45_launch.core.variants import Variant
+from glm45_launch.core.plan import LaunchSpec, Plan, Variant
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import BASH_RECIPE, MODELS, Recipe
 

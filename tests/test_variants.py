@@ -11,8 +11,7 @@ from upstream_launchers import python_env, python_job
 from glm45_launch import LaunchError, LaunchSpec, build_plan, parse_hostfile_text
 from glm45_launch.cli.main import main
 from glm45_launch.core.flags import last_values
-from glm45_launch.core.plan import Plan
-from glm45_launch.core.variants import Variant
+from glm45_launch.core.plan import Plan, Variant
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = json.loads((ROOT / "tests/data/golden/glm45-355b-a32b-8node.json").read_text())

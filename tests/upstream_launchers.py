@@ -2,7 +2,9 @@
 
 ``python_job`` follows ``scripts/run_glm45_355b_a32b.py``'s ``_execute_train`` and
 ``command_utils.execute_train``: the train args are one string built piece by piece (then
-split into words the way the shell does), the runtime env one dict. ``air_rank0`` follows
+split into words the way the shell does), the runtime env one dict. ``python_prepare`` follows
+its ``_prepare_download``, ``_prepare_megatron_ckpt`` and ``_prepare_cp`` with
+``command_utils.convert_checkpoint``/``rsync_simple``/``hf_download_dataset``. ``air_rank0`` follows
 ``examples/p2p_weight_transfer/run-glm4.5-air-8node-profile.sh`` for rank 0. These are
 written independently of ``glm45_launch`` (strings, not its data), so a test comparing the
 two compares two readings of upstream.
@@ -95,10 +97,13 @@ def python_job(
 
 
 def python_env(*, head: str = "10.0.0.1", nvlink: bool = True, core_dump_dir: str | None = None, fp8: bool = False,
-               mtp: bool = False, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The runtime env's env_vars, in order."""
-    env = {"PYTHONPATH": "/root/Megatron-LM", "CUDA_DEVICE_MAX_CONNECTIONS": "1",
-           "NCCL_NVLS_ENABLE": str(int(nvlink)), "no_proxy": f"127.0.0.1,{head}", "MASTER_ADDR": head}
+               mtp: bool = False, extra: dict[str, str] | None = None, megatron: str = "/root/Megatron-LM",
+               shell: dict[str, str] | None = None) -> dict[str, str]:
+    """The runtime env's env_vars, in order; ``shell``: the launching shell's environment."""
+    shell = shell or {}
+    env = {"PYTHONPATH": megatron, "CUDA_DEVICE_MAX_CONNECTIONS": "1", "NCCL_NVLS_ENABLE": str(int(nvlink)),
+           **{k: shell[k] for k in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME") if k in shell},
+           "no_proxy": f"127.0.0.1,{head}", "MASTER_ADDR": head}
     if core_dump_dir is not None:
         env |= {"CUDA_ENABLE_COREDUMP_ON_EXCEPTION": "1", "CUDA_COREDUMP_SHOW_PROGRESS": "1",
                 "CUDA_COREDUMP_GENERATION_FLAGS": "skip_nonrelocated_elf_images,skip_global_memory,"
@@ -152,3 +157,28 @@ def air_rank0(*, mode: str = "p2p", bucket_gb: str = "1.0", skip_validation: boo
         f"--max-tokens-per-gpu 2048 {sglang}{misc}"
     )
     return shlex.split(text)
+
+
+def python_prepare(
+    *, gpus: int = 4, model_dir: str = "/data", data_dir: str = "/data", local: str = "/data",
+    name: str = "GLM-4.5-355B-A32B", org: str = "zai-org", task: str = "dapo_aime", fp8: bool = False,
+    megatron: str = "/root/Megatron-LM", repo: str = "<REPO>", model_repo: str | None = None,
+) -> list[tuple[str, str]]:
+    """(where, command) of what ``train`` runs before the job, in order: ``head`` for
+    ``exec_command`` (the launching machine), ``all`` for ``exec_command_all_ray_node`` (every
+    node, with its ``{{node_rank}}``, ``{{nnodes}}``, ``{{master_addr}}`` placeholders)."""
+    out = [("head", f"mkdir -p {model_dir} {data_dir}"),
+           ("head", f"hf download {model_repo or f'{org}/{name}'} --local-dir {model_dir}/{name}")]
+    datasets = {"dapo_aime": ["zhuzilin/dapo-math-17k", "zhuzilin/aime-2024", "zhuzilin/aime-2025"],
+                "gsm8k": ["zhuzilin/gsm8k"]}[task]
+    out += [("head", f"hf download --repo-type dataset {d} --local-dir {data_dir}/{d.split('/')[1]}") for d in datasets]
+    if fp8:
+        out.append(("head", "python tools/convert_hf_to_fp8.py " + f"--model-dir {model_dir}/{name} "
+                    + f"--save-dir {model_dir}/{name}-FP8/ " + "--strategy block --block-size 128 128 --max-workers 4"))
+    multinode = "--master-addr {{master_addr}} --master-port 23456 --nnodes={{nnodes}} --node-rank {{node_rank}} "
+    out.append(("all", f"source {repo}/scripts/models/glm4.5-355B-A32B.sh && PYTHONPATH={megatron} torchrun "
+                + f"--nproc-per-node {gpus} " + multinode + f"{repo}/tools/convert_hf_to_torch_dist.py "
+                + "${MODEL_ARGS[@]} " + f"--hf-checkpoint {model_dir}/{name} --save {model_dir}/{name}_torch_dist "))
+    items = [f"{name}_torch_dist", name] + [f"{name}-FP8"] * fp8
+    out += [("all", f"mkdir -p {local}/{x} && rsync -a --info=progress2 {model_dir}/{x}/ {local}/{x}") for x in items]
+    return out

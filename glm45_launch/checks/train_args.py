@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from glm45_launch.core.flags import Argv, flag_names, last_values
+from glm45_launch.core.flags import flag_names, last_values
+from glm45_launch.recipes import Argv
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ import click
 from click.core import ParameterSource
 
 from glm45_launch.core.hostfile import DEFAULT_HOSTFILE, Hostfile, load_hostfile
-from glm45_launch.core.plan import FRAMEWORKS, LaunchSpec, Plan
-from glm45_launch.core.profiles import MODES, TASKS, TRANSFER_MODES, NvlinkFact
+from glm45_launch.core.plan import DEFAULT_MEGATRON_PATH, FRAMEWORKS, LaunchSpec, NvlinkFact, Plan, Variant
+from glm45_launch.core.profiles import LAUNCHER_ENV, MODES, OWN_DIRS, PROFILES, TASKS, TRANSFER_MODES
 from glm45_launch.core.steps import DEFAULT_PARALLEL
-from glm45_launch.core.variants import HARDWARE, PROFILES, Variant
 from glm45_launch.errors import LaunchError, undecoded
 from glm45_launch.recipes import MODELS
+from glm45_launch.recipes.hardware import HARDWARE
 
 if TYPE_CHECKING:
     from glm45_launch.core.operations import WatchSettings
@@ -121,8 +121,22 @@ HOSTS = (
     Opt("ssh_user", ("--ssh-user",), "spec.ssh_user", dict(default="root", show_default=True)),
 )
 
+def _head(value: str | None) -> str | None:
+    """``--head``, else (``--profile python-8node``, as upstream) ``$MASTER_ADDR``, else ``$MLP_WORKER_0_HOST``."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("profile") in OWN_DIRS \
+            and ctx.get_parameter_source("head") is not ParameterSource.COMMANDLINE and os.environ.get("MASTER_ADDR"):
+        return os.environ["MASTER_ADDR"]
+    return value or None
+
+
+def launcher_env() -> tuple[tuple[str, str], ...]:
+    """What the python profiles copy from this shell's environment when it is set (NCCL_SOCKET_IFNAME...)."""
+    return tuple((name, os.environ[name]) for name in LAUNCHER_ENV if name in os.environ)
+
+
 HEAD = Opt("head", ("--head",), "spec.head", dict(envvar="MLP_WORKER_0_HOST", default=None,
-           help="Head address [env MLP_WORKER_0_HOST]."), _or_none)
+           help="Head address [env MLP_WORKER_0_HOST; python-8node: MASTER_ADDR first]."), _head)
 
 PLAN = (
     *HOSTS,
@@ -161,7 +175,8 @@ PLAN = (
         help="Recipe file (TOML) instead of the bash recipe (see `recipe_file.py`)."), _recipe),
     Opt("profile", ("--profile",), "variant.profile", dict(type=click.Choice(PROFILES), default="bash",
         show_default=True, help="bash: the bash recipe (GSPO, TP8/PP4/CP2/EP16); python: the job of miles' Python "
-                                "launcher (GRPO, parallelism by node count; Blackwell only); air-p2p: the "
+                                "launcher (GRPO, parallelism by node count; Blackwell only); python-8node: miles' "
+                                "run_glm45_355b_a32b_8node.py, the bash recipe's Python successor; air-p2p: the "
                                 "disaggregated GLM-4.5-Air recipe (P2P/broadcast weight transfer).")),
     Opt("hardware", ("--hardware",), "variant.hardware", dict(type=click.Choice(list(HARDWARE)), default=None,
         help="H100 (8 GPUs/node), GB200 or GB300 (4 GPUs/node, Blackwell).")),
@@ -186,6 +201,9 @@ PLAN = (
         help="Words appended after every group (shell-split; repeatable).")),
     Opt("env_args", ("--env",), "overrides.env", dict(multiple=True, metavar="K=V",
         help="Runtime env var: replaced in place or appended (repeatable).")),
+    Opt("extra_env_vars", ("--extra-env-vars",), "overrides.extra_env_vars", dict(multiple=True,
+        metavar="'K=V ...'|JSON", help="Runtime env vars as upstream's Python launchers take them: space-separated "
+                                        "K=V, or a JSON object (like --env; repeatable).")),
     Opt("external_ray", ("--external-ray",), "spec.external_ray", dict(is_flag=True,
         help="Submit to the Ray cluster already running: no Ray cleanup, no ray start, straight to the join check.")),
     Opt("hold_workers", ("--hold-workers",), "spec.hold_workers", dict(is_flag=True,
@@ -194,11 +212,23 @@ PLAN = (
     # The Python launcher's options (--profile python), named like upstream's.
     Opt("output_dir", ("--output-dir",), "spec.output_dir", dict(default=None, metavar="DIR",
         help="python: checkpoints in DIR/RUN_ID/checkpoints (load and save), dumps in DIR/RUN_ID/dump_details "
-             "[default: BASE_DIR].")),
+             "[default: BASE_DIR]; python-8node: --save's DIR/checkpoints [default: /root/shared_data].")),
     Opt("run_id", ("--run-id",), "spec.run_id", dict(default=None, metavar="ID",
         help="python: the run's name (its directory under --output-dir, the wandb group) [default: default].")),
     Opt("model_local_dir", ("--model-local-dir",), "spec.model_local_dir", dict(default=None, metavar="DIR",
         help="python: where the job reads the checkpoints (each node's local copy) [default: BASE_DIR].")),
+    Opt("model_dir", ("--model-dir",), "spec.model_dir", dict(default=None, metavar="DIR",
+        help="python profiles: the HF checkpoint and its converted copies [default: python: BASE_DIR; "
+             "python-8node: /root/models].")),
+    Opt("data_dir", ("--data-dir",), "spec.data_dir", dict(default=None, metavar="DIR",
+        help="python profiles: the datasets [default: python: BASE_DIR; python-8node: /root/datasets].")),
+    Opt("megatron_path", ("--megatron-path",), "spec.megatron_path", dict(default=DEFAULT_MEGATRON_PATH,
+        show_default=True, help="Megatron-LM checkout: PYTHONPATH of the conversion (python profiles: of the job "
+                                "too).")),
+    Opt("save", ("--save",), "spec.save", dict(is_flag=True,
+        help="python-8node: save checkpoints to --output-dir/checkpoints every 20 rollouts (off, as in the .sh).")),
+    Opt("num_rollout", ("--num-rollout",), "spec.num_rollout", dict(type=click.IntRange(min=1), default=None,
+        help="python-8node: train.py's --num-rollout [default: 3000].")),
     Opt("mode", ("--mode",), "variant.mode", dict(type=click.Choice(MODES), default="normal", show_default=True,
         help="python: debug-minimal saves every 2 rollouts, 100-token responses, no eval schedule.")),
     Opt("task", ("--task",), "variant.task", dict(type=click.Choice(TASKS), default="dapo-aime", show_default=True,
@@ -210,9 +240,9 @@ PLAN = (
     Opt("benchmark", ("--benchmark",), "variant.benchmark", dict(is_flag=True,
         help="python: random-length generation benchmark settings.")),
     Opt("cuda_core_dump", ("--cuda-core-dump",), "variant.cuda_core_dump", dict(is_flag=True,
-        help="python: CUDA core dumps on exception into --output-dir.")),
+        help="python profiles: CUDA core dumps on exception into --output-dir.")),
     Opt("wandb_key", ("--wandb-key",), "spec.wandb_key", dict(envvar="WANDB_API_KEY", default=None, hidden=True,
-        help="python: the wandb key (set WANDB_API_KEY rather than passing it here)."), _or_none),
+        help="python profiles: the wandb key (set WANDB_API_KEY rather than passing it here)."), _or_none),
     Opt("nvlink", ("--nvlink",), "spec.nvlink", dict(type=click.Choice(["yes", "no"]), default=None,
         help="python: the head's GPUs have NVLink (NCCL_NVLS_ENABLE) [default: probe `nvidia-smi topo -m` "
              "here, as upstream does on the head]."), _nvlink),
@@ -300,6 +330,11 @@ def by_name(name: str, **changes: Any) -> Opt:
     return Opt(opt.name, opt.decls, opt.to, {**opt.kwargs, **changes}, opt.convert) if changes else opt
 
 
+def without(group: tuple[Opt, ...], *names: str) -> tuple[Opt, ...]:
+    """``group`` less the options ``names`` (a command whose own option has that flag)."""
+    return tuple(o for o in group if o.name not in names)
+
+
 def options(*groups: tuple[Opt, ...] | Opt) -> Callable[[F], F]:
     """Decorate a command with these option groups, in order."""
     opts = [o for g in groups for o in ((g,) if isinstance(g, Opt) else g)]
@@ -329,14 +364,14 @@ def hostfile_from(values: dict[str, Any]) -> Hostfile:
 
 
 def spec_from_options(kwargs: dict[str, Any]) -> LaunchSpec:
-    """Pop the plan options out of ``kwargs`` and build the ``LaunchSpec`` (reads the hostfile and
-    a recipe file, the only I/O here)."""
+    """Pop the plan options out of ``kwargs`` and build the ``LaunchSpec`` (reads the hostfile, a
+    recipe file and the environment the python profiles forward: the only I/O here)."""
     from glm45_launch.core.overrides import build_overrides
 
     got = take(kwargs, PLAN + LAUNCH)  # LAUNCH: only where the command takes it (plan, up)
     return LaunchSpec(
         hostfile=hostfile_from(got["hosts"]), **got["spec"], variant=Variant(**got.get("variant", {})),
-        overrides=build_overrides(**got.get("overrides", {})),
+        overrides=build_overrides(**got.get("overrides", {})), launcher_env=launcher_env(),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from glm45_launch.core.flags import split_flags
 from glm45_launch.core.quoting import shell_join
-from glm45_launch.recipes import Argv, fill_all
+from glm45_launch.recipes import Argv, Recipe, fill_all
 
 ADDED, REMOVED, CHANGED, MOVED = "added", "removed", "changed", "moved"
 
@@ -230,3 +230,9 @@ def diff_env(expected: Sequence[tuple[str, str]], actual: Sequence[tuple[str, st
             changes.append(EnvChange(key, MOVED, after=previous))
         previous = key
     return changes
+
+
+def recipe_changes(before: Recipe, after: Recipe) -> tuple[ArgChange | EnvChange, ...]:
+    """How ``after`` differs from ``before``: train args per group, then the runtime env."""
+    order = list(after.group_order) + [g for g in before.group_order if g not in after.group_order]
+    return (*diff_groups(before.groups, after.groups, order), *diff_env(before.env_vars, after.env_vars))

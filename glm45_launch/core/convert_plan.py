@@ -13,6 +13,10 @@ Before anything runs, the ``check`` step (``test -f SAVE/latest_checkpointed_ite
 on the head, which sees the shared BASE_DIR) decides: exit 0 means already converted, skip.
 The MODEL args, checkpoint paths, hosts and GPUs come from the launch plan, so the
 conversion writes exactly the ``--ref-load`` directory the training run loads.
+
+That is RECIPE.md's form (:data:`RECIPE_FORM`); the Python launcher writes its own
+(``prepare_plan.py``: rendezvous flags in its order, the script by path, skipped only when the
+tracker reads ``release``), the same steps otherwise.
 """
 
 from __future__ import annotations
@@ -20,16 +24,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from glm45_launch.core.plan import LaunchSpec, Plan, build_plan
+from glm45_launch.core.builder import build_plan
+from glm45_launch.core.plan import LaunchSpec, Plan
 from glm45_launch.core.quoting import quote, shell_join
 from glm45_launch.core.steps import HEAD, WORKER, ConvertCheckStep, ConvertStep
 from glm45_launch.core.variants import FP8_SUFFIX
 from glm45_launch.errors import LaunchError
+from glm45_launch.recipes import Argv
 
 CONVERT_SCRIPT = "tools/convert_hf_to_torch_dist.py"
 TRACKER = "latest_checkpointed_iteration.txt"
+RELEASE = "release"  # what the converter writes into the tracker
 DEFAULT_MASTER_PORT = 12345  # the framework's GLM-4.5 example
-DEFAULT_MEGATRON_PATH = "/root/Megatron-LM"
+
+
+@dataclass(frozen=True)
+class ConvertForm:
+    """How a launcher writes each node's torchrun: its rendezvous flags (``{master}``, ``{port}``,
+    ``{nnodes}``, ``{rank}``), the script (``{workdir}``: the checkout), whether a lone node gets
+    the flags too, and whether the target counts as converted only when the tracker reads
+    ``release`` (else: when it exists)."""
+
+    rendezvous: Argv
+    script: str
+    master_port: int
+    lone_rendezvous: bool = False
+    needs_release: bool = False
+
+
+RECIPE_FORM = ConvertForm(
+    rendezvous=("--nnodes", "{nnodes}", "--node-rank", "{rank}", "--master-addr", "{master}", "--master-port", "{port}"),
+    script=CONVERT_SCRIPT, master_port=DEFAULT_MASTER_PORT,
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,7 @@ class ConvertPlan:
     master_port: int
     gpus_per_node: int
     ssh_user: str
+    done_says: str  # what the check finds when the target is converted already
     notes: tuple[str, ...] = ()
 
     @property
@@ -52,7 +79,7 @@ class ConvertPlan:
 
     @property
     def skip_message(self) -> str:
-        return f"{self.save} already holds {TRACKER}: conversion skipped (--force converts again)"
+        return f"{self.done_says}: conversion skipped (--force converts again)"
 
     def invocations(self) -> list[list[str]]:
         """What runs: the head's argv as is, each worker's as one ``ssh`` argv."""
@@ -90,11 +117,11 @@ def plan_convert(
     spec: LaunchSpec,
     *,
     master_port: int = DEFAULT_MASTER_PORT,
-    megatron_path: str = DEFAULT_MEGATRON_PATH,
+    megatron_path: str | None = None,
     hf_checkpoint: str | None = None,
     save: str | None = None,
 ) -> ConvertPlan:
-    """The conversion the launch ``spec`` needs (pure)."""
+    """The conversion the launch ``spec`` needs (pure); ``megatron_path``: the spec's unless given."""
     if not 1 <= master_port <= 65535:
         raise LaunchError(f"--master-port: {master_port} is not a TCP port")
     plan = build_plan(spec)
@@ -105,13 +132,16 @@ def plan_convert(
 def convert_from_plan(
     plan: Plan,
     *,
-    master_port: int = DEFAULT_MASTER_PORT,
-    megatron_path: str = DEFAULT_MEGATRON_PATH,
+    master_port: int | None = None,
+    megatron_path: str | None = None,
     hf_checkpoint: str | None = None,
     save: str | None = None,
+    form: ConvertForm = RECIPE_FORM,
 ) -> ConvertPlan:
-    """The conversion for an already built launch plan (pure)."""
+    """The conversion for an already built launch plan (pure); ``master_port``: the form's unless given."""
     spec = plan.spec
+    megatron_path = megatron_path or spec.megatron_path
+    master_port = master_port or form.master_port
     notes: list[str] = []
     if hf_checkpoint is None:
         hf_checkpoint = plan.job.hf_checkpoint
@@ -132,27 +162,32 @@ def convert_from_plan(
     gpus = plan.gpus_per_node
     nnodes = len(hosts)
     env = (("PYTHONPATH", megatron_path),)
+    script = form.script.replace("{workdir}", spec.workdir.rstrip("/") or "/")
     steps = []
     for rank, host in enumerate(hosts):
         argv: tuple[str, ...] = ("torchrun", "--nproc-per-node", str(gpus))
-        if nnodes > 1:
-            argv += ("--nnodes", str(nnodes), "--node-rank", str(rank), "--master-addr", plan.head,
-                     "--master-port", str(master_port))
-        argv += (CONVERT_SCRIPT, *model_args, "--hf-checkpoint", hf_checkpoint, "--save", save)
+        if nnodes > 1 or form.lone_rendezvous:
+            values = {"master": plan.head, "port": str(master_port), "nnodes": str(nnodes), "rank": str(rank)}
+            argv += tuple(w.format_map(values) for w in form.rendezvous)
+        argv += (script, *model_args, "--hf-checkpoint", hf_checkpoint, "--save", save)
         steps.append(ConvertStep(
             where=HEAD if rank == 0 else WORKER, host=host, commands=(argv,), env=env,
             cwd=spec.workdir, purpose=f"convert on {host} (rank {rank} of {nnodes})",
         ))
+    tracker = f"{save}/{TRACKER}"
+    done = f"{tracker} reads {RELEASE}" if form.needs_release else f"{save} already holds {TRACKER}"
     check = ConvertCheckStep(
         where=HEAD, host=plan.head,
-        commands=(("test", "-f", f"{save}/{TRACKER}"),), ignore_errors=True,
-        purpose=f"skip the conversion if {save}/{TRACKER} exists (exit 0)",
+        commands=(("grep", "-qxF", RELEASE, tracker) if form.needs_release else ("test", "-f", tracker),),
+        ignore_errors=True,
+        purpose=f"skip the conversion if {tracker} " + (f"reads {RELEASE}" if form.needs_release else "exists")
+        + " (exit 0)",
     )
     if nnodes > 1:
         notes.append(f"run all {nnodes} torchrun commands at once: they rendezvous at {plan.head}:{master_port}")
     return ConvertPlan(check=check, steps=tuple(steps), hf_checkpoint=hf_checkpoint, save=save,
                        master_addr=plan.head, master_port=master_port, gpus_per_node=gpus,
-                       ssh_user=spec.ssh_user, notes=tuple(notes))
+                       ssh_user=spec.ssh_user, done_says=done, notes=tuple(notes))
 
 
 def render_convert(cplan: ConvertPlan) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-Argv = tuple[str, ...]
+from glm45_launch.recipes.base import Argv
 
 
 def split_flags(words: Sequence[str]) -> list[tuple[str, Argv]]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glm45_launch.errors import LaunchError, read_user_file
+from glm45_launch.recipes.hardware import Hardware
 
 DEFAULT_HOSTFILE = Path("/root/mpi_rack_hostfile")
 DEFAULT_GPUS_PER_NODE = 8
@@ -52,8 +53,19 @@ class Hostfile:
     def names(self) -> list[str]:
         return [h.name for h in self.hosts]
 
-    def gpus_per_node(self, override: int | None = None) -> int:
-        """GPUs per node: ``override``, else the common ``slots``, else 8 like the recipe."""
+    def gpus_per_node(self, override: int | None = None, hardware: Hardware | None = None) -> int:
+        """GPUs per node: ``hardware``'s (``override`` and every ``slots=`` must agree), else
+        ``override``, else the common ``slots``, else 8 like the recipe."""
+        if hardware is not None:
+            want = hardware.gpus_per_node
+            if override is not None and override != want:
+                raise LaunchError(f"--gpus-per-node {override} contradicts --hardware {hardware.name} "
+                                  f"({want} GPUs per node)")
+            odd = next((h for h in self.hosts if h.slots is not None and h.slots != want), None)
+            if odd is not None:
+                raise LaunchError(f"{self.path}:{odd.line}: slots={odd.slots} but --hardware {hardware.name} has "
+                                  f"{want} GPUs per node")
+            return want
         if override is not None:
             if override < 1:
                 raise LaunchError(f"--gpus-per-node: must be >= 1, got {override}")
@@ -179,6 +191,13 @@ def check_workers(hostfile: Hostfile, head: str) -> None:
         if _is_loopback(host.name) and not _is_loopback(head):
             raise LaunchError(f"{where}: {host.name} is a loopback address: as a worker it would be the head "
                               f"({head}) itself; name every node by its address on the cluster network")
+
+
+def cluster_workers(hostfile: Hostfile, head: str) -> tuple[str, ...]:
+    """The hosts that join the head as workers, in hostfile order: every host but the head (in
+    any spelling), each checked first (:func:`check_workers`)."""
+    check_workers(hostfile, head)
+    return tuple(h for h in hostfile.names if host_key(h) != host_key(head))
 
 
 def _parse_int(where: str, key: str, value: str) -> int:

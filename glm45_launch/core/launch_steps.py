@@ -1,13 +1,19 @@
-"""The steps that bring a cluster up and take it down: cleanup, head start, worker starts,
-held sessions, teardown, stopping the job, ``down`` (pure; ``plan.build_plan`` orders them)."""
+"""The cluster a plan brings up, and the steps that bring it up and take it down (pure).
+
+The last stage of a plan (``builder.build_plan``): from the recipe the variant and overrides
+shaped, the cluster's facts (:func:`cluster_facts`), then its steps in order: cleanup, head
+start, worker starts, the join, held sessions, the job's files, the submit
+(:func:`launch_steps`); and what stops it: teardown, stopping the job, ``down``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
 
-from glm45_launch.core.flags import Argv
+from glm45_launch.core.flags import flag_value
 from glm45_launch.core.hostfile import Hostfile
+from glm45_launch.core.plan import DEFAULT_RAY_TEMP, ClusterFacts, LaunchSpec, TrainArgs
+from glm45_launch.core.runtime_env import runtime_env_json
 from glm45_launch.core.steps import (
     HEAD,
     JOB_ID,
@@ -15,21 +21,66 @@ from glm45_launch.core.steps import (
     CleanupStep,
     HeadStartStep,
     HoldStep,
+    JoinStep,
     Step,
     StopJobStep,
     StopStep,
+    SubmitStep,
     WorkerStartStep,
+    WriteFileStep,
 )
-from glm45_launch.recipes import Recipe, fill, fill_all
-
-if TYPE_CHECKING:
-    from glm45_launch.core.plan import ClusterFacts, LaunchSpec
+from glm45_launch.errors import LaunchError
+from glm45_launch.recipes import Argv, Recipe, fill, fill_all
 
 RAY_STOP: Argv = ("ray", "stop", "--force")
 HOLD: Argv = ("cat",)  # blocks on the ssh session's stdin until the launcher closes the session
 # What stops Ray in a cleanup (dropped with --external-ray): `ray stop`, and kills of Ray's
 # daemons or of the Python processes Ray's dashboard, agents and workers run as.
 _RAY_NAMES = frozenset({"ray", "raylet", "gcs_server", "python", "python3"})
+WILDCARDS = ("0.0.0.0", "::")  # --dashboard-host values that bind every interface
+_LOOPBACK = ("127.0.0.1", "localhost")  # where the recipe's `ray job submit` finds the dashboard
+_JOIN_NOTE = {  # what the profile's own launcher does instead
+    "bash": "(the bash recipe waits for the ssh commands only)",
+    "python": "(upstream expects them in the cluster already)",
+    "python-8node": "(upstream's ssh fan-out waits for the ssh commands only)",
+    "air-p2p": "(the script's head polls Ray's GPU count the same way)",
+}
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL writes it (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _port(values: Mapping[str, str], key: str) -> int:
+    try:
+        return int(values[key])
+    except (KeyError, ValueError):
+        raise LaunchError(f"recipe [defaults] {key}: {values.get(key)!r} is not a port") from None
+
+
+def _at_job_host(word: str, job_host: str) -> str:
+    """A submit word with the job server's address where the recipe writes 127.0.0.1."""
+    if job_host == "127.0.0.1" or not word.startswith("--address="):
+        return word
+    return word.replace("//127.0.0.1:", f"//{url_host(job_host)}:", 1)
+
+
+def cluster_facts(spec: LaunchSpec, recipe: Recipe, values: Mapping[str, str], workers: tuple[str, ...],
+                  gpus_per_node: int) -> ClusterFacts:
+    """The Ray cluster ``recipe`` brings up with these placeholder ``values``: where the launcher
+    reaches the job server is loopback unless the dashboard binds one address."""
+    dashboard = values["dashboard_host"]
+    dashboard_port = _port(values, "dashboard_port")
+    job_host = "127.0.0.1" if dashboard in WILDCARDS + _LOOPBACK else dashboard
+    address = next((_at_job_host(w, job_host).removeprefix("--address=") for w in fill_all(recipe.submit, values)
+                    if w.startswith("--address=")), f"http://{url_host(job_host)}:{dashboard_port}")
+    temp_dir = None if spec.external_ray else flag_value(fill_all(recipe.head_start, values), "--temp-dir")
+    return ClusterFacts(
+        head=values["head"], workers=workers, gpus_per_node=gpus_per_node, ray_port=_port(values, "ray_port"),
+        dashboard_host=dashboard, dashboard_port=dashboard_port, job_host=job_host, job_address=address,
+        ssh_user=spec.ssh_user, ray_temp_dir=temp_dir or DEFAULT_RAY_TEMP,
+    )
 
 
 def stops_ray(argv: Sequence[str]) -> bool:
@@ -41,7 +92,42 @@ def stops_ray(argv: Sequence[str]) -> bool:
 
 
 def launch_steps(
-    spec: LaunchSpec, recipe: Recipe, cluster: ClusterFacts, values: dict[str, str],
+    spec: LaunchSpec, recipe: Recipe, cluster: ClusterFacts, values: Mapping[str, str], train: TrainArgs,
+    env_vars: Sequence[tuple[str, str]], exports: tuple[tuple[str, str], ...], files: Sequence[tuple[str, str]],
+) -> tuple[Step, ...]:
+    """Every step of the launch, in order: the cluster up (:func:`cluster_steps`), the join, the
+    held sessions, the files the job reads (written on the head), the submit."""
+    head = cluster.head
+    head_env = tuple((k, fill(v, values)) for k, v in recipe.head_exports)
+    steps = cluster_steps(spec, recipe, cluster, values, head_env, exports)
+    steps.append(JoinStep(
+        where=HEAD, host=head, hosts=cluster.nodes, gpus=cluster.total_gpus, address=cluster.job_address,
+        purpose=f"wait until {len(cluster.nodes)} node(s) and {cluster.total_gpus} GPUs have joined "
+        + ("(the external cluster)" if spec.external_ray else _JOIN_NOTE.get(spec.variant.profile, "")),
+    ))
+    if spec.hold_workers:
+        steps += hold_steps(cluster.workers)
+    for path, content in files:  # e.g. --mis's YAML; written on the head before the job starts
+        steps.append(WriteFileStep(
+            where=HEAD, host=head, files=((fill(path, values), content),),
+            purpose=f"write {fill(path, values)} (the job reads it)",
+        ))
+    submit = tuple(_at_job_host(w, cluster.job_host)
+                   for w in fill_all(recipe.submit, {**values, "runtime_env_json": runtime_env_json(env_vars)}))
+    if spec.no_wait:
+        cut = submit.index("submit") + 1
+        submit = submit[:cut] + ("--no-wait",) + submit[cut:]
+    steps.append(SubmitStep(
+        where=HEAD, host=head, commands=(submit + train.entrypoint,), options=submit,
+        env=head_env + tuple((k, fill(v, values)) for k, v in recipe.submit_env),
+        cwd=spec.workdir, address=cluster.job_address, no_wait=spec.no_wait,
+        purpose=f"submit `python3 {spec.entry}` to the cluster through the head's job server",
+    ))
+    return tuple(steps)
+
+
+def cluster_steps(
+    spec: LaunchSpec, recipe: Recipe, cluster: ClusterFacts, values: Mapping[str, str],
     head_env: tuple[tuple[str, str], ...], exports: tuple[tuple[str, str], ...],
 ) -> list[Step]:
     """Cleanup, head start and worker starts (only the cleanup's non-Ray kills with --external-ray)."""

@@ -7,20 +7,24 @@
 * ``--extra-args "..."``: shell-split words appended after every group (group ``EXTRA``), as
   the upstream Python launchers append ``extra_args`` last.
 * ``--env K=V``: the runtime env's ``K``: replaced in place, or appended.
+* ``--extra-env-vars TEXT``: upstream's Python launchers' form of ``--env``: a JSON object, or
+  ``K=V`` words separated by spaces.
 
 Group names are case-insensitive and may carry the bash array suffix (``rollout_args``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from glm45_launch.core.argdiff import ArgChange, EnvChange, diff_env, diff_groups
+from glm45_launch.core.argdiff import ArgChange, EnvChange, recipe_changes
 from glm45_launch.core.flags import has_flag, set_flag, unset_flag
-from glm45_launch.core.runtime_env import ENV_NAME
+from glm45_launch.core.plan import Edit, Overrides
+from glm45_launch.core.runtime_env import ENV_NAME, set_env
 from glm45_launch.core.secrets import MASK, SECRET_FLAGS, is_secret_env
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import Argv, Recipe
@@ -30,38 +34,11 @@ _FLAG = re.compile(r"^--[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
-class Edit:
-    """One ``--set`` (``values`` is a tuple) or ``--unset`` (``values`` is None)."""
-
-    group: str
-    flag: str
-    values: Argv | None
-    source: str = ""  # the option as given, for messages
-
-    @property
-    def option(self) -> str:
-        return self.source or ("--unset" if self.values is None else "--set")
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """Everything the user changes on top of the recipe, in the order given."""
-
-    edits: tuple[Edit, ...] = ()
-    extra_args: Argv = ()
-    env: tuple[tuple[str, str], ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.edits or self.extra_args or self.env)
-
-
-@dataclass(frozen=True)
 class Applied:
     """A recipe after overrides, and how it differs from the one before."""
 
     recipe: Recipe
-    changes: tuple[ArgChange, ...]
-    env_changes: tuple[EnvChange, ...]
+    changes: tuple[ArgChange | EnvChange, ...]  # train args per group, then the runtime env
     warnings: tuple[str, ...]
 
 
@@ -109,13 +86,13 @@ def parse_unset(text: str) -> Edit:
     return Edit(group, flag, None, f"--unset {text}")
 
 
-def parse_env(text: str) -> tuple[str, str]:
+def parse_env(text: str, option: str = "--env") -> tuple[str, str]:
     """``K=V`` -> ``(K, V)``; V may be empty and may hold ``${VAR}`` for Ray."""
     key, eq, value = text.partition("=")
     if not eq:
-        raise LaunchError(f"--env {_target(text)}: want KEY=VALUE")
+        raise LaunchError(f"{option} {_target(text)}: want KEY=VALUE")
     if not ENV_NAME.match(key):
-        raise LaunchError(f"--env {_target(text)}: {_target(key)} is not an environment variable name")
+        raise LaunchError(f"{option} {_target(text)}: {_target(key)} is not an environment variable name")
     return key, value
 
 
@@ -130,11 +107,24 @@ def parse_extra_args(texts: Sequence[str]) -> Argv:
     return tuple(words)
 
 
+def parse_extra_env_vars(text: str) -> tuple[tuple[str, str], ...]:
+    """Upstream's ``--extra-env-vars``: a JSON object of strings, else ``K=V`` words split on spaces."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return tuple(parse_env(w, "--extra-env-vars") for w in text.split(" ") if w.strip())
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise LaunchError(f"--extra-env-vars {_target(text)}: want a JSON object of strings, or K=V words")
+    return tuple(parse_env(f"{k}={v}", "--extra-env-vars") for k, v in data.items())
+
+
 def build_overrides(sets: Sequence[str] = (), unsets: Sequence[str] = (), extra_args: Sequence[str] = (),
-                    env: Sequence[str] = ()) -> Overrides:
-    """Parse the command-line forms (``--set`` edits first, then ``--unset``)."""
+                    env: Sequence[str] = (), extra_env_vars: Sequence[str] = ()) -> Overrides:
+    """Parse the command-line forms (``--set`` edits first, then ``--unset``; ``--env``, then
+    ``--extra-env-vars``)."""
     edits = tuple(parse_set(s) for s in sets) + tuple(parse_unset(u) for u in unsets)
-    return Overrides(edits, parse_extra_args(extra_args), tuple(parse_env(e) for e in env))
+    extra_env = tuple(kv for text in extra_env_vars for kv in parse_extra_env_vars(text))
+    return Overrides(edits, parse_extra_args(extra_args), tuple(parse_env(e) for e in env) + extra_env)
 
 
 def resolve_group(name: str, order: Sequence[str], option: str) -> str:
@@ -144,13 +134,6 @@ def resolve_group(name: str, order: Sequence[str], option: str) -> str:
         if group.upper().removesuffix("_ARGS") == wanted:
             return group
     raise LaunchError(f"{option}: unknown group {name!r} (groups: {', '.join(order)})")
-
-
-def set_env(env: Sequence[tuple[str, str]], key: str, value: str) -> tuple[tuple[str, str], ...]:
-    """``env`` with ``key`` replaced in place, or appended."""
-    if any(k == key for k, _ in env):
-        return tuple((k, value if k == key else v) for k, v in env)
-    return (*env, (key, value))
 
 
 def apply_edit(groups: dict[str, Argv], order: Sequence[str], edit: Edit) -> list[str]:
@@ -192,16 +175,4 @@ def apply_overrides(recipe: Recipe, overrides: Overrides) -> Applied:
     for key, value in overrides.env:
         env = set_env(env, key, value)
     new = replace(recipe, groups=groups, group_order=order, env_vars=env)
-    return Applied(
-        recipe=new,
-        changes=tuple(diff_groups(recipe.groups, groups, order)),
-        env_changes=tuple(diff_env(recipe.env_vars, env)),
-        warnings=tuple(warnings),
-    )
-
-
-def group_changes(before: Recipe, after: Recipe) -> tuple[list[ArgChange], list[EnvChange]]:
-    """How ``after`` differs from ``before``: train args per group, then the runtime env."""
-    order = list(after.group_order) + [g for g in before.group_order if g not in after.group_order]
-    return diff_groups(before.groups, after.groups, order), diff_env(before.env_vars, after.env_vars)
-
+    return Applied(recipe=new, changes=recipe_changes(recipe, new), warnings=tuple(warnings))

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from glm45_launch.core.flags import split_flags
 from glm45_launch.core.operations import LATEST_ITERATION, Operations, build_operations
 from glm45_launch.core.plan import Plan
+from glm45_launch.core.plan_secrets import mask_plan, plan_secrets
+from glm45_launch.core.prepare_plan import PreparePlan, prepare_lines
 from glm45_launch.core.quoting import comment, quote, shell_join
-from glm45_launch.core.secrets import RUNTIME_ENV_FLAG, mask_plan, mask_text, plan_secrets
+from glm45_launch.core.secrets import RUNTIME_ENV_FLAG, mask_text
 from glm45_launch.core.steps import (
     HEAD,
     WORKER,
@@ -21,21 +23,28 @@ from glm45_launch.core.steps import (
     SubmitStep,
     WriteFileStep,
 )
+from glm45_launch.errors import LaunchError
 
 FORMATS = ("text", "json", "bash")
 
 
-def render(plan: Plan, fmt: str, show_secrets: bool = False, ops: Operations | None = None) -> str:
+def render(plan: Plan, fmt: str, show_secrets: bool = False, ops: Operations | None = None,
+           prepare: PreparePlan | None = None) -> str:
     """``plan`` as text, json or bash; secrets are ``***`` unless ``show_secrets``. ``ops``: what
-    runs around the job (default: :func:`build_operations` with the default settings)."""
+    runs around the job (default: :func:`build_operations` with the default settings);
+    ``prepare``: the preparation before it (text and json)."""
     if fmt == "json":
         shown = plan if show_secrets else mask_plan(plan)
         data = {**shown.to_json(), "operations": (ops or build_operations(shown)).to_json(plan.cluster.ssh_user)}
+        if prepare is not None:
+            data["prepare"] = prepare.to_json()
         text = json.dumps(data, indent=2)
         return text if show_secrets else mask_text(text, plan_secrets(plan))
     if fmt == "bash":
+        if prepare is not None:
+            raise LaunchError("--prepare: the preparation is shown in --format text or json, not bash")
         return render_bash(plan, show_secrets)
-    return render_text(plan, show_secrets, ops)
+    return render_text(plan, show_secrets, ops, prepare)
 
 
 def _masked(plan: Plan, show: Callable[[Plan], str]) -> str:
@@ -83,10 +92,11 @@ def _step_lines(n: int, step: Step, plan: Plan) -> list[str]:
     return lines
 
 
-def render_text(plan: Plan, show_secrets: bool = False, ops: Operations | None = None) -> str:
+def render_text(plan: Plan, show_secrets: bool = False, ops: Operations | None = None,
+                prepare: PreparePlan | None = None) -> str:
     """Grouped, readable plan with the effective settings and any warnings (secrets masked)."""
     if not show_secrets:
-        return _masked(plan, lambda p: render_text(p, True, ops))
+        return _masked(plan, lambda p: render_text(p, True, ops, prepare))
     out = ["Launch plan", ""]
     width = max(len(k) for k, _ in plan.settings)
     out += [f"  {k:<{width}}  {v}" for k, v in plan.settings]
@@ -100,6 +110,8 @@ def render_text(plan: Plan, show_secrets: bool = False, ops: Operations | None =
     if plan.overrides:
         out += ["", "Overrides (differences from the recipe" + (" and variant" if plan.variant_changes else "") + ")"]
         out += [f"  {c}" for c in plan.overrides]
+    if prepare is not None:
+        out += ["", *prepare_lines(prepare)]
     out += ["", "Steps"]
     for n, step in enumerate(plan.steps, start=1):
         out += _step_lines(n, step, plan)

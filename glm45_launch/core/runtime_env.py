@@ -23,6 +23,20 @@ def runtime_env_json(env_vars: Sequence[tuple[str, str]]) -> str:
     return '{\n     "env_vars": {\n' + body + "\n     }\n   }"
 
 
+def set_env(env: Sequence[tuple[str, str]], key: str, value: str) -> tuple[tuple[str, str], ...]:
+    """``env`` with ``key`` replaced in place, or appended."""
+    if any(k == key for k, _ in env):
+        return tuple((k, value if k == key else v) for k, v in env)
+    return (*env, (key, value))
+
+
+def insert_after(env: Sequence[tuple[str, str]], key: str,
+                 items: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """``env`` with ``items`` right after ``key`` (at the end without it)."""
+    at = next((i + 1 for i, (k, _) in enumerate(env) if k == key), len(env))
+    return (*env[:at], *items, *env[at:])
+
+
 def env_refs(env_vars: Sequence[tuple[str, str]]) -> list[str]:
     """The ``${VAR}`` names the runtime env leaves for Ray to expand, in first-use order."""
     seen: dict[str, None] = {}

@@ -1,10 +1,9 @@
-"""Secrets in what the launcher shows: the one place that masks them.
+"""Secrets in what the launcher shows: what a secret is, and the one place that masks it.
 
-A plan may carry secrets: a ``WANDB_API_KEY`` (or another ``*_API_KEY``/``*_TOKEN``/
-``*_SECRET``/``*_PASSWORD``) in the runtime env or a step's env, and ``--wandb-key VALUE``
-among train.py's arguments. ``Plan`` keeps them raw, since the executor must run them;
-everything printed or logged goes through ``mask_plan``/``mask_argv``/``mask_text``,
-which put ``***`` in their place. ``glm45-launch plan --show-secrets`` prints them.
+A secret is a ``WANDB_API_KEY`` (or another ``*_API_KEY``/``*_TOKEN``/``*_SECRET``/``*_PASSWORD``)
+in an env, or the value of ``--wandb-key`` (and the like) among train.py's arguments. Everything
+printed or logged goes through ``mask_argv``/``mask_env``/``mask_text``, which put ``***`` in
+their place; ``plan_secrets.py`` applies them to a whole plan.
 """
 
 from __future__ import annotations
@@ -13,13 +12,6 @@ import json
 import re
 import shlex
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING
-
-from glm45_launch.core.steps import SubmitStep
-
-if TYPE_CHECKING:
-    from glm45_launch.core.plan import Plan
 
 MASK = "***"
 SECRET_FLAGS = frozenset({"--wandb-key", "--wandb-api-key", "--hf-token"})
@@ -58,18 +50,6 @@ def argv_secrets(argv: Sequence[str]) -> list[str]:
         elif word.startswith(RUNTIME_ENV_FLAG):
             out += _json_secrets(word[len(RUNTIME_ENV_FLAG):])
     return [s for s in out if s]
-
-
-def plan_secrets(plan: Plan) -> list[str]:
-    """Every secret value ``plan`` holds, longest first."""
-    found = [v for k, v in plan.env_vars if v and is_secret_env(k)]
-    for step in plan.steps:
-        found += [v for k, v in step.env if v and is_secret_env(k)]
-        for command in step.commands:
-            found += argv_secrets(command)
-    for _, words in plan.train_groups:
-        found += argv_secrets(words)
-    return sorted(set(found), key=len, reverse=True)
 
 
 def mask_text(text: str, secrets: Iterable[str]) -> str:
@@ -113,26 +93,3 @@ def mask_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> list[str]:
 def mask_env(env: Iterable[tuple[str, str]], secrets: Iterable[str] = ()) -> tuple[tuple[str, str], ...]:
     known = list(secrets)
     return tuple((k, MASK if v and is_secret_env(k) else mask_text(v, known)) for k, v in env)
-
-
-def mask_plan(plan: Plan) -> Plan:
-    """A copy of ``plan`` fit to print: every secret replaced by ``***`` (never run it)."""
-    secrets = plan_secrets(plan)
-    if not secrets:
-        return plan
-    steps = tuple(
-        replace(s, env=mask_env(s.env, secrets),
-                commands=tuple(tuple(mask_argv(c, secrets)) for c in s.commands),
-                **({"options": tuple(mask_argv(s.options, secrets))} if isinstance(s, SubmitStep) else {}))
-        for s in plan.steps
-    )
-    return replace(
-        plan,
-        steps=steps,
-        settings=tuple((k, mask_text(v, secrets)) for k, v in plan.settings),
-        train=replace(plan.train, prefix=tuple(mask_argv(plan.train.prefix, secrets)),
-                      groups=tuple((g, tuple(mask_argv(w, secrets))) for g, w in plan.train_groups)),
-        env_vars=mask_env(plan.env_vars, secrets),
-        notes=tuple(mask_text(n, secrets) for n in plan.notes),
-        warnings=tuple(mask_text(w, secrets) for w in plan.warnings),
-    )

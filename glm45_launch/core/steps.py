@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from glm45_launch.core.flags import Argv
 from glm45_launch.core.quoting import remote_command, shell_command
+from glm45_launch.recipes import Argv
 
 HEAD = "head"
 WORKER = "worker"
@@ -34,6 +34,7 @@ class Step:
     """One step: where it runs, what it runs, and why."""
 
     kind: ClassVar[str] = "step"
+    chained: ClassVar[bool] = False  # the remote command stops at the first failure and keeps cwd and env
     where: str  # HEAD or WORKER
     host: str
     purpose: str
@@ -44,8 +45,9 @@ class Step:
 
     @property
     def remote_command(self) -> str:
-        """The single ssh argument of a worker step (the recipe's `` ; ``-joined commands)."""
-        return remote_command(self.commands)
+        """The single ssh argument of a worker step: the recipe's `` ; ``-joined commands, or
+        (``chained``) ``cd CWD && env K=V argv && ...``."""
+        return shell_command(self.commands, self.cwd, self.env) if self.chained else remote_command(self.commands)
 
     def invocations(self, ssh_user: str) -> list[list[str]]:
         """The argv the bash recipe would run for this step."""
@@ -194,10 +196,7 @@ class ConvertStep(Step):
     cwd and env (``cd CWD && env K=V argv``)."""
 
     kind: ClassVar[str] = "convert"
-
-    @property
-    def remote_command(self) -> str:
-        return shell_command(self.commands, self.cwd, self.env)
+    chained: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,6 +204,35 @@ class ConvertCheckStep(ConvertStep):
     """Exit 0 when the conversion's target is already there."""
 
     kind: ClassVar[str] = "convert-check"
+
+
+@dataclass(frozen=True)
+class DoneCheck:
+    """How a runner knows a step's work is done before it runs: every command of ``commands``
+    exits 0 on the step's host (and, with ``quiet``, prints nothing). ``says`` is what that means,
+    for the plan and the output."""
+
+    commands: tuple[Argv, ...]
+    says: str
+    quiet: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commands": [list(c) for c in self.commands], "quiet": self.quiet, "says": self.says}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareStep(Step):
+    """A step of the preparation before the job (downloads, the FP8 copy, the local copies):
+    ``commands`` on ``host`` (chained: they stop at the first failure), skipped when ``done`` holds
+    there first. ``subject`` is what it makes (a repo, a directory), for a one-line error."""
+
+    kind: ClassVar[str] = "prepare"
+    chained: ClassVar[bool] = True
+    subject: str = ""
+    done: DoneCheck | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {"subject": self.subject, "done": self.done.to_json() if self.done else None}
 
 
 # -- around the job: the health watch, diagnostics, the job's logs (core/operations.py builds them) --

@@ -3,7 +3,9 @@
 Words may hold ``{name}`` placeholders for the run's inputs (``{base_dir}``, ``{head}``,
 ``{host}``, ``{gpus_per_node}``, ``{actor_num_nodes}``, ``{framework}``,
 ``{ckpt_name}``, ``{ray_port}``, ``{dashboard_port}``, ``{dashboard_host}``, ``{entry}``;
-the Python launcher's ``{model_local_dir}``, ``{output_dir}``, ``{run_id}``, ``{wandb_key}``;
+the Python launchers' ``{model_dir}``, ``{data_dir}``, ``{model_local_dir}``, ``{output_dir}``,
+``{run_id}``, ``{wandb_key}``, ``{megatron_path}``, ``{num_rollout}`` and ``{entry_path}`` (the
+entry by its path in the checkout);
 the Air recipe's ``{rollout_num_gpus}``).
 Only these lower-case names are placeholders: ``${MASTER_ADDR}`` in the runtime env is
 literal text for Ray to expand on each node.
@@ -15,12 +17,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from glm45_launch.core.flags import Argv
+Argv = tuple[str, ...]  # one command line, or a run of train.py arguments
 
 PLACEHOLDERS = (
     "base_dir", "head", "host", "gpus_per_node", "actor_num_nodes", "framework",
     "ckpt_name", "ray_port", "dashboard_port", "dashboard_host", "entry", "runtime_env_json",
     "model_local_dir", "output_dir", "run_id", "wandb_key", "rollout_num_gpus",
+    "model_dir", "data_dir", "megatron_path", "num_rollout", "entry_path",
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 

@@ -3,9 +3,10 @@
 Data only, read from upstream at revision 04b61f31a (facts carried over, not code): the
 base groups of its ``train`` step in the order it concatenates them, the pieces its knobs
 add, its runtime env, cleanup and head command. ``core/profiles.py`` assembles the job from
-these pieces the way upstream's ``_execute_train`` does. ``{base_dir}`` plays upstream's
-``--data-dir``; ``{model_local_dir}``, ``{output_dir}`` and ``{run_id}`` are its options of
-the same names.
+these pieces the way upstream's ``_execute_train`` does, and ``core/prepare_plan.py`` its
+preparation (``_prepare_download``, ``_convert_hf_to_fp8``, ``_prepare_megatron_ckpt``,
+``_prepare_cp``). ``{model_dir}``, ``{data_dir}``, ``{model_local_dir}``, ``{output_dir}``,
+``{run_id}`` and ``{megatron_path}`` are its options of the same names.
 """
 
 from __future__ import annotations
@@ -82,15 +83,15 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "dapo-aime": Task(
-        prompt=("--prompt-data", "{base_dir}/dapo-math-17k/dapo-math-17k.jsonl", "--input-key", "prompt"),
+        prompt=("--prompt-data", "{data_dir}/dapo-math-17k/dapo-math-17k.jsonl", "--input-key", "prompt"),
         response_len={"normal": "8192", "debug-minimal": "100"},
-        eval=("--eval-prompt-data", "aime", "{base_dir}/aime-2024/aime-2024.jsonl",
+        eval=("--eval-prompt-data", "aime", "{data_dir}/aime-2024/aime-2024.jsonl",
               "--n-samples-per-eval-prompt", "8", "--eval-max-response-len", "8192"),
     ),
     "gsm8k": Task(  # deliberately short responses for this easy task
-        prompt=("--prompt-data", "{base_dir}/gsm8k/train.parquet", "--input-key", "messages"),
+        prompt=("--prompt-data", "{data_dir}/gsm8k/train.parquet", "--input-key", "messages"),
         response_len={"normal": "256", "debug-minimal": "256"},
-        eval=("--eval-prompt-data", "gsm8k", "{base_dir}/gsm8k/test.parquet",
+        eval=("--eval-prompt-data", "gsm8k", "{data_dir}/gsm8k/test.parquet",
               "--n-samples-per-eval-prompt", "1", "--eval-max-response-len", "256"),
     ),
 }
@@ -125,13 +126,16 @@ GROUP_ORDER = ("MODEL", "CKPT", "ROLLOUT", "OPTIMIZER", "GRPO", "WANDB", "PERF",
 # --- runtime env, in upstream's order; NCCL_NVLS_ENABLE follows the head's NVLink probe.
 
 ENV_VARS = (
-    ("PYTHONPATH", "/root/Megatron-LM"),
+    ("PYTHONPATH", "{megatron_path}"),
     ("CUDA_DEVICE_MAX_CONNECTIONS", "1"),
     ("NCCL_NVLS_ENABLE", "0"),
     ("no_proxy", "127.0.0.1,{head}"),
     ("MASTER_ADDR", "{head}"),
 )
 NVLS_ENV = "NCCL_NVLS_ENABLE"
+# Copied from the launcher's environment when set, right after NCCL_NVLS_ENABLE.
+FORWARDED_ENV = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
+FORWARDED_AFTER = NVLS_ENV
 # --cuda-core-dump, right after MASTER_ADDR (before the SGLang variants' env).
 CUDA_COREDUMP_ENV = (
     ("CUDA_ENABLE_COREDUMP_ON_EXCEPTION", "1"),
@@ -214,3 +218,29 @@ RECIPE = Recipe(
     defaults=DEFAULTS,
     submit_env=SUBMIT_ENV,
 )
+
+# --- the preparation its `train` command runs first (_prepare_download, _convert_hf_to_fp8,
+# _prepare_megatron_ckpt, _prepare_cp); core/prepare_plan.py lays it out host by host.
+
+# hf download --repo-type dataset REPO --local-dir DATA_DIR/NAME, by --task.
+DATASETS = {
+    "dapo-aime": ("zhuzilin/dapo-math-17k", "zhuzilin/aime-2024", "zhuzilin/aime-2025"),
+    "gsm8k": ("zhuzilin/gsm8k",),
+}
+# A download is done when its directory holds what the job reads (or, for aime-2025, keeps).
+DATASET_FILES = {
+    "dapo-math-17k": ("dapo-math-17k.jsonl",), "aime-2024": ("aime-2024.jsonl",),
+    "aime-2025": ("aime-2025.jsonl",), "gsm8k": ("train.parquet", "test.parquet"),
+}
+MODEL_FILES = ("config.json", "model.safetensors.index.json")
+# Run in the checkout, on the head; upstream skips it when SAVE_DIR exists.
+FP8_CONVERT = ("python", "tools/convert_hf_to_fp8.py", "--model-dir", "{hf}", "--save-dir", "{hf}-FP8/",
+               "--strategy", "block", "--block-size", "128", "128", "--max-workers", "4")
+# convert_checkpoint(multinode=True): every node, even one, with these rendezvous flags.
+CONVERT_RENDEZVOUS = ("--master-addr", "{master}", "--master-port", "{port}", "--nnodes={nnodes}", "--node-rank",
+                      "{rank}")
+CONVERT_SCRIPT = "{workdir}/tools/convert_hf_to_torch_dist.py"
+CONVERT_MASTER_PORT = 23456
+# rsync_simple, on every node: mkdir -p DST && rsync -a --info=progress2 SRC/ DST.
+RSYNC = ("rsync", "-a", "--info=progress2")
+RSYNC_DRY_RUN = ("rsync", "-a", "--dry-run", "--itemize-changes")  # prints nothing when DST is up to date

@@ -18,9 +18,11 @@ from pathlib import Path
 from glm45_launch.checks.preflight_report import PreflightOptions, PreflightReport
 from glm45_launch.core.convert_plan import ConvertPlan
 from glm45_launch.core.hostfile import Hostfile
+from glm45_launch.core.launch_steps import build_down_plan
 from glm45_launch.core.operations import WatchSettings, build_operations, watch_problem
-from glm45_launch.core.plan import Plan, build_down_plan
-from glm45_launch.core.secrets import mask_text, plan_secrets
+from glm45_launch.core.plan import Plan
+from glm45_launch.core.plan_secrets import plan_secrets
+from glm45_launch.core.secrets import mask_text
 from glm45_launch.errors import ExitCode, LaunchError
 from glm45_launch.runtime.causes import Cause, CauseKind, RunState
 from glm45_launch.runtime.executor import ExecOptions, require_head_here

@@ -22,9 +22,10 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from glm45_launch.core.builder import build_plan
 from glm45_launch.core.flags import split_flags
 from glm45_launch.core.hostfile import Hostfile
-from glm45_launch.core.plan import LaunchSpec, build_plan
+from glm45_launch.core.plan import LaunchSpec
 from glm45_launch.core.quoting import REMOTE_SEPARATOR, printable, shell_join
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import BASH_RECIPE, MODELS, Argv, Recipe

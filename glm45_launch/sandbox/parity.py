@@ -24,18 +24,12 @@ from typing import Any
 
 from glm45_launch.core.argdiff import diff_args, diff_env
 from glm45_launch.core.flags import split_flags
-from glm45_launch.core.plan import HEAD, Plan
+from glm45_launch.core.plan import Plan
 from glm45_launch.core.quoting import REMOTE_SEPARATOR, printable, shell_join
-from glm45_launch.core.steps import SubmitStep
-from glm45_launch.core.variants import (
-    BLACKWELL_ATTENTION,
-    CPU_ADAM_FLAGS,
-    KV_CACHE_FP8,
-    MTP_FLAGS,
-    R3_FLAG,
-    fp8_sglang_flags,
-)
+from glm45_launch.core.steps import HEAD, SubmitStep
+from glm45_launch.core.variants import CPU_ADAM_FLAGS, KV_CACHE_FP8, MTP_FLAGS, R3_FLAG, fp8_sglang_flags
 from glm45_launch.recipes import BASH_RECIPE, MODELS, Recipe
+from glm45_launch.recipes.python_launcher import BLACKWELL_ATTENTION
 from glm45_launch.sandbox.pernode import NodeView, command_pairs, env_difference
 from glm45_launch.sandbox.record import (
     HARDCODED_HOSTFILE,
@@ -445,7 +439,8 @@ def _compare_node(plan: Plan, run: ScriptRun, script: str, rank: int) -> ParityR
 
 def secrets_of(plan: Plan | None, run: ScriptRun) -> list[str]:
     """Secret values the plan or the recording holds (masked in what parity/import print)."""
-    from glm45_launch.core.secrets import argv_secrets, is_secret_env, plan_secrets
+    from glm45_launch.core.plan_secrets import plan_secrets
+    from glm45_launch.core.secrets import argv_secrets, is_secret_env
 
     found = plan_secrets(plan) if plan is not None else []
     found += [s for argv in run.invocations for s in argv_secrets(argv)]

@@ -22,9 +22,9 @@ import os
 import re
 from collections.abc import Sequence
 
-from glm45_launch.core.plan import HEAD, Plan
+from glm45_launch.core.plan import Plan
 from glm45_launch.core.quoting import shell_join
-from glm45_launch.core.steps import Step
+from glm45_launch.core.steps import HEAD, Step
 from glm45_launch.errors import LaunchError
 from glm45_launch.sandbox.record import Origin, Recording
 

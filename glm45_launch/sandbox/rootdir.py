@@ -116,7 +116,7 @@ def build_root(root: Path, *, names: Sequence[str], inherited_path: str, bash: s
 def _bash_builtins(bash: str) -> tuple[str, ...]:
     """Builtins and reserved words of ``bash``."""
     try:
-        out = subprocess.run([bash, "-c", "compgen -b; compgen -k"], capture_output=True, text=True,
+        out = subprocess.run([bash, "-c", _program("builtins.bash")], capture_output=True, text=True,
                              timeout=10, stdin=subprocess.DEVNULL, env={"PATH": layout.DEFAULT_PATH}).stdout
     except (OSError, subprocess.SubprocessError):
         out = ""

@@ -31,8 +31,8 @@ from glm45_launch.cli.options import (
 def collect(**kwargs: Any) -> int:
     """Collect from every node at once, bounded: the tails of Ray's logs (raylet, GCS, worker errors),
     dmesg (Xid errors), nvidia-smi; and the job's driver log. One summary line per node."""
+    from glm45_launch.core.builder import build_plan
     from glm45_launch.core.operations import WatchSettings, build_operations
-    from glm45_launch.core.plan import build_plan
     from glm45_launch.runtime.diagnostics import collect as run_collect
     from glm45_launch.runtime.jobs import current_job, last_run_dir
     from glm45_launch.runtime.programs import diagnose_program

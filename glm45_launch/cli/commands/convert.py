@@ -6,15 +6,13 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import PLAN, SSH, options, seconds, spec_from_options, ssh_from_options
+from glm45_launch.cli.options import PLAN, SSH, options, seconds, spec_from_options, ssh_from_options, without
 
 
 @click.command()
-@options(PLAN, SSH)
+@options(without(PLAN, "save"), SSH)  # --save here is the conversion's target
 @click.option("--master-port", type=int, default=12345, show_default=True,
               help="torchrun rendezvous port on the head.")
-@click.option("--megatron-path", default="/root/Megatron-LM", show_default=True,
-              help="PYTHONPATH of the conversion.")
 @click.option("--hf-checkpoint", "hf_path", default=None,
               help="HF checkpoint to convert [default: the recipe's --hf-checkpoint].")
 @click.option("--save", "save_path", default=None,
@@ -40,7 +38,7 @@ def convert(**kwargs: Any) -> int:
     from glm45_launch.core.convert_plan import plan_convert, render_convert
 
     spec = spec_from_options(kwargs)
-    cplan = plan_convert(spec, master_port=kwargs["master_port"], megatron_path=kwargs["megatron_path"],
+    cplan = plan_convert(spec, master_port=kwargs["master_port"],
                          hf_checkpoint=kwargs["hf_path"], save=kwargs["save_path"])
     if kwargs["dry_run"]:
         text = json.dumps(cplan.to_json(), indent=2) + "\n" if kwargs["fmt"] == "json" else render_convert(cplan)

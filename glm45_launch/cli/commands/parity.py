@@ -95,7 +95,7 @@ def parity(script: str, **kwargs: Any) -> int:
     """
     import json
 
-    from glm45_launch.core.plan import build_plan
+    from glm45_launch.core.builder import build_plan
     from glm45_launch.core.secrets import mask_text
     from glm45_launch.errors import LaunchError
     from glm45_launch.sandbox.parity import compare, run_script, secrets_of

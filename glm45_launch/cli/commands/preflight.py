@@ -40,7 +40,7 @@ def preflight(**kwargs: Any) -> int:
     over SSH, when it is this machine or not in the hostfile. Exit 0 when nothing failed.
     """
     from glm45_launch.checks.preflight_report import PreflightOptions
-    from glm45_launch.core.plan import build_plan
+    from glm45_launch.core.builder import build_plan
     from glm45_launch.errors import LaunchError
     from glm45_launch.runtime.preflight_run import report_table
     from glm45_launch.runtime.rundir import prepare_run_dir

@@ -43,9 +43,10 @@ def up(**kwargs: Any) -> int:
     here, worker commands over SSH, in parallel. Exits with the job's outcome.
     """
     from glm45_launch.checks.preflight_report import PreflightOptions
-    from glm45_launch.core.plan import build_plan
+    from glm45_launch.core.builder import build_plan
+    from glm45_launch.core.plan_secrets import plan_secrets
     from glm45_launch.core.render import render_text
-    from glm45_launch.core.secrets import mask_text, plan_secrets
+    from glm45_launch.core.secrets import mask_text
     from glm45_launch.runtime.executor import ExecOptions
     from glm45_launch.runtime.runtime import Runtime
     from glm45_launch.runtime.usecases import UpOptions

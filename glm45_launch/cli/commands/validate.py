@@ -27,7 +27,7 @@ def validate(**kwargs: Any) -> int:
     ServerArgs. A library that is not installed is reported as skipped.
     """
     from glm45_launch.checks.rules import check_plan
-    from glm45_launch.core.plan import build_plan
+    from glm45_launch.core.builder import build_plan
     from glm45_launch.errors import LaunchError
 
     fmt, show_layout, no_libs = kwargs.pop("fmt"), kwargs.pop("show_layout"), kwargs.pop("no_libs")
