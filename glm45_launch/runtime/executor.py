@@ -39,7 +39,7 @@ from glm45_launch.runtime.holds import HeldSessions
 from glm45_launch.runtime.interfaces import Row
 from glm45_launch.runtime.procs import KILLERS, ancestors, parse_sleep
 from glm45_launch.runtime.ray_api import missing_hosts
-from glm45_launch.runtime.records import RunRecords
+from glm45_launch.runtime.records import RunRecords, stop_request
 from glm45_launch.runtime.results import CommandResult
 from glm45_launch.runtime.runtime import Runtime
 
@@ -147,6 +147,9 @@ class Executor:
             if kind == until:
                 break
             if kind == SubmitStep.kind:
+                if stop_request(self.run_dir) is not None:  # `glm45-launch stop`/`down` meanwhile: no job
+                    return LaunchResult(Cause(CauseKind.STOP_REQUESTED, "stop requested before the submit"),
+                                        rows=self.rows)
                 cause = self._await_background() or self._submit(batch)
             else:
                 handler = self._handlers.get(kind)

@@ -131,6 +131,9 @@ class Supervisor:
                     ended = self._wait_for_nodes(lost, why)
                     if ended is not None:
                         return ended
+                    request = stop_request(self.run_dir)
+                    if request is not None:  # came while the nodes answered
+                        return self._stopped_by(request, _Seen(RunState.STOPPED))
                 seen = self._attempt(n, why)
                 request = stop_request(self.run_dir)
                 if request is not None and seen.state is not RunState.SUCCEEDED:
@@ -174,7 +177,7 @@ class Supervisor:
             if not launch.ok:
                 seen = _Seen(RunState.FAILED, launch.cause, job.job_id if job else None)
                 if ex.started:
-                    self.stopper.stop("launch failed", hosts=ex.started)
+                    self.stopper.stop(launch.cause.kind.label if launch.cause else "launch failed", hosts=ex.started)
             elif self.plan.spec.no_wait:
                 seen = self._submitted(job)
             else:
