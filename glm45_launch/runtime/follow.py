@@ -23,6 +23,8 @@ from glm45_launch.runtime.results import CommandResult
 from glm45_launch.runtime.runtime import Runtime
 
 JOB_ID = re.compile(r"Job '([^']+)' submitted successfully")
+TAILING = "Tailing logs until the job exits"  # `ray job submit`: the driver log starts after this line
+CLI_LINE = re.compile(r"\b(INFO|WARNING) cli\.py:\d+ -- ")  # the job CLI's own messages, not the driver's
 USEFUL_TAIL_S = 30.0  # a re-tail that lasted less than this found the same wall: poll instead
 
 
@@ -41,7 +43,9 @@ class JobFollower:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._tails = 0
-        self._lines = 0  # output lines seen (a re-tail skips them)
+        self._lines = 0  # driver log lines seen (a re-tail skips them)
+        self._lines_at_retail = 0
+        self._in_log = False  # past the submit's own messages
         self._started_at = rt.clock()
 
     # -- the commands ---------------------------------------------------------------------------
@@ -60,6 +64,7 @@ class JobFollower:
             self._lose_tail()
             return False
         self._tails += 1
+        self._lines_at_retail = self._lines
         argv = self.logs.for_job(self.job_id, follow=True)[0]
         self.rt.reporter.warn(f"job {self.job_id}: the driver log's tail ended while the job runs; following it "
                               f"again (`{' '.join(argv[:3])} --follow`)")
@@ -69,6 +74,8 @@ class JobFollower:
         log = LogFile(self.log_path, self.rt.reporter.warn)
 
         def line(text: str) -> None:
+            if skip[0] == self._lines_at_retail and CLI_LINE.search(text):
+                return  # its own header (the job server's address)
             if skip[0] > 0:
                 skip[0] -= 1
                 return
@@ -112,8 +119,11 @@ class JobFollower:
         self._thread.start()
 
     def _line(self, line: str) -> None:
-        self._lines += 1
         self.last_output = self.rt.clock()
+        if self._in_log:
+            self._lines += 1
+        elif TAILING in line:
+            self._in_log = True
         if self.job_id is None:
             m = JOB_ID.search(line)
             if m:
