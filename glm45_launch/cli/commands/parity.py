@@ -34,7 +34,7 @@ def script_env(opts: dict[str, Any]) -> dict[str, str]:
 
 def recording_options(func: F) -> F:
     """The options of a recording, shared by parity and import: the script's arguments (after
-    ``--``), its time limit, the paths it hard-codes or reads, the sandbox."""
+    ``--``), its time limit, the paths it hard-codes or reads."""
     decorators = [
         click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- ARGS...]"),
         click.option("--timeout", type=Finite(min=0.1), default=30.0, show_default=True,
@@ -45,9 +45,6 @@ def recording_options(func: F) -> F:
         click.option("--expose", multiple=True, metavar="PATH[:INSIDE]",
                      help="Also show PATH to the script (a read-only copy; at INSIDE if given). The "
                           "sandbox shows only the script's own folder and the hostfile."),
-        click.option("--unsafe-no-sandbox", "unsafe", is_flag=True,
-                     help="Record without bubblewrap, on this host: only an allowlist and bash hooks stand "
-                          "between the script and the system (the report says so)."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -111,7 +108,7 @@ def parity(script: str, **kwargs: Any) -> int:
     args = node_args(plan, kwargs["script_args"], rank)
     cluster = Cluster(plan.cluster.total_gpus, plan.cluster.gpus_per_node, len(plan.cluster.nodes))
     run = run_script(script, env=env, hostfile=hostfile, timeout=kwargs["timeout"],
-                     script_hostfile=kwargs["script_hostfile"], args=args, sandbox=not kwargs["unsafe"],
+                     script_hostfile=kwargs["script_hostfile"], args=args,
                      expose=expose_paths(kwargs["expose"]), cluster=cluster)
     report = compare(plan, run, script, rank=rank)
     text = json.dumps(report.to_json(), indent=2) + "\n" if kwargs["fmt"] == "json" else report.render()
