@@ -311,7 +311,7 @@ def _ssh_differences(want: list[list[str]], got: list[list[str]]) -> list[str]:
     return out
 
 
-def _env_differences(label: str, want: Mapping[str, str], got: Mapping[str, str]) -> list[str]:
+def env_differences(label: str, want: Mapping[str, str], got: Mapping[str, str]) -> list[str]:
     out = []
     for key in list(want) + [k for k in got if k not in want]:
         if key not in got:
@@ -385,7 +385,7 @@ def _head_env_differences(plan: Plan, run: ScriptRun) -> list[str]:
     head_step = next((s for s in plan.steps if s.kind == "head-start" and s.where == HEAD), None)
     if head_step is None or run.head_env is None:
         return []
-    return _env_differences("head env (at `ray start --head`):", dict(head_step.env), run.head_env)
+    return env_differences("head env (at `ray start --head`):", dict(head_step.env), run.head_env)
 
 
 def _compare_node(plan: Plan, run: ScriptRun, script: str, rank: int) -> ParityReport:
