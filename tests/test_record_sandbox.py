@@ -248,6 +248,7 @@ echo appended >> "{f}"
 cat {f} >| {f}
 exec 3> {f}
 ray start --head > {logs}/ray.log 2>&1
+LR=1e-6; NCCL_DEBUG=INFO ray job submit -- python3 train.py --lr "$LR" --x "a b" >> {logs}/job.log
 echo fine > /dev/null 2>&1 && echo fine >&2
 echo local > here.log && cat here.log
 cat <<END > {f}
@@ -260,7 +261,9 @@ echo "done >"
     assert rec.stdout == "local\ndone >\n" and rec.stderr == "fine\n"
     assert_untouched(victims)
     assert not logs.exists()
-    assert rec.invocations == [["ray", "start", "--head"]]
+    assert rec.invocations == [["ray", "start", "--head"],  # recorded all the same, its words expanded
+                               ["ray", "job", "submit", "--", "python3", "train.py", "--lr", "1e-6", "--x", "a b"]]
+    assert rec.origins[1] is not None and (rec.origins[1].line, rec.origins[1].env) == (8, ("NCCL_DEBUG=INFO",))
     skipped = [n for n in rec.notes if n.startswith("skipped `")]
     assert len(skipped) == 5 and all(n.endswith(f"it writes {f} (outside the sandbox)") for n in skipped)
     assert f"recorded ray without writing {logs}/ray.log (outside the sandbox)" in rec.notes

@@ -65,10 +65,6 @@ def uids(live: bool = False) -> dict[int, int]:
     return counts
 
 
-def processes_of(uid: int) -> int:
-    return uids().get(uid, 0)
-
-
 def wait_gone(uid: int, wait_s: float = 2.0) -> int:
     """Wait (up to ``wait_s``) until ``uid`` has no live process left (a killed sandbox's PID
     namespace is torn down after its first process is gone); how many are left."""

@@ -193,11 +193,6 @@ def _short(argv: Sequence[str], limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def plan_train_groups(plan: Plan) -> list[tuple[str, Sequence[str]]]:
-    """The plan's train args as (group, words), the prefix as group ``PREFIX``."""
-    return [(PREFIX_GROUP, plan.train.prefix), *[(g, w) for g, w in plan.train.groups]]
-
-
 def _submit_differences(plan: Plan, got: Sequence[str]) -> list[str]:
     submit = plan.step(SubmitStep.kind)
     if not isinstance(submit, SubmitStep):
@@ -232,7 +227,8 @@ def _submit_differences(plan: Plan, got: Sequence[str]) -> list[str]:
     w_entry, g_entry = list(plan.train.entry), got[g_cut + 1 : g_cut + 1 + entry]
     if w_entry != g_entry:
         out.append(f"entry point: plan `{shell_join(w_entry)}`, script `{shell_join(g_entry)}`")
-    for change in diff_args(plan_train_groups(plan), got[g_cut + 1 + entry :], hints=known_flags()):
+    groups = [(PREFIX_GROUP, plan.train.prefix), *plan.train.groups]
+    for change in diff_args(groups, got[g_cut + 1 + entry :], hints=known_flags()):
         out.append(f"train arg {change}")
     return out
 

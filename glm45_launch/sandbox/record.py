@@ -1,19 +1,12 @@
 """Record the argv of the external commands a bash script runs, without running them.
 
-bubblewrap holds the script (``layout.py``): new user, mount, PID, network, IPC, UTS and cgroup
-namespaces, no capabilities, a new session, an unprivileged user when we are root, resource
-limits (``ResourceLimits``), a read-only root that holds bash, the text tools it lends
-(``SAFE_TOOLS``), their libraries and read-only copies of what the script may read; what it
-writes goes to size-limited tmpfs. Every other command is a recording shim
-(``programs/record.bash``): the names on the script's PATH (``DEFAULT_RECORDED``) and every
-program of the system directories (``/usr/bin/rm``, ``/bin/sh``), whoever runs it. The
-profile (``programs/profile.bash``, read through ``BASH_ENV``) records what no shim sees:
-unknown command names, ``kill``, where each command comes from, writes the shell could not
-open, wait loops that never end under the recorder.
-
-Everything reaches the recorder as frames on one pipe (``channel.py``), read in bounded
-chunks. The output is capped (``ResourceLimits.output_bytes``); a timeout kills the whole
-sandbox. Every command recorded instead of run, or skipped, leaves a note.
+bubblewrap holds the script (``layout.py``: new namespaces, no capabilities, an unprivileged
+user when we are root, ``ResourceLimits``, a read-only root with only bash, the text tools it
+lends and copies of what it may read). Every other command is a recording shim
+(``programs/record.bash``): the names on its PATH (``DEFAULT_RECORDED``) and every program of
+the system directories, whoever runs it. The profile (``programs/profile.bash``, through
+``BASH_ENV``) records what no shim sees. Everything comes back as frames on one pipe
+(``channel.py``), read in bounded chunks; the output is capped, a timeout kills the sandbox.
 """
 
 from __future__ import annotations
@@ -238,7 +231,7 @@ class _Run:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         info_r, info_w = os.pipe()
-        nproc = hostprocs.processes_of(host_uid) + lim.processes + 4
+        nproc = hostprocs.uids().get(host_uid, 0) + lim.processes + 4
         init = [command[0], "-p", str(root.path / "init.bash"), str(int(lim.grace_s * 1000)), str(chan_w),
                 str(tick_r), str(nproc), str(lim.memory_bytes // 1024), str(lim.file_bytes // 1024),
                 str(int(timeout) + lim.cpu_extra_s), str(lim.open_files), "--", *command]

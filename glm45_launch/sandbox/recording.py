@@ -9,7 +9,6 @@ frames of one recording in order.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,9 +35,6 @@ class Origin:
     line: int
     subshell: int = 0
     env: tuple[str, ...] = ()
-
-    def where(self) -> str:
-        return f"{os.path.basename(self.source) or 'script'}:{self.line}"
 
 
 @dataclass

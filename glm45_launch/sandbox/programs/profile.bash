@@ -64,18 +64,18 @@ __g45_split() {
 }
 
 # __g45_expand WORD ARGS...: WORD expanded as bash would (with ARGS as $1...) into __g45_e,
-# unless expanding it would run something or change a variable ($(...), $((...)), ${x:=y}...).
+# unless that would run something or change a variable: $(...), `...`, <(...), $((...)),
+# $[...], ${x:=y}, ${x@P}.
 __g45_expand() {
   [[ $1 != *[\`\<\>]* && $1 != *[$][[\(]* && $1 != *@P* && ! $1 =~ [$][{][^}]*= ]] || return 1
   eval "shift; __g45_xp $1" 2>/dev/null
 }
 __g45_xp() { __g45_e=("$@"); }
 
-# __g45_argv WORD... -- ARGS...: the words expanded into __g45_a; 1 if one could not be.
+# __g45_argv N WORD... ARGS...: the N words expanded into __g45_a; 1 if one could not be.
 __g45_argv() {
-  local __g45_ws=() __g45_x
-  while [[ $1 != -- ]]; do __g45_ws+=("$1"); shift; done
-  shift
+  local __g45_ws=("${@:2:$1}") __g45_x
+  shift "$(( $1 + 1 ))"
   __g45_a=()
   for __g45_x in "${__g45_ws[@]}"; do
     __g45_expand "$__g45_x" "$@" || return 1
@@ -107,10 +107,10 @@ __g45_at() {
     (( ++__g45_wsame ))
     if [[ $__g45_win == "$__g45_wwin" ]] && (( __g45_wn )); then (( ++__g45_wn )); else __g45_wn=1; fi
     __g45_wwin=$__g45_win
-    if (( __g45_wn >= 3 )) && __g45_argv "${__g45_w[@]:__g45_i}" -- "$@"; then
+    if (( __g45_wn >= 3 )) && __g45_argv "$(( ${#__g45_w[@]} - __g45_i ))" "${__g45_w[@]:__g45_i}" "$@"; then
       local __g45_sleep=("${__g45_a[@]}")
       __g45_split "$__g45_prev"
-      __g45_argv "${__g45_w[@]}" -- "$@" || __g45_a=("${__g45_w[@]}")
+      __g45_argv "${#__g45_w[@]}" "${__g45_w[@]}" "$@" || __g45_a=("${__g45_w[@]}")
       __g45_json "${__g45_sleep[@]}"
       __g45_to=$__g45_j
       __g45_json "${__g45_a[@]}"
@@ -137,7 +137,10 @@ __g45_at() {
   [[ -n $__g45_bad ]] || return 0
   __g45_json "$__g45_bad"
   __g45_frame O "$__g45_j"
-  if [[ -x $__g45_root/bin/$__g45_name ]] && __g45_argv "${__g45_w[@]:__g45_i}" -- "$@"; then
+  if [[ -x $__g45_root/bin/$__g45_name ]] && __g45_argv "$(( ${#__g45_w[@]} - __g45_i ))" "${__g45_w[@]:__g45_i}" "$@"; then
+    for __g45_op in "${__g45_w[@]:0:__g45_i}"; do  # its VAR=value words, for its origin
+      __g45_expand "${__g45_op#*=}" "$@" && local "${__g45_op%%[+=]*}=${__g45_e[*]}"
+    done
     __g45_note "recorded $__g45_name without writing $__g45_bad (outside the sandbox)"
     __g45_record "${__g45_a[@]}"
   else
