@@ -2,8 +2,8 @@
 
 Each attempt runs twice: with the profile (the recorder as ``parity`` uses it) and without it
 (``record._HOOKS = False``: nothing records unknown names or kill, nothing skips a write: the
-script meets only the kernel's walls and the shims). The canaries live outside the sandbox: files in a
-temporary folder that must stay as they are (or absent), a unix socket and a TCP port
+script meets only the kernel's walls and the shims). The canaries live outside the sandbox: files in
+a temporary folder that must stay as they are (or absent), a unix socket and a TCP port
 listening on the host that must see no connection, the host's domain name, secrets whose
 content must never reach the report, a process of ours that must survive.
 """

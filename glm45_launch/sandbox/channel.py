@@ -118,7 +118,6 @@ class Outcome:
     timed_out: bool = False
     over_limit: str = ""  # why the output was cut off ("": it was not)
     garbled: int = 0
-    seconds: float = 0.0
 
 
 @dataclass
@@ -136,8 +135,7 @@ def pump(proc: subprocess.Popen[bytes], out_fd: int, err_fd: int, frames_fd: int
     """Read ``proc``'s stdout, stderr and frames until every writer is gone; ``kill`` stops the
     recording (on timeout or when the output passes its limit). The three fds are closed on return.
     """
-    start = time.monotonic()
-    deadline = start + limits.timeout
+    deadline = time.monotonic() + limits.timeout
     reader = FrameReader()
     out, err = Capture(), Capture()
     sinks: dict[int, Callable[[bytes], None]] = {out_fd: out.feed, err_fd: err.feed}
@@ -205,7 +203,7 @@ def pump(proc: subprocess.Popen[bytes], out_fd: int, err_fd: int, frames_fd: int
     if proc.poll() is None:
         kill()
     returncode = proc.wait()
-    return Outcome(frames, out, err, returncode, timed_out, over, reader.garbled, time.monotonic() - start)
+    return Outcome(frames, out, err, returncode, timed_out, over, reader.garbled)
 
 
 def _pidfd(proc: subprocess.Popen[bytes]) -> int | None:
