@@ -1,9 +1,9 @@
 """Hostile scripts under ``parity``'s recorder: every escape attempt is harmless, proven outside.
 
-Each attempt runs twice: with the bash hooks (the recorder as ``parity`` uses it) and with the
-bubblewrap sandbox alone (``record._HOOKS = False``: nothing records or vetoes commands, the
-script meets only the kernel's walls). The canaries live outside the sandbox: files in a
-temporary folder that must stay as they are (or absent), a unix socket and a TCP port
+Each attempt runs twice: with the profile (the recorder as ``parity`` uses it) and without it
+(``record._HOOKS = False``: nothing records unknown names or kill, nothing skips a write: the
+script meets only the kernel's walls and the shims). The canaries live outside the sandbox: files in
+a temporary folder that must stay as they are (or absent), a unix socket and a TCP port
 listening on the host that must see no connection, the host's domain name, secrets whose
 content must never reach the report, a process of ours that must survive.
 """
@@ -139,7 +139,7 @@ ESCAPES = {
 }
 
 
-# Without the hooks, the program each attempt got to start: the sandbox's stand-in recorded it.
+# Without the profile, the program each attempt got to start: its shim recorded it.
 STARTED = {
     "sort-compress-program-by-path": "/usr/bin/python3", "sort-compress-program-relative": "python3",
     "builtin-exec-python": "/usr/bin/python3", "awk-system": "/bin/sh", "sed-e-command": "/bin/sh",
@@ -152,9 +152,8 @@ STARTED = {
 def test_escape_attempt_is_harmless(name: str, hooks: bool, canaries: Canaries, tmp_path: Path) -> None:
     rec = hostile(tmp_path, canaries, ESCAPES[name])
     canaries.assert_untouched(rec)
-    if hooks:  # the hooks record or skip what the kernel would stop anyway (sed --sandbox refuses e)
-        caught = rec.invocations or any(n.startswith(("skipped", "recorded")) for n in rec.notes)
-        assert caught or "disabled in sandbox mode" in rec.stderr, rec
+    if hooks:  # the shims and the profile record or skip what the kernel would stop anyway
+        assert rec.invocations or any(n.startswith(("skipped", "recorded")) for n in rec.notes), rec
     elif name in STARTED:
         assert [STARTED[name]] in [a[:1] for a in rec.invocations], rec
 
@@ -179,7 +178,7 @@ echo x > /dev/null && echo devnull-writable
     targets = {"domainname": "/proc/sys/kernel/domainname", "hostname": "/proc/sys/kernel/hostname",
                "drop-caches": "/proc/sys/vm/drop_caches", "sysrq": "/proc/sysrq-trigger",
                "oom": "/proc/self/oom_score_adj", "kmsg": "/dev/kmsg", "shm": "/dev/shm/x"}
-    for what, target in targets.items():  # refused by the kernel, or skipped by the hooks first
+    for what, target in targets.items():  # refused by the kernel, or skipped by the profile first
         skipped = any(n.startswith("skipped") and n.endswith(f"it writes {target} (outside the sandbox)")
                       for n in rec.notes)
         assert f"refused-{what}" in out or (hooks and skipped), (what, rec.stdout, rec.notes)
@@ -211,8 +210,7 @@ head -c 300 /usr/bin/python3
     rec = hostile(tmp_path, canaries, body)
     canaries.assert_untouched(rec)
     assert [line for line in rec.stdout.splitlines() if line.startswith("exists: ")] == []
-    if not hooks:  # /usr/bin/python3 is the recorder's stand-in (head, a real tool, ran it by path)
-        assert "glm45-launch record: the argv recorder" in rec.stdout
+    assert "glm45-launch record: the recording shim" in rec.stdout  # /usr/bin/python3: a shim
     assert sorted(rec.stdout.split("/:\n", 1)[1].split("\n\n", 1)[0].split()) == [
         "bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "tmp", "usr"]
 
@@ -226,8 +224,8 @@ for f in /proc/net/unix /proc/net/tcp; do while read -r line; do echo "net: $lin
 """
     rec = hostile(tmp_path, canaries, body)
     canaries.assert_untouched(rec)
-    if hooks:  # skipped before the kernel refuses them
-        assert sum(n.startswith("skipped a command using /dev/tcp or /dev/udp") for n in rec.notes) == 3, rec.notes
+    if hooks:  # skipped before the kernel refuses them (no such place to write)
+        assert sum(n.startswith("skipped") and ("/dev/tcp/" in n or "/dev/udp/" in n) for n in rec.notes) == 3, rec.notes
     else:
         # (a UDP datagram to 127.0.0.1 leaves: into the sandbox's own network, where nothing listens)
         assert "connected-" not in rec.stdout and "sent-tcp" not in rec.stdout

@@ -28,8 +28,8 @@ def _ci() -> bool:
 
 def test_the_recorder_has_its_programs() -> None:
     names = {p.name for p in SHELL if p.parent == PKG / "sandbox" / "programs"}
-    assert {"hooks.bash", "record.bash", "init.bash", "parity_env.bash"} <= names
-    for name in names:  # loadable the way record.py loads them (a zip install too)
+    assert {"profile.bash", "record.bash", "init.bash"} <= names
+    for name in names:  # loadable the way rootdir.py loads them (a zip install too)
         assert resources.files("glm45_launch.sandbox").joinpath("programs", name).read_text().startswith("#")
 
 

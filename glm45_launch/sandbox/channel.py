@@ -25,13 +25,11 @@ _LINE_LIMIT = 8192  # no frame line is longer (4000 bytes); longer garbage is dr
 
 @dataclass
 class Frame:
-    """One message of the recording: ``kind`` (one letter), the sender's pid, the payload;
-    a file frame (``F``) also carries the file's bytes."""
+    """One message of the recording: ``kind`` (one letter), the sender's pid, the payload."""
 
     kind: str
     pid: str
     payload: bytes
-    data: bytes = b""
 
 
 class FrameReader:
@@ -42,24 +40,12 @@ class FrameReader:
     def __init__(self) -> None:
         self._buf = bytearray()
         self._parts: dict[tuple[bytes, bytes], bytearray] = {}
-        self._file: tuple[Frame, int] | None = None
         self.garbled = 0
 
     def feed(self, data: bytes) -> list[Frame]:
         self._buf += data
         out: list[Frame] = []
         while True:
-            if self._file is not None:
-                frame, need = self._file
-                take = bytes(self._buf[:need])
-                del self._buf[:need]
-                frame.data += take
-                if len(take) < need:
-                    self._file = (frame, need - len(take))
-                    break
-                self._file = None
-                out.append(frame)
-                continue
             end = self._buf.find(b"\n")
             if end < 0:
                 if len(self._buf) > _LINE_LIMIT:
@@ -69,17 +55,8 @@ class FrameReader:
             line = bytes(self._buf[:end])
             del self._buf[: end + 1]
             frame = self._line(line)
-            if frame is None:
-                continue
-            if frame.kind == "F":
-                size = frame.payload.split(b" ", 1)[0]
-                if not size.isdigit():
-                    self.garbled += 1
-                    continue
-                if int(size):
-                    self._file = (frame, int(size))
-                    continue
-            out.append(frame)
+            if frame is not None:
+                out.append(frame)
         return out
 
     def _line(self, line: bytes) -> Frame | None:
@@ -141,7 +118,6 @@ class Outcome:
     timed_out: bool = False
     over_limit: str = ""  # why the output was cut off ("": it was not)
     garbled: int = 0
-    seconds: float = 0.0
 
 
 @dataclass
@@ -155,15 +131,11 @@ class Limits:
 
 
 def pump(proc: subprocess.Popen[bytes], out_fd: int, err_fd: int, frames_fd: int, limits: Limits,
-         kill: Callable[[], None], after_exit: Callable[[], None] = lambda: None) -> Outcome:
-    """Read ``proc``'s stdout, stderr and frames until every writer is gone.
-
-    ``kill`` stops the recording (on timeout or when the output passes its limit);
-    ``after_exit`` runs once ``proc`` itself has exited (the recorder deals with processes
-    it left there). The three fds are closed on return.
+         kill: Callable[[], None]) -> Outcome:
+    """Read ``proc``'s stdout, stderr and frames until every writer is gone; ``kill`` stops the
+    recording (on timeout or when the output passes its limit). The three fds are closed on return.
     """
-    start = time.monotonic()
-    deadline = start + limits.timeout
+    deadline = time.monotonic() + limits.timeout
     reader = FrameReader()
     out, err = Capture(), Capture()
     sinks: dict[int, Callable[[bytes], None]] = {out_fd: out.feed, err_fd: err.feed}
@@ -222,7 +194,6 @@ def pump(proc: subprocess.Popen[bytes], out_fd: int, err_fd: int, frames_fd: int
                     stop_at = min(stop_at, time.monotonic() + limits.drain)
             if not exited and proc.poll() is not None:
                 exited = True
-                after_exit()
                 stop_at = min(stop_at, time.monotonic() + limits.drain)
     finally:
         if pidfd is not None:
@@ -232,7 +203,7 @@ def pump(proc: subprocess.Popen[bytes], out_fd: int, err_fd: int, frames_fd: int
     if proc.poll() is None:
         kill()
     returncode = proc.wait()
-    return Outcome(frames, out, err, returncode, timed_out, over, reader.garbled, time.monotonic() - start)
+    return Outcome(frames, out, err, returncode, timed_out, over, reader.garbled)
 
 
 def _pidfd(proc: subprocess.Popen[bytes]) -> int | None:

@@ -1,9 +1,8 @@
-"""The host's view of a recording's processes: the user it runs as, its process group, the
-sandbox's first process (killed first, so that bubblewrap reaps it: no zombie is left to init).
+"""The host's view of a recording's processes: the user it runs as and the sandbox's first
+process (killed first, so that bubblewrap reaps it: no zombie is left to init).
 
 A root recorder runs the sandbox as an unprivileged user no process has (so the process
-limit holds: the kernel does not count root's processes against it); an unsafe recording
-(no sandbox) is a process group, its leftovers found and killed through /proc.
+limit holds: the kernel does not count root's processes against it).
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import signal
 import time
 from pathlib import Path
 
@@ -67,10 +65,6 @@ def uids(live: bool = False) -> dict[int, int]:
     return counts
 
 
-def processes_of(uid: int) -> int:
-    return uids().get(uid, 0)
-
-
 def wait_gone(uid: int, wait_s: float = 2.0) -> int:
     """Wait (up to ``wait_s``) until ``uid`` has no live process left (a killed sandbox's PID
     namespace is torn down after its first process is gone); how many are left."""
@@ -78,40 +72,6 @@ def wait_gone(uid: int, wait_s: float = 2.0) -> int:
     while (left := uids(live=True).get(uid, 0)) and time.monotonic() < deadline:
         time.sleep(0.01)
     return left
-
-
-def kill_group(pgid: int, wait_s: float = 2.0) -> None:
-    """SIGKILL every process of the group and wait (up to ``wait_s``) until none is alive."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + wait_s
-    while group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, from /proc; killpg(0) elsewhere."""
-    try:
-        pids = [name for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    members = []
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(pid))
-    return members
-
 
 
 def sandbox_init(info_fd: int, monitor: int, wait_s: float = 5.0) -> int | None:

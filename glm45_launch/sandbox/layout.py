@@ -1,20 +1,19 @@
 """The recording sandbox's filesystem, as a bubblewrap command line.
 
 Inside, the script sees a read-only root holding only:
-  - the text tools it may run (``record.SAFE_TOOLS`` that are programs, not scripts), bash,
+  - bash and the text tools it may run (``rootdir.SAFE_TOOLS`` that are programs, not scripts),
     the dynamic loader and the libraries they need, each at its host path (symlinks on the way,
     like ``/bin -> usr/bin`` or ``/usr/bin/awk -> /etc/alternatives/awk``, re-created);
-  - stand-ins for every other command of the system directories (``/usr/bin/rm``,
-    ``/usr/bin/python3``): links to the recorder, so a program that runs one (``sort
-    --compress-program``, ``find -exec``) records it instead;
+  - a recording shim in place of every other command of the system directories
+    (``/usr/bin/rm``, ``/usr/bin/python3``), so whatever runs one records it instead;
   - read-only copies of what the script may read: its folder (or only itself, when that is a
     shared folder such as ``/tmp``, a home directory, a system tree or a dot-folder: see
     ``shared_folder``), the hostfile (also at the paths the script hard-codes), a given working
     directory, paths given with ``expose``;
   - the recorder's own directory (read-only, but for a small state directory);
-  - a fresh ``/proc`` (read-only) and bubblewrap's minimal ``/dev`` (null, zero, full, random,
-    urandom, tty, pts; read-only), a minimal ``/etc/passwd`` and ``/etc/group``;
-  - ``/tmp`` and each writable directory as size-limited tmpfs.
+  - a fresh ``/proc`` and bubblewrap's minimal ``/dev`` (null, zero, full, random, urandom, tty,
+    pts), both read-only, a minimal ``/etc/passwd`` and ``/etc/group``;
+  - ``/tmp`` and the default working directory as size-limited tmpfs.
 Copies are made by the recorder (the sandbox may run as another user than the files' owner)
 and never include dot-entries (``.ssh``, ``.git``, ``.env``), another user's files (a hard link
 to a host secret) or more than a budget (entries, bytes, depth).
@@ -254,11 +253,6 @@ class Mounts:
         self.args += ["--size", str(size), "--tmpfs", path]
         self._made[path] = "dir"
 
-    def file(self, fd: int, dest: str) -> None:
-        dest = inside(dest)
-        self.args += ["--file", str(fd), dest]
-        self._made[dest] = "file"
-
     def expose(self, path: str, depth: int = 0, bind: bool = True) -> None:
         """The host's ``path`` at the same place: its symlinks re-created, the file or folder
         it names bound (``bind=False``: an empty folder made there instead)."""
@@ -312,13 +306,11 @@ class Mounts:
 class Sandbox:
     """What goes into one recording's sandbox (host paths unless said otherwise)."""
 
-    stage: Path  # the recorder's staging directory (copies live here)
     root: str  # the recorder's directory (programs, shims); same path inside
-    programs: Sequence[str]  # bash, the tools, cat and wc: exposed with their libraries
+    programs: Sequence[str]  # bash and the tools: exposed with their libraries
     copies: Sequence[tuple[Path, str]]  # staged copy -> path inside
-    writable: Sequence[tuple[str, Sequence[tuple[int, str]]]]  # tmpfs dir inside, (fd, file) seeds
     cwd: str
-    cwd_writable: bool
+    cwd_writable: bool  # a tmpfs of ``dir_bytes`` (else a given folder, copied)
     uid: int
     gid: int
     tmp_bytes: int
@@ -344,14 +336,10 @@ class Sandbox:
         m.ro_bind(str(self.group), "/etc/group")
         m.ro_bind(self.root, self.root)
         m.tmpfs(os.path.join(self.root, "state"), 1024 * 1024)
+        if self.cwd_writable:
+            m.tmpfs(self.cwd, self.dir_bytes)
         for copy, inside in sorted(self.copies, key=lambda c: len(Path(c[1]).parts)):  # parents first
             m.ro_bind(str(copy), inside)
-        if self.cwd_writable:
-            m.dir(self.cwd)
-        for directory, seeds in self.writable:
-            m.tmpfs(directory, self.dir_bytes)
-            for fd, name in seeds:
-                m.file(fd, os.path.join(directory, name))
         m.stand_ins(DEFAULT_PATH.split(":"), os.path.join(self.root, "record.bash"))
         tail = ["--remount-ro", "/proc", "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", self.cwd]
         return head + m.args + tail

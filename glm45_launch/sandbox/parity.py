@@ -1,9 +1,8 @@
 """Run a bash launcher under argv-recording shims and compare what it ran with a plan.
 
 ``run_script`` records the script (``record.record_script``: nothing real runs, no stdin, a
-time limit, the process group killed) and also captures the environment the script exports
-before ``ray start --head`` (a ``ray`` shell function loaded through ``BASH_ENV`` writes
-``env -0`` and then runs the recording shim). ``compare`` turns the recording and a plan into
+time limit) with the environment the script exports at ``ray start --head`` and ``ray job
+submit`` (those records carry it). ``compare`` turns the recording and a plan into
 a ``ParityReport``: per invocation, per train argument (added / removed / changed / moved,
 with its group), the runtime env key by key, and the head's exported env.
 """
@@ -15,10 +14,8 @@ import json
 import os
 import re
 import shlex
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +34,6 @@ from glm45_launch.sandbox.record import (
     Origin,
     Recording,
     check_script,
-    mirror_script,
     record_script,
 )
 from glm45_launch.sandbox.report import ParityReport, output_tail
@@ -46,7 +42,8 @@ RENV = "--runtime-env-json="
 PREFIX_GROUP = "PREFIX"  # the train args before the groups (--actor-num-nodes ...)
 
 # Keys bash or the harness sets by itself: never a difference.
-_ENV_NOISE = {"PWD", "OLDPWD", "SHLVL", "_", "PATH", "BASH_ENV", "GLM45_PARITY_DIR"}
+_ENV_NOISE = {"PWD", "OLDPWD", "SHLVL", "_", "PATH", "BASH_ENV"}
+_HEAD_START, _SUBMIT = ("ray", "start", "--head"), ("ray", "job", "submit")
 _INHERITED = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER", "LOGNAME", "TERM")
 _STDERR_TROUBLE = re.compile(
     r"(No such file|cannot open|can't open|command not found|unbound variable|Permission denied|syntax error)"
@@ -75,78 +72,59 @@ class ScriptRun:
         return [self.recording.origin(i) for i in order]
 
 
-def _read_env_dump(path: Path, given: Mapping[str, str]) -> dict[str, str] | None:
-    if not path.exists():
+def _exported(rec: Recording, prefix: Sequence[str], given: Mapping[str, str]) -> dict[str, str] | None:
+    """The environment of the first record of ``prefix``, beyond what the script was given
+    (None: no such record)."""
+    env = next((e for argv, e in rec.environments if argv[: len(prefix)] == list(prefix)), None)
+    if env is None:
         return None
-    out: dict[str, str] = {}
-    for item in path.read_bytes().split(b"\0"):
-        key, eq, value = item.decode("utf-8", "replace").partition("=")
-        if not eq or key in _ENV_NOISE or key.startswith("BASH_FUNC_"):
-            continue
-        if given.get(key) != value:
-            out[key] = value
-    return out
+    return {k: v for k, v in env.items() if k not in _ENV_NOISE and not k.startswith("BASH_FUNC_")
+            and given.get(k) != v}
 
 
 def run_script(script: str | Path, *, env: Mapping[str, str], hostfile: str | Path | None = None,
                timeout: float = 30.0, cwd: str | Path | None = None, script_hostfile: str | None = None,
-               args: Sequence[str] = (), sandbox: bool | None = None, expose: Sequence[Path | tuple[Path, str]] = (),
+               args: Sequence[str] = (), expose: Sequence[Path | tuple[Path, str]] = (),
                cluster: Cluster | None = None) -> ScriptRun:
-    """Record ``bash SCRIPT ARGS...`` with ``env`` (and the hostfile redirected) under the shims.
+    """Record ``bash SCRIPT ARGS...`` with ``env`` (and the hostfile redirected) in the sandbox.
 
     ``script_hostfile``: a hostfile path the script hard-codes other than
-    ``/root/mpi_rack_hostfile`` (which, like ``$HOSTFILE``, is always redirected).
-    ``sandbox=False`` records without bubblewrap (a warning note says so); ``cluster`` answers
-    the script's polls of the cluster (see ``record.record_script``).
+    ``/root/mpi_rack_hostfile`` (which, like ``$HOSTFILE``, is always redirected); ``cluster``
+    answers the script's polls of the cluster (see ``record.record_script``).
     """
     from glm45_launch.errors import LaunchError
 
     script = Path(script).absolute()
     if not script.is_file():
         raise LaunchError(f"{script}: no such script")
-    script = check_script(script, isolated=sandbox is not False)
-    mirror_notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="glm45-parity-") as tmp:
-        aliases: list[str] = []
-        if script_hostfile and script_hostfile != HARDCODED_HOSTFILE:
-            if hostfile is None:
-                raise LaunchError("--script-hostfile: give --hostfile to redirect it to")
-            text = script.read_bytes()
-            if script_hostfile.encode() not in text:
-                raise LaunchError(f"{script}: does not contain {script_hostfile} (--script-hostfile)")
-            if sandbox is False:
-                script = mirror_script(script, text.replace(script_hostfile.encode(), HARDCODED_HOSTFILE.encode()),
-                                       Path(tmp) / "mirror", mirror_notes)
-            else:
-                aliases.append(script_hostfile)
-        bash_env = Path(tmp) / "bash_env.sh"
-        bash_env.write_text(resources.files("glm45_launch.sandbox").joinpath("programs", "parity_env.bash")
-                            .read_text(encoding="utf-8"))
-        full_env = {**env, "BASH_ENV": str(bash_env), "GLM45_PARITY_DIR": tmp}
-        rec = record_script(script, env=full_env, hostfile=Path(hostfile) if hostfile else None, timeout=timeout,
-                            cwd=Path(cwd) if cwd else None, args=args, sandbox=sandbox, expose=expose,
-                            hostfile_aliases=aliases, cluster=cluster)
-        # what record_script passes on from our environment (HOME, LANG, ...) is no export either
-        given = {k: os.environ[k] for k in _INHERITED if k in os.environ} | dict(env)
-        if hostfile is not None:
-            given["HOSTFILE"] = str(Path(hostfile).absolute())
-        head_env = _read_env_dump(Path(tmp) / "head-start.env", given)
-        submit_env = _read_env_dump(Path(tmp) / "submit.env", given)
-    notes = mirror_notes + list(rec.notes)
-    if sandbox is False:
-        notes.insert(0, "WARNING: recorded WITHOUT the sandbox (--unsafe-no-sandbox): the script ran on this host "
-                        "with only the PATH allowlist and the bash hooks between it and the system")
+    script = check_script(script)
+    aliases: list[str] = []
+    if script_hostfile and script_hostfile != HARDCODED_HOSTFILE:
+        if hostfile is None:
+            raise LaunchError("--script-hostfile: give --hostfile to redirect it to")
+        if script_hostfile.encode() not in script.read_bytes():
+            raise LaunchError(f"{script}: does not contain {script_hostfile} (--script-hostfile)")
+        aliases.append(script_hostfile)
+    rec = record_script(script, env=dict(env), hostfile=Path(hostfile) if hostfile else None, timeout=timeout,
+                        cwd=Path(cwd) if cwd else None, args=args, expose=expose, hostfile_aliases=aliases,
+                        cluster=cluster, capture_env=(_HEAD_START, _SUBMIT))
+    # what record_script passes on from our environment (HOME, LANG, ...) is no export either
+    given = {k: os.environ[k] for k in _INHERITED if k in os.environ} | dict(env)
+    if hostfile is not None:
+        given["HOSTFILE"] = str(Path(hostfile).absolute())
+    notes = list(rec.notes)
     for line in rec.stderr.splitlines():
         if _STDERR_TROUBLE.search(line) and not line.startswith("+"):
             hint = ""
             if line.startswith("awk:") and "open" in line:
                 hint = " (a hostfile path the script hard-codes? --script-hostfile PATH redirects it)"
-            elif "No such file" in line and sandbox is not False:
+            elif "No such file" in line:
                 hint = " (the sandbox shows only the script's folder: --expose PATH shows more)"
             notes.append(f"script stderr: {line.strip()[:200]}{hint}")
-    if head_env is None and any(a[:3] == ["ray", "start", "--head"] for a in rec.invocations):
+    head_env = _exported(rec, _HEAD_START, given)
+    if head_env is None and any(a[:3] == list(_HEAD_START) for a in rec.invocations):
         notes.append("the exported environment at `ray start --head` could not be captured")
-    return ScriptRun(rec, dict(env), head_env, submit_env, [printable(n) for n in notes])
+    return ScriptRun(rec, dict(env), head_env, _exported(rec, _SUBMIT, given), [printable(n) for n in notes])
 
 
 # -- comparison -------------------------------------------------------------------------------
@@ -209,11 +187,6 @@ def _short(argv: Sequence[str], limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def plan_train_groups(plan: Plan) -> list[tuple[str, Sequence[str]]]:
-    """The plan's train args as (group, words), the prefix as group ``PREFIX``."""
-    return [(PREFIX_GROUP, plan.train.prefix), *[(g, w) for g, w in plan.train.groups]]
-
-
 def _submit_differences(plan: Plan, got: Sequence[str]) -> list[str]:
     submit = plan.step(SubmitStep.kind)
     if not isinstance(submit, SubmitStep):
@@ -248,7 +221,8 @@ def _submit_differences(plan: Plan, got: Sequence[str]) -> list[str]:
     w_entry, g_entry = list(plan.train.entry), got[g_cut + 1 : g_cut + 1 + entry]
     if w_entry != g_entry:
         out.append(f"entry point: plan `{shell_join(w_entry)}`, script `{shell_join(g_entry)}`")
-    for change in diff_args(plan_train_groups(plan), got[g_cut + 1 + entry :], hints=known_flags()):
+    groups = [(PREFIX_GROUP, plan.train.prefix), *plan.train.groups]
+    for change in diff_args(groups, got[g_cut + 1 + entry :], hints=known_flags()):
         out.append(f"train arg {change}")
     return out
 
@@ -327,7 +301,7 @@ def _ssh_differences(want: list[list[str]], got: list[list[str]]) -> list[str]:
     return out
 
 
-def _env_differences(label: str, want: Mapping[str, str], got: Mapping[str, str]) -> list[str]:
+def env_differences(label: str, want: Mapping[str, str], got: Mapping[str, str]) -> list[str]:
     out = []
     for key in list(want) + [k for k in got if k not in want]:
         if key not in got:
@@ -401,7 +375,7 @@ def _head_env_differences(plan: Plan, run: ScriptRun) -> list[str]:
     head_step = next((s for s in plan.steps if s.kind == "head-start" and s.where == HEAD), None)
     if head_step is None or run.head_env is None:
         return []
-    return _env_differences("head env (at `ray start --head`):", dict(head_step.env), run.head_env)
+    return env_differences("head env (at `ray start --head`):", dict(head_step.env), run.head_env)
 
 
 def _compare_node(plan: Plan, run: ScriptRun, script: str, rank: int) -> ParityReport:

@@ -3,15 +3,14 @@
 A ``Recording`` is the argv of every command the script ran that the recorder recorded instead
 (in order, with the line each came from), the polls it answered, the wait loops it ended, the
 writes it skipped, the script's exit status, stdout, stderr and notes. ``FrameLog`` reads the
-frames of one recording in order and links each record to the origin its shell announced.
+frames of one recording in order.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from glm45_launch.core.steps import canonical_order
@@ -36,9 +35,6 @@ class Origin:
     line: int
     subshell: int = 0
     env: tuple[str, ...] = ()
-
-    def where(self) -> str:
-        return f"{os.path.basename(self.source) or 'script'}:{self.line}"
 
 
 @dataclass
@@ -86,6 +82,8 @@ class Recording:
     """Per invocation (when known): where in the script it comes from."""
     outside_writes: list[str] = field(default_factory=list)
     """Files the script tried to write outside the sandbox (the writes were skipped)."""
+    environments: list[tuple[list[str], dict[str, str]]] = field(default_factory=list)
+    """(argv, its whole environment) of the records the recording was asked to capture it for."""
 
     def origin(self, index: int) -> Origin | None:
         return self.origins[index] if index < len(self.origins) else None
@@ -107,128 +105,96 @@ def canonical(invocations: Recording | Iterable[Sequence[str]]) -> list[list[str
 
 
 class FrameLog:
-    """The frames of one recording, read in order (``on_file`` gets the F frames)."""
+    """The frames of one recording, read in order."""
 
-    def __init__(self, on_file: Callable[[Frame, list[str]], None]) -> None:
+    def __init__(self) -> None:
         self.invocations: list[list[str]] = []
         self.origins: list[Origin | None] = []
+        self.environments: list[tuple[list[str], dict[str, str]]] = []
         self.polls: list[Poll] = []
         self.waits: list[Wait] = []
         self.notes: list[str] = []
         self.outside: list[str] = []
         self.status: int | None = None
         self.started = False
-        self._pending: dict[str, list[tuple[str, Origin]]] = {}
-        self._loop_ends: dict[str, Wait] = {}  # the sleep that ends a wait loop, by the loop's shell
-        self._on_file = on_file
 
     def read(self, frames: Iterable[Frame], max_notes: int = 200) -> FrameLog:
         """Read ``frames``; the notes, each said once, are cut to ``max_notes`` (the channel is
         the script's to write too: it may send notes without end)."""
         for frame in frames:
-            handler = getattr(self, f"_frame_{frame.kind}", None)
-            if handler is not None:
-                handler(frame)
+            if frame.kind in ("H", "N", "S", "L"):
+                self._plain(frame.kind, frame.payload.decode("utf-8", "replace"))
+            elif frame.kind in ("R", "P", "W", "O") and (parts := self._json(frame)) is not None:
+                getattr(self, f"_frame_{frame.kind}")(*parts)
         notes = list(dict.fromkeys(n[:1000] for n in self.notes if n))
         if len(notes) > max_notes:
             notes[max_notes:] = [f"{len(notes) - max_notes} more note(s) from the sandbox left out"]
         self.notes = notes
         return self
 
-    def _frame_H(self, frame: Frame) -> None:
-        self.started = True
+    def _plain(self, kind: str, text: str) -> None:
+        if kind == "H":
+            self.started = True
+        elif kind == "N":
+            self.notes.append(text)
+        elif kind == "S" and text.isdigit():
+            self.status = int(text)
+        elif kind == "L":
+            self.notes.append(f"killed {text} process(es) left running by the script")
 
-    def _frame_N(self, frame: Frame) -> None:
-        self.notes.append(frame.payload.decode("utf-8", "replace"))
-
-    def _frame_S(self, frame: Frame) -> None:
-        if frame.payload.isdigit():
-            self.status = int(frame.payload)
-
-    def _frame_L(self, frame: Frame) -> None:
-        self.notes.append(f"killed {frame.payload.decode()} process(es) left running by the script")
-
-    def _frame_F(self, frame: Frame) -> None:
-        self._on_file(frame, self.notes)
-
-    def _frame_R(self, frame: Frame) -> None:
-        argv = _argv(frame, self.notes)
-        if argv is None:
-            return
-        pids = frame.pid.split(":")
-        ended = self._loop_ends.get(pids[-1])
-        if ended is not None and ended.argv == argv:
-            del self._loop_ends[pids[-1]]
-            ended.count += 1
-            return
-        self.invocations.append(argv)
-        self.origins.append(_take_origin(self._pending, pids, argv[0] if argv else ""))
-
-    def _frame_C(self, frame: Frame) -> None:
-        words = _argv(frame, self.notes)
-        if words and len(words) >= 4:
-            line = int(words[1]) if words[1].isdigit() else 0
-            subshell = int(words[2]) if words[2].isdigit() else 0
-            origin = Origin(words[0], line, subshell, tuple(words[4:]))
-            self._pending.setdefault(frame.pid, []).append((words[3], origin))
-
-    def _frame_O(self, frame: Frame) -> None:
-        words = _argv(frame, self.notes)
-        if words and words[0] not in self.outside:
-            self.outside.append(words[0])
-
-    def _frame_P(self, frame: Frame) -> None:
-        words = _argv(frame, self.notes)
-        if not words or len(words) < 3:
-            return
-        origin = _take_origin(self._pending, frame.pid.split(":"), words[2])
-        self.polls.append(Poll(words[2:], words[1], words[0], origin))
-        how = "as the planned cluster would" if words[0] == "cluster" else f"with {words[1]} (arithmetic)"
-        self.notes.append(f"answered `{shlex.join(words[2:])[:120]}` {how}")
-
-    def _frame_W(self, frame: Frame) -> None:
-        words = _argv(frame, self.notes)
-        if words and len(words) > 2:
-            self.waits.append(_wait(words, self.invocations, self.origins))
-            self._loop_ends[frame.pid] = self.waits[-1]
-
-
-def _argv(frame: Frame, notes: list[str]) -> list[str] | None:
-    try:
-        argv = json.loads(frame.payload.decode("utf-8", "surrogateescape"))
-    except ValueError:
-        argv = None
-    if not isinstance(argv, list) or not all(isinstance(w, str) for w in argv):
-        notes.append(f"unreadable {frame.kind} frame: {frame.payload[:80]!r}")
+    def _json(self, frame: Frame) -> list[object] | None:
+        try:
+            parts = json.loads(frame.payload.decode("utf-8", "surrogateescape"))
+        except ValueError:
+            parts = None
+        if isinstance(parts, list) and parts:
+            return parts + [None] * 4
+        self.notes.append(f"unreadable {frame.kind} frame: {frame.payload[:80]!r}")
         return None
-    return argv
+
+    def _frame_R(self, argv: object, origin: object, env: object, *_: object) -> None:
+        if _words(argv) and argv:
+            self.invocations.append(argv)  # type: ignore[arg-type]
+            self.origins.append(_origin(origin))
+            if _words(env):
+                self.environments.append((argv, dict(kv.split("=", 1) for kv in env if "=" in kv)))  # type: ignore
+
+    def _frame_P(self, kind: object, answer: object, argv: object, origin: object, *_: object) -> None:
+        if _words(argv) and argv and isinstance(kind, str) and isinstance(answer, str):
+            self.polls.append(Poll(argv, answer, kind, _origin(origin)))  # type: ignore[arg-type]
+            how = "as the planned cluster would" if kind == "cluster" else f"with {answer} (arithmetic)"
+            self.notes.append(f"answered `{shlex.join(argv)[:120]}` {how}")  # type: ignore[arg-type]
+
+    def _frame_W(self, count: object, sleep: object, test: object, *_: object) -> None:
+        if isinstance(count, int) and _words(sleep) and _words(test):
+            self.waits.append(_wait(count, sleep, test, self.invocations, self.origins))  # type: ignore[arg-type]
+
+    def _frame_O(self, path: object, *_: object) -> None:
+        if isinstance(path, str) and path not in self.outside:
+            self.outside.append(path)
 
 
-def _take_origin(pending: dict[str, list[tuple[str, Origin]]], pids: list[str], name: str) -> Origin | None:
-    """The oldest origin announced for ``name`` by the recording process or its parent."""
-    for pid in pids:
-        queue = pending.get(pid, [])
-        for i, (announced, origin) in enumerate(queue):
-            if announced == name:
-                del queue[i]
-                return origin
-    return None
+def _words(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(w, str) for w in value)
 
 
-def _wait(words: list[str], invocations: list[list[str]], origins: list[Origin | None]) -> Wait:
-    """A W frame (count, sleep argv length, sleep argv, test words); the loop's recorded
-    sleeps leave the invocations (they are the wait, not commands), as will the one that
-    ends it, recorded next."""
-    count = int(words[0]) if words[0].isdigit() else 0
-    n = int(words[1]) if words[1].isdigit() else 0
-    sleep, test = words[2 : 2 + n], words[2 + n :]
+def _origin(words: object) -> Origin | None:
+    """An origin as the shims send it: [file, line, subshell, VAR=value...]."""
+    if not _words(words) or len(words) < 3:  # type: ignore[arg-type]
+        return None
+    source, line, subshell, *env = words  # type: ignore[misc]
+    return Origin(source, int(line) if line.isdigit() else 0, int(subshell) if subshell.isdigit() else 0, tuple(env))
+
+
+def _wait(count: int, sleep: list[str], test: list[str], invocations: list[list[str]],
+          origins: list[Origin | None]) -> Wait:
+    """The loop's recorded sleeps (the last ``count`` of them; polls may be between) leave the
+    invocations: they are the wait, not commands (the one that ended it was not run)."""
     removed = 0
-    for i in range(len(invocations) - 1, -1, -1):  # the last ``count`` of them (polls may be between)
+    for i in range(len(invocations) - 1, -1, -1):
         if removed == count:
             break
         if invocations[i] == sleep:
             del invocations[i], origins[i]
             removed += 1
     return Wait(sleep, removed, test)
-
-

@@ -3,11 +3,13 @@
 Runs of the same line are said once with their count (``sleep 5`` 3000 times in a loop);
 a script that ended early (a usage text, ``X is not set``) shows its own last lines. What
 the script chose (its output, argv, paths) reaches the terminal only as printable text: a
-control character is shown escaped, never acted on (``printable``).
+control character is shown escaped, never acted on (``printable``). The text is one line per
+item (for grep), or wrapped at a terminal's width, each item's lines further in than its first.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,14 +30,17 @@ class ParityReport:
     timed_out: bool = False
     side: str = ""  # per-node: "as rank 0 (the head)"...; "": the whole cluster
     output_tail: list[str] = field(default_factory=list)  # the script's last lines when it ended early
+    source: str = "recording"  # or "snapshot": upstream's recorded commands of the script
 
     @property
     def identical(self) -> bool:
         return not self.differences and not self.timed_out
 
-    def render(self) -> str:
+    def render(self, width: int | None = None) -> str:
+        """The report as text; ``width``: wrapped at that many columns."""
         side = f" {self.side}" if self.side else ""
-        out = [f"parity: {self.script}{side} ({self.script_invocations} invocations recorded) vs the plan "
+        how = "in the snapshot" if self.source == "snapshot" else "recorded"
+        out = [f"parity: {self.script}{side} ({self.script_invocations} invocations {how}) vs the plan "
                f"({self.plan_invocations} invocations)"]
         if self.notes:
             out += ["", "Could not interpret / notes"] + [f"  ? {n}" for n in collapse(self.notes)]
@@ -49,7 +54,7 @@ class ParityReport:
             out += ["", "not identical: the script timed out, the recording may be incomplete"]
         else:
             out += ["", f"identical: {self.plan_invocations} of {self.plan_invocations} invocations match"]
-        return "".join(printable(line) + "\n" for line in out)
+        return "".join(_wrap(printable(line), width) + "\n" for line in out)
 
     def to_json(self) -> dict[str, Any]:
         out = {"script": self.script, "identical": self.identical, "differences": self.differences,
@@ -57,9 +62,20 @@ class ParityReport:
                "script_invocations": self.script_invocations, "timed_out": self.timed_out}
         if self.side:
             out["side"] = self.side
+        if self.source != "recording":
+            out["source"] = self.source
         if self.output_tail:
             out["output_tail"] = self.output_tail
         return out
+
+
+def _wrap(line: str, width: int | None) -> str:
+    """``line`` in lines of ``width`` (None: as it is), continued 4 columns further in (a word
+    longer than a line, such as a runtime env, keeps a line of its own)."""
+    if width is None or len(line) <= width:
+        return line
+    indent = " " * (len(line) - len(line.lstrip()) + 4)
+    return textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
 
 
 def collapse(lines: Sequence[str]) -> list[str]:

@@ -56,7 +56,7 @@ def import_script(script: str, **kwargs: Any) -> int:
     hostfile = load_hostfile(kwargs["hostfile"])
     run = run_script(script, env=env, hostfile=kwargs["hostfile"], timeout=kwargs["timeout"],
                      script_hostfile=kwargs["script_hostfile"], args=kwargs["script_args"],
-                     sandbox=not kwargs["unsafe"], expose=expose_paths(kwargs["expose"]))
+                     expose=expose_paths(kwargs["expose"]))
     if run.recording.timed_out:
         raise LaunchError(f"{script}: timed out after {kwargs['timeout']:g} s under the shims; nothing imported",
                           exit_code=1)

@@ -34,7 +34,7 @@ def script_env(opts: dict[str, Any]) -> dict[str, str]:
 
 def recording_options(func: F) -> F:
     """The options of a recording, shared by parity and import: the script's arguments (after
-    ``--``), its time limit, the paths it hard-codes or reads, the sandbox."""
+    ``--``), its time limit, the paths it hard-codes or reads."""
     decorators = [
         click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- ARGS...]"),
         click.option("--timeout", type=seconds(0.1), default=30.0, show_default=True,
@@ -45,9 +45,6 @@ def recording_options(func: F) -> F:
         click.option("--expose", multiple=True, metavar="PATH[:INSIDE]",
                      help="Also show PATH to the script (a read-only copy; at INSIDE if given). The "
                           "sandbox shows only the script's own folder and the hostfile."),
-        click.option("--unsafe-no-sandbox", "unsafe", is_flag=True,
-                     help="Record without bubblewrap, on this host: only an allowlist and bash hooks stand "
-                          "between the script and the system (the report says so)."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -70,9 +67,12 @@ def expose_paths(values: tuple[str, ...]) -> list[Path | tuple[Path, str]]:
 
 
 @click.command()
-@click.argument("script", type=click.Path(dir_okay=False))
+@click.argument("script", type=click.Path(dir_okay=False), required=False)
 @recording_options
 @options(PLAN)
+@click.option("--snapshot", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Instead of a script: upstream's recorded commands of one (radixark/miles "
+                   "tests/snapshots/launch_scripts/...), compared with the plan; nothing runs.")
 @click.option("--rank", type=click.IntRange(min=0), default=None,
               help="The script is per node (`script ... NODE_RANK ...`): record what node RANK runs and "
                    "compare it with the plan's head (0) or with one worker's commands. {rank}, {host} and "
@@ -80,7 +80,7 @@ def expose_paths(values: tuple[str, ...]) -> list[Path | tuple[Path, str]]:
 @click.option("--as-worker", is_flag=True, help="--rank 1: compare the script with one worker's commands.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--show-secrets", is_flag=True, help="Print API keys/tokens instead of ***.")
-def parity(script: str, **kwargs: Any) -> int:
+def parity(script: str | None, **kwargs: Any) -> int:
     """Run SCRIPT in a sandbox under argv-recording shims and compare what it runs with the plan.
 
     Nothing real runs: ray, ssh, pkill, sleep, python/python3, torchrun, nvidia-smi, hf,
@@ -92,8 +92,14 @@ def parity(script: str, **kwargs: Any) -> int:
     inputs). Polls of the cluster (ray status, a GPU count) hear the planned cluster; a wait
     loop that never ends under the recorder is ended. Differences are listed per invocation,
     per train argument (with its group) and per runtime-env key. Exit 0 only when identical.
+
+    --snapshot FILE compares the plan with what upstream recorded of a launch script at some
+    revision instead: its worker loop runs over --hostfile, <REPO_ROOT> is --workdir; upstream
+    records with the head at 127.0.0.1 (give --head 127.0.0.1 to match).
     """
     import json
+    import shutil
+    import sys
 
     from glm45_launch.core.builder import build_plan
     from glm45_launch.core.secrets import mask_text
@@ -104,16 +110,32 @@ def parity(script: str, **kwargs: Any) -> int:
 
     if kwargs["rank"] is not None and kwargs["as_worker"]:
         raise LaunchError("--rank and --as-worker: give one")
+    snapshot = kwargs["snapshot"]
+    if (script is None) == (snapshot is None):
+        raise LaunchError("parity: give a SCRIPT to record, or --snapshot FILE")
+    if snapshot is not None and (kwargs["script_args"] or kwargs["expose"] or kwargs["script_hostfile"]
+                                 or kwargs["rank"] is not None or kwargs["as_worker"]):
+        raise LaunchError("--snapshot: nothing runs (no -- ARGS, --expose, --script-hostfile, --rank or --as-worker)")
     rank = 1 if kwargs["as_worker"] else kwargs["rank"]
     env = script_env(kwargs)
     hostfile = kwargs["hostfile"]
     plan = build_plan(spec_from_options(kwargs))
-    args = node_args(plan, kwargs["script_args"], rank)
-    cluster = Cluster(plan.cluster.total_gpus, plan.cluster.gpus_per_node, len(plan.cluster.nodes))
-    run = run_script(script, env=env, hostfile=hostfile, timeout=kwargs["timeout"],
-                     script_hostfile=kwargs["script_hostfile"], args=args, sandbox=not kwargs["unsafe"],
-                     expose=expose_paths(kwargs["expose"]), cluster=cluster)
-    report = compare(plan, run, script, rank=rank)
-    text = json.dumps(report.to_json(), indent=2) + "\n" if kwargs["fmt"] == "json" else report.render()
+    if snapshot is not None:
+        import os
+
+        from glm45_launch.sandbox.snapshot import compare_snapshot, load_snapshot
+
+        run = load_snapshot(snapshot, hosts=plan.spec.hostfile.names, repo_root=os.path.abspath(plan.spec.workdir))
+        report = compare_snapshot(plan, run, snapshot)
+    else:
+        assert script is not None
+        args = node_args(plan, kwargs["script_args"], rank)
+        cluster = Cluster(plan.cluster.total_gpus, plan.cluster.gpus_per_node, len(plan.cluster.nodes))
+        run = run_script(script, env=env, hostfile=hostfile, timeout=kwargs["timeout"],
+                         script_hostfile=kwargs["script_hostfile"], args=args,
+                         expose=expose_paths(kwargs["expose"]), cluster=cluster)
+        report = compare(plan, run, script, rank=rank)
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None  # a pipe: one line per item
+    text = json.dumps(report.to_json(), indent=2) + "\n" if kwargs["fmt"] == "json" else report.render(width)
     click.echo(text if kwargs["show_secrets"] else mask_text(text, secrets_of(plan, run)), nl=False)
     return 0 if report.identical else 1
