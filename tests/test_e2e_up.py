@@ -340,5 +340,4 @@ def test_one_long_output_line_does_not_end_supervision(rack: Rack) -> None:
     lost = "the driver log's tail was lost" in res.stderr
     assert lost == ("tail was lost" in (rack.runs / "long-line" / "job.log").read_text())
     assert "still working" in res.stderr or lost  # what Ray did with the tail is said, either way
-    print("LONGLINE", lost, [ln[:150] for ln in res.stderr.splitlines() if "tail" in ln or "still working" in ln])
     rack.launch("down", "--hostfile", str(rack.hostfile), *rack.ssh_args())
