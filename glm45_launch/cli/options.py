@@ -18,7 +18,7 @@ import click
 from click.core import ParameterSource
 
 from glm45_launch.core.hostfile import DEFAULT_HOSTFILE, Hostfile, load_hostfile
-from glm45_launch.core.plan import DEFAULT_MEGATRON_PATH, FRAMEWORKS, LaunchSpec, NvlinkFact, Plan, Variant
+from glm45_launch.core.plan import DEFAULT_MEGATRON_PATH, FRAMEWORKS, LaunchSpec, NvlinkFact, Variant
 from glm45_launch.core.profiles import LAUNCHER_ENV, MODES, OWN_DIRS, PROFILES, TASKS, TRANSFER_MODES
 from glm45_launch.core.steps import DEFAULT_PARALLEL
 from glm45_launch.errors import LaunchError, undecoded
@@ -401,20 +401,15 @@ def _decl(name: str) -> str:
     return by_name(name).decls[0]
 
 
-def watch_from_options(kwargs: dict[str, Any], plan: Plan) -> WatchSettings:
-    """Pop the watch options out of ``kwargs`` and build ``WatchSettings`` for ``plan``: options
-    that contradict each other or the plan (restarts of a --no-wait job) are refused here, so
-    `plan` and `up --dry-run` fail as `up` does."""
-    from glm45_launch.core.operations import WatchSettings, watch_problem
+def watch_from_options(kwargs: dict[str, Any]) -> WatchSettings:
+    """Pop the watch options out of ``kwargs`` and build ``WatchSettings``: options that make each
+    other moot are refused here (what the plan cannot run, ``build_operations`` refuses)."""
+    from glm45_launch.core.operations import WatchSettings
 
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         _refuse_moot(ctx)
-    watch = WatchSettings(**take(kwargs, WATCH).get("watch", {}))
-    problem = watch_problem(plan, watch)
-    if problem:
-        raise LaunchError(problem)
-    return watch
+    return WatchSettings(**take(kwargs, WATCH).get("watch", {}))
 
 
 def ssh_from_options(kwargs: dict[str, Any], user: str) -> SshOptions:

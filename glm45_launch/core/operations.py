@@ -31,6 +31,7 @@ from glm45_launch.core.steps import (
     StopJobStep,
     StopStep,
 )
+from glm45_launch.errors import LaunchError
 
 RAYLET_CHECK = ("pgrep", "-x", "raylet")  # exit 0: a raylet runs; 1: none does
 # A worker's `ray start` still running (Ctrl-C during the start closed its session, not the command):
@@ -135,8 +136,13 @@ def stop_job_step(head: str, address: str) -> StopJobStep:
 
 def build_operations(plan: Plan, settings: WatchSettings | None = None, diagnose_program: str = "") -> Operations:
     """The steps around ``plan``'s job; ``diagnose_program`` is the text of the diagnostics
-    program (the runtime reads the file; plan output shows it by name)."""
+    program (the runtime reads the file; plan output shows it by name). Settings that cannot
+    watch or restart this plan's job (:func:`watch_problem`) are refused here, the one check
+    that ``plan``, ``up --dry-run`` and ``up`` share."""
     settings = settings or WatchSettings()
+    problem = watch_problem(plan, settings)
+    if problem:
+        raise LaunchError(problem)
     c = plan.cluster
     health = tuple(
         HealthCheckStep(where=HEAD if h == c.head else WORKER, host=h, commands=(RAYLET_CHECK,),

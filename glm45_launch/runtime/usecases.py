@@ -19,7 +19,7 @@ from glm45_launch.checks.preflight_report import PreflightOptions, PreflightRepo
 from glm45_launch.core.convert_plan import ConvertPlan
 from glm45_launch.core.hostfile import Hostfile
 from glm45_launch.core.launch_steps import build_down_plan
-from glm45_launch.core.operations import WatchSettings, build_operations, watch_problem
+from glm45_launch.core.operations import WatchSettings, build_operations
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.plan_secrets import plan_secrets
 from glm45_launch.core.secrets import mask_text
@@ -77,9 +77,9 @@ def up(plan: Plan, opts: UpOptions, rt: Runtime) -> RunResult:
     """The plan's notes and config gates, preflight (unless skipped), then attempts of
     ``plan.steps`` under the :class:`~.supervisor.Supervisor` (health watch, diagnostics,
     restarts, one stop path), on the head; signals take the stop path too."""
-    problem = watch_problem(plan, opts.watch)
-    if problem:
-        raise LaunchError(problem)
+    from glm45_launch.runtime.programs import diagnose_program
+
+    ops = build_operations(plan, opts.watch, diagnose_program())  # refuses settings the plan cannot run
     tell_plan(plan, rt)
     check_config(plan, rt, opts.force)  # invalid configs die here in milliseconds, not in the job
     require_head_here(plan, rt)  # before preflight contacts any host, before any file is written
@@ -92,10 +92,7 @@ def up(plan: Plan, opts: UpOptions, rt: Runtime) -> RunResult:
                 return RunResult(RunState.FAILED, ExitCode.FAILED, cause=cause,
                                  error=f"preflight failed, nothing was started: {report.summary()} "
                                        "(--skip-preflight to launch anyway)")
-        from glm45_launch.runtime.programs import diagnose_program
-
         _write_plan(plan, RunRecords(run_dir, rt.reporter.warn))  # what runs now (down reads its nodes)
-        ops = build_operations(plan, opts.watch, diagnose_program())
         with Signals() as signals:
             return Supervisor(plan, ops, rt, run_dir, opts.exec, signals).run()
 

@@ -36,7 +36,7 @@ def plan(**kwargs: Any) -> None:
     show_secrets = kwargs.pop("show_secrets")
     prepare = kwargs.pop("prepare")
     built = build_plan(spec_from_options(kwargs))
-    watch = watch_from_options(kwargs, built)
+    watch = watch_from_options(kwargs)
     problems = check_plan(built)
     built = replace(built, warnings=built.warnings + tuple(f"invalid config: {p}" for p in problems))
     click.echo(render(built, fmt, show_secrets=show_secrets, ops=build_operations(built, watch),

@@ -54,7 +54,7 @@ def up(**kwargs: Any) -> int:
 
     spec = spec_from_options(kwargs)
     plan = build_plan(spec)
-    watch = watch_from_options(kwargs, plan)
+    watch = watch_from_options(kwargs)
     if kwargs["dry_run"]:
         from glm45_launch.core.operations import build_operations
 
