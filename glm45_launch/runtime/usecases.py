@@ -23,7 +23,7 @@ from glm45_launch.core.operations import WatchSettings, build_operations
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.plan_secrets import plan_secrets
 from glm45_launch.core.secrets import mask_text
-from glm45_launch.errors import ExitCode, LaunchError
+from glm45_launch.errors import PROG, ExitCode, LaunchError
 from glm45_launch.runtime.causes import Cause, CauseKind, RunState
 from glm45_launch.runtime.executor import ExecOptions, require_head_here
 from glm45_launch.runtime.interfaces import Row
@@ -51,9 +51,9 @@ def tell_plan(plan: Plan, rt: Runtime) -> None:
     """What ``plan`` would say (the dashboard exposure, the checkpoint quirk...), secrets masked."""
     secrets = plan_secrets(plan)
     for note in plan.notes:
-        rt.reporter.phase(f"note: {mask_text(note, secrets)}")
+        rt.reporter.phase(f"{PROG}: note: {mask_text(note, secrets)}")
     for warning in plan.warnings:
-        rt.reporter.warn(f"warning: {mask_text(warning, secrets)}")
+        rt.reporter.warn(f"{PROG}: warning: {mask_text(warning, secrets)}")
 
 
 def check_config(plan: Plan, rt: Runtime, force: bool) -> None:
@@ -63,7 +63,7 @@ def check_config(plan: Plan, rt: Runtime, force: bool) -> None:
     from glm45_launch.checks.rules import require_valid
 
     for problem in require_valid(plan, force=force) + require_sglang_options(plan, force):
-        rt.reporter.warn(f"warning: invalid config (--force): {problem.message}")
+        rt.reporter.warn(f"{PROG}: warning: invalid config (--force): {problem.message}")
 
 
 def preflight(plan: Plan, opts: PreflightOptions, log_dir: Path, rt: Runtime) -> PreflightReport:
