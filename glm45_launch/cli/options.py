@@ -421,3 +421,17 @@ def ssh_from_options(kwargs: dict[str, Any], user: str) -> SshOptions:
         if not os.path.isfile(path):
             raise LaunchError(f"--identity: {path}: no such key file")
     return SshOptions(user=user, **values)
+
+
+def output_format(*choices: str) -> Callable[[F], F]:
+    """The one output flag: ``--format text|json`` (``json`` on stdout), with ``--json`` kept as a
+    hidden alias of ``--format json``. The command gets ``fmt``."""
+    names = ("text", "json", *choices)
+
+    def decorate(fn: F) -> F:
+        fn = click.option("--json", "fmt", flag_value="json", hidden=True,
+                          help="Alias of --format json.")(fn)
+        return click.option("--format", "fmt", type=click.Choice(names), default="text", show_default=True,
+                            help="text: tables on stderr; json: the same facts on stdout.")(fn)
+
+    return decorate

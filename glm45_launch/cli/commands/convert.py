@@ -6,7 +6,16 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import PLAN, SSH, options, seconds, spec_from_options, ssh_from_options, without
+from glm45_launch.cli.options import (
+    PLAN,
+    SSH,
+    options,
+    output_format,
+    seconds,
+    spec_from_options,
+    ssh_from_options,
+    without,
+)
 
 
 @click.command()
@@ -23,8 +32,7 @@ from glm45_launch.cli.options import PLAN, SSH, options, seconds, spec_from_opti
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Logs of this conversion [default: ./runs/<time>].")
 @click.option("--dry-run", is_flag=True, help="Print the conversion plan and exit: nothing runs.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output of --dry-run.")
+@output_format()
 def convert(**kwargs: Any) -> int:
     """Convert the HF checkpoint to Megatron torch_dist on every node of the hostfile.
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from glm45_launch.cli.options import PLAN, options, seconds, spec_from_options
+from glm45_launch.cli.options import PLAN, options, output_format, seconds, spec_from_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,7 +78,7 @@ def expose_paths(values: tuple[str, ...]) -> list[Path | tuple[Path, str]]:
                    "compare it with the plan's head (0) or with one worker's commands. {rank}, {host} and "
                    "{head} in the script's arguments become the node's rank and address and the head's.")
 @click.option("--as-worker", is_flag=True, help="--rank 1: compare the script with one worker's commands.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@output_format()
 @click.option("--show-secrets", is_flag=True, help="Print API keys/tokens instead of ***.")
 def parity(script: str | None, **kwargs: Any) -> int:
     """Run SCRIPT in a sandbox under argv-recording shims and compare what it runs with the plan.

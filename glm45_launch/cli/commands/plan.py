@@ -6,13 +6,20 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import LAUNCH, PLAN, WATCH, options, spec_from_options, watch_from_options
+from glm45_launch.cli.options import (
+    LAUNCH,
+    PLAN,
+    WATCH,
+    options,
+    output_format,
+    spec_from_options,
+    watch_from_options,
+)
 
 
 @click.command()
 @options(PLAN, LAUNCH, WATCH)
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "bash"]), default="text",
-              show_default=True, help="text: readable; json: invocations + steps; bash: a script.")
+@output_format("bash")
 @click.option("--show-secrets", is_flag=True,
               help="Print WANDB_API_KEY / --wandb-key values instead of *** (in every format).")
 @click.option("--prepare", is_flag=True,

@@ -15,6 +15,7 @@ from glm45_launch.cli.options import (
     PREFLIGHT,
     SSH,
     options,
+    output_format,
     spec_from_options,
     ssh_from_options,
     take,
@@ -27,7 +28,7 @@ from glm45_launch.cli.options import (
 @click.option("--no-libs", is_flag=True, help="Skip the megatron-core/sglang checks on the head.")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Where the per-host probe logs go [default: a new temp dir].")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (stdout).")
+@output_format()
 def preflight(**kwargs: Any) -> int:
     """Check every host over SSH, in parallel, before `up`: one row per host.
 
@@ -54,7 +55,7 @@ def preflight(**kwargs: Any) -> int:
                             **take(kwargs, PREFLIGHT)["preflight"])
     logs = prepare_run_dir(kwargs["run_dir"]) if kwargs["run_dir"] else Path(tempfile.mkdtemp(prefix="glm45-preflight-"))
     report = run_preflight(plan, opts, logs, rt)
-    if kwargs["as_json"]:
+    if kwargs["fmt"] == "json":
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         rt.reporter.show(report_table(report))

@@ -15,6 +15,7 @@ from glm45_launch.cli.options import (
     by_name,
     hostfile_from,
     options,
+    output_format,
     ssh_from_options,
     take,
 )
@@ -29,7 +30,7 @@ from glm45_launch.cli.options import (
               help="Job server URL instead of http://127.0.0.1:PORT (after `up --dashboard-host ADDR`, "
                    "or from another machine).")
 @options(PARALLEL)
-@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@output_format()
 @click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Where `up` wrote its runs: the last one's job is marked as the current job.")
 def status(**kwargs: Any) -> int:
@@ -49,7 +50,7 @@ def status(**kwargs: Any) -> int:
     address = kwargs["dashboard_address"] or f"http://127.0.0.1:{kwargs['dashboard_port']}"
     report = run_status(hostfile, address, rt, kwargs["head"] or None)
     current = current_job(kwargs["runs"])
-    if kwargs["as_json"]:
+    if kwargs["fmt"] == "json":
         click.echo(json.dumps({**report.to_json(), "current_job": current}, indent=2))
         return 0 if report.healthy else 1
     table = Table(title=escape(f"hosts of {hostfile.path}"), title_justify="left")

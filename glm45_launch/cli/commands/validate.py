@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from glm45_launch.cli.options import PLAN, options, spec_from_options
+from glm45_launch.cli.options import PLAN, options, output_format, spec_from_options
 
 
 @click.command()
@@ -16,7 +16,7 @@ from glm45_launch.cli.options import PLAN, options, spec_from_options
               help="Print the pipeline split and the TP/CP/DP/PP/EP rank groups (megatron-core).")
 @click.option("--no-libs", is_flag=True,
               help="Pure checks only: skip the megatron-core and sglang checks.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@output_format()
 def validate(**kwargs: Any) -> int:
     """Check the plan's trainer arguments and hostfile; exit 0 when valid, 1 otherwise.
 
