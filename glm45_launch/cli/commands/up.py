@@ -8,6 +8,7 @@ import click
 
 from glm45_launch.cli.options import (
     LAUNCH,
+    NETCHECK,
     PARALLEL,
     PLAN,
     PREFLIGHT,
@@ -35,7 +36,7 @@ from glm45_launch.errors import LaunchError
 @options(PREFLIGHT)
 @click.option("--skip-preflight", is_flag=True,
               help="Start without `glm45-launch preflight` (by default up starts nothing if a host fails it).")
-@options(WATCH)
+@options(WATCH, NETCHECK)
 def up(**kwargs: Any) -> int:
     """Bring up the Ray cluster over SSH and run the training job on the head.
 
