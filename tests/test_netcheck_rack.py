@@ -7,6 +7,7 @@ rack), the others check it with `--external-ray` while one host's link is thrott
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def test_up_with_a_missing_interface_submits_no_job(net: Net) -> None:
     assert report["duration_s"] < 60, report["duration_s"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["job_id"] is None and summary["cause"]["kind"] == "netcheck-failed"
-    assert "ray job submit" not in (run / "hosts" / "head.log").read_text()
+    assert "$ ray job submit" not in (run / "hosts" / "head.log").read_text()
     assert (run / "diagnostics" / "attempt-1").is_dir()
     assert ray_processes(box) == [], "Ray was left running after the failed launch"
     assert took < 150
@@ -110,7 +111,9 @@ def test_a_healthy_rack_passes(net: Net, kept: subprocess.CompletedProcess[str])
     assert sorted(sorted(p["hosts"]) for p in report["pairs"]) == sorted(
         sorted(p) for p in [(hosts[0], hosts[1]), (hosts[1], hosts[2]), (hosts[2], hosts[0])])  # no floor on CPU: the ring
     run = net.runs / "healthy" / "netcheck"
-    assert json.loads((run / "netcheck.json").read_text())["ok"] is True and (run / "pairs.png").stat().st_size > 0
+    assert json.loads((run / "netcheck.json").read_text())["ok"] is True
+    if importlib.util.find_spec("matplotlib") is not None:  # the `plot` extra
+        assert report["png"] == str(run / "pairs.png") and (run / "pairs.png").stat().st_size > 0
     assert "cluster" in kept.stderr and "██" in kept.stderr  # the table and the coloured matrix
     assert ranks_left(net.box) == []
     assert ray_processes(net.box, 3) != []  # --keep-cluster
