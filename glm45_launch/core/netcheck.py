@@ -49,7 +49,7 @@ PUBLISHED = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NetcheckSettings:
     """How the check runs and judges. ``sizes`` None: :data:`NCCL_SIZES` or :data:`GLOO_SIZES`;
     a threshold None: the published figure for the GPUs found (none on CPU)."""

@@ -79,10 +79,10 @@ def judge_nodes(measures: Mapping[str, Measure], floor: float | None) -> tuple[l
     for host, m in measures.items():
         busbw = m.busbw()
         problem = None
-        if m.ranks > 1:
-            if not m.ok:
-                problem = _failed_what(m, f"the all-reduce among its {m.ranks} ranks")
-            elif floor is not None and busbw is not None and busbw < floor:
+        if m.error is not None:
+            problem = _failed_what(m, f"the all-reduce among its {m.ranks} rank(s)")
+        elif m.ranks > 1:
+            if floor is not None and busbw is not None and busbw < floor:
                 problem = f"all-reduce busbw {busbw:.1f} GB/s is below {floor:g} GB/s"
             elif len(values) > 1 and slow(busbw, ref):
                 problem = f"all-reduce busbw {busbw:.3g} GB/s, {SLOW_FACTOR:g}x or more below the median node's {ref:.3g}"
@@ -175,9 +175,12 @@ def report_json(*, backend: str, nodes: list[dict[str, Any]], cluster: dict[str,
 
 def summary_line(report: Mapping[str, Any], limit: int = 3) -> str:
     """The failure in one line: the first problems, each naming its nodes or link."""
-    problems = [Problem(tuple(p["hosts"]), p["what"]) for p in report.get("problems", [])]
-    if not problems:
+    by_hosts: dict[tuple[str, ...], list[str]] = {}
+    for p in report.get("problems", []):
+        by_hosts.setdefault(tuple(p["hosts"]), []).append(p["what"])
+    if not by_hosts:
         return "the network check passed"
+    problems = [Problem(hosts, "; ".join(whats)) for hosts, whats in by_hosts.items()]
     text = "; ".join(p.line() for p in problems[:limit])
     return text + (f" (and {len(problems) - limit} more)" if len(problems) > limit else "")
 

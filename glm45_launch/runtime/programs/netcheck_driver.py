@@ -218,14 +218,15 @@ class Check:
         if cluster_floor is None and published and len(self.hosts) > 1:
             cluster_floor = published.cluster
         self.floors = {"node": node_floor, "cluster": cluster_floor, "source": published.source if published else None}
-        multi = [h for h in self.hosts if len(ranks.actors[h]) > 1]
+        # NCCL: one GPU is a node too (its communicator and kernels run); Gloo: one rank is nothing to test.
+        multi = [h for h in self.hosts if len(ranks.actors[h]) > 1 or (backend == "nccl" and ranks.actors[h])]
         node_measures = self.collective(ranks, {h: [h] for h in multi}) if multi else {}
         measures = {h: node_measures.get(h, Measure((h,), len(ranks.actors[h]))) for h in self.hosts}
         node_rows, node_problems = judge_nodes(measures, node_floor)
         problems += node_problems
         cluster_row = None
         cluster_bad = False
-        if sum(len(a) for a in ranks.actors.values()) > 1:
+        if len(self.hosts) > 1 or multi:
             cm = measures[self.hosts[0]] if len(self.hosts) == 1 else self.collective(ranks, {"cluster": self.hosts})["cluster"]
             cluster_row, cluster_problems = judge_cluster(cm, cluster_floor)
             problems += cluster_problems
