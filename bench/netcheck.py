@@ -61,12 +61,14 @@ def bench(n: int, runs: int) -> dict[str, float]:
             b_runs.append(b)
             outcomes = json.loads((box.workdir / f"b{i}" / "summary.json").read_text())["outcomes"]
             steps.append(next(o["duration_s"] for o in outcomes if o["what"] == "netcheck"))
+            phases = json.loads((box.workdir / f"b{i}" / "netcheck" / "netcheck.json").read_text()).get("phases_s")
             box.reset()
     med = statistics.median
     join = med(r["ready"] for r in b_runs)
     check = med(r["checked"] - r["ready"] for r in b_runs)
     return {"hosts": n, "join_s": join, "netcheck_s": check, "ratio": check / join, "step_s": med(steps),
-            "up_without_s": med(r["total"] for r in a_runs), "up_with_s": med(r["total"] for r in b_runs)}
+            "up_without_s": med(r["total"] for r in a_runs), "up_with_s": med(r["total"] for r in b_runs),
+            "phases": phases}
 
 
 def main() -> int:
@@ -80,6 +82,8 @@ def main() -> int:
     for r in rows:
         print(f"{r['hosts']:>5} {r['join_s']:>7.1f} {r['netcheck_s']:>10.1f} {r['ratio']:>6.2f} {r['step_s']:>7.1f} "
               f"{r['up_without_s']:>8.1f} {r['up_with_s']:>9.1f} {r['up_with_s'] - r['up_without_s']:>6.1f}")
+    for r in rows:
+        print(f"{r['hosts']} hosts, the check's phases (last run, s): {r['phases']}")
     print("join s: up's start to 'cluster ready'; netcheck s: from there to 'netcheck passed' (what the check "
           "adds to up); step s: the check's own step; B-A: up with the check minus up without, side by side")
     return 0

@@ -90,6 +90,13 @@ class Check:
         self.head: str = cfg["head"]
         self.timeout = self.settings.timeout_s
         self.seq = 0
+        self.phases: dict[str, float] = {}  # seconds each phase took
+        self._mark = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.phases[phase] = round(now - self._mark, 2)
+        self._mark = now
 
     # -- waiting for Ray ------------------------------------------------------------------------
     def wait(self, calls: dict[Any, tuple[str, str]], ranks: Ranks | None) -> tuple[dict[str, list[Any]], dict[str, str],
@@ -182,6 +189,7 @@ class Check:
         ray.cloudpickle.register_pickle_by_value(netcheck_rank)  # the nodes need no glm45_launch
         ray.init(address=self.cfg["address"], runtime_env={"env_vars": self.cfg["env_vars"]},
                  namespace=f"glm45-netcheck-{os.getpid()}", log_to_driver=False, logging_level="ERROR")
+        self.lap("connect")
         problems: list[Problem] = []
         node_ids = self._node_ids(problems)
         if problems:
@@ -192,6 +200,7 @@ class Check:
         self.store_addr = (self.head, store.port)
         variables = sorted(k for k in self.cfg["env_vars"] if k.endswith("_SOCKET_IFNAME"))
         ranks, probes = self.probe(node_ids, variables, listener.port)
+        self.lap("probe")
         problems += judge_interfaces(probes)
         backend = self._backend(probes, problems)
         self.sizes = self.settings.sizes or (NCCL_SIZES if backend == "nccl" else GLOO_SIZES)
@@ -223,6 +232,7 @@ class Check:
         node_measures = self.collective(ranks, {h: [h] for h in multi}) if multi else {}
         measures = {h: node_measures.get(h, Measure((h,), len(ranks.actors[h]))) for h in self.hosts}
         node_rows, node_problems = judge_nodes(measures, node_floor)
+        self.lap("nodes")
         problems += node_problems
         cluster_row = None
         cluster_bad = False
@@ -231,9 +241,11 @@ class Check:
             cluster_row, cluster_problems = judge_cluster(cm, cluster_floor)
             problems += cluster_problems
             cluster_bad = bool(cluster_problems)
+        self.lap("cluster")
         pair_rows: list[dict[str, Any]] = []
         if len(self.hosts) >= 3 and (cluster_bad or node_problems or cluster_floor is None):
             pair_rows = self._pairs(ranks, cluster_floor, problems)
+            self.lap("pairs")
         return self._report(backend, probes, node_rows, cluster_row, pair_rows, problems)
 
     def _pairs(self, ranks: Ranks, floor: float | None, problems: list[Problem]) -> list[dict[str, Any]]:
@@ -288,7 +300,8 @@ class Check:
                 row["ok"], row["problem"] = False, bad[row["host"]]
         sizes = list(getattr(self, "sizes", ()) or ())
         return report_json(backend=backend, nodes=nodes, cluster=cluster, pairs=pairs, problems=problems,
-                           sizes=sizes, timeout_s=self.timeout, thresholds=getattr(self, "floors", None))
+                           sizes=sizes, timeout_s=self.timeout, thresholds=getattr(self, "floors", None),
+                           phases_s=self.phases)
 
 
 class _Listener:
