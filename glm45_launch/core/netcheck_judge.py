@@ -112,6 +112,7 @@ class PairVerdict:
     nodes: list[str]  # to blame
     links: list[Pair]  # to blame (neither end is)
     problems: list[Problem]
+    slow: list[Pair] = field(default_factory=list)  # finished but slow: worth measuring again, alone
 
     @property
     def unexplained(self) -> bool:
@@ -152,7 +153,7 @@ def judge_pairs(measures: Mapping[Pair, Measure], floor: float | None) -> PairVe
         problems.append(Problem(pair, f"the link between them: {bad[pair]}"))
     rows = [{"hosts": list(p), "ranks": m.ranks, "busbw_gbps": _gb(m.busbw()), "ok": p not in bad,
              "problem": bad.get(p)} for p, m in measures.items()]
-    return PairVerdict(rows, nodes, links, problems)
+    return PairVerdict(rows, nodes, links, problems, [p for p in bad if measures[p].ok])
 
 
 def _other(pair: Pair, host: str) -> str:
