@@ -9,6 +9,7 @@ to blame is their link.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,11 +219,11 @@ def render_table(report: Mapping[str, Any], width: int = 80) -> list[str]:
         lines.append(f"{'pair':<{min(2 * host_w + 1, 40)}} {'busbw GB/s':>10}  result")
         for p in report["pairs"]:
             name = "-".join(p["hosts"])[:40]
-            text = f"{name:<{min(2 * host_w + 1, 40)}} {_cell(p.get('busbw_gbps')):>10}  {p.get('problem') or 'ok'}"
-            lines.append(text if len(text) <= width else text[: width - 3] + "...")
-    for p in report.get("problems", []):
+            result = "ok" if p.get("ok") else "failed" if p.get("busbw_gbps") is None else "slow"
+            lines.append(f"{name:<{min(2 * host_w + 1, 40)}} {_cell(p.get('busbw_gbps')):>10}  {result}")
+    for p in report.get("problems", []):  # in full, wrapped: the table's cells are cut
         text = f"problem: {', '.join(p['hosts']) + ': ' if p['hosts'] else ''}{p['what']}"
-        lines.append(text if len(text) <= width else text[: width - 3] + "...")
+        lines += textwrap.wrap(text, width, subsequent_indent="    ", break_on_hyphens=False)
     return lines
 
 

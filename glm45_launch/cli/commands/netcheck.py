@@ -33,6 +33,8 @@ from glm45_launch.errors import LaunchError
 @click.option("--keep-cluster", is_flag=True, help="Leave the Ray cluster the check brought up running.")
 @click.option("--join-timeout", type=seconds(1), default=180.0, show_default=True,
               help="Seconds to wait for every node and GPU to join.")
+@click.option("--force", is_flag=True, hidden=True, help="Accepted as `up` takes it: netcheck judges no layout.")
+@options(by_name("no_overlap"))
 @options(without(NETCHECK, "no_netcheck"), by_name("no_collect"), by_name("collect_timeout"))
 @output_format()
 def netcheck(**kwargs: Any) -> int:

@@ -56,7 +56,11 @@ def _gpus() -> tuple[int, str | None]:
     except OSError:
         return 0, None
     name = None
-    for line in (found[0] / "information").read_text(errors="replace").splitlines() if found else []:
+    try:
+        info = (found[0] / "information").read_text(errors="replace").splitlines() if found else []
+    except OSError:
+        info = []
+    for line in info:
         if line.startswith("Model:"):
             name = line.split(":", 1)[1].strip()
     return len(found), name
@@ -103,7 +107,7 @@ class Rank:
         problems = [p for v, value in values.items() if value is not None
                     for p in check_interface_var(v, value, head, port)]
         return {"host": self.host, "gpus": gpus, "gpu_name": name, "ifnames": values, "problems": problems,
-                "pid": os.getpid(), "node_ip": socket.gethostbyname(socket.gethostname())}
+                "pid": os.getpid()}
 
     def allreduce(self, group: str, rank: int, size: int, store: tuple[str, int], backend: str,
                   sizes: list[int], iters: int, warmup: int, timeout_s: float) -> dict[str, Any]:
