@@ -330,7 +330,10 @@ class Executor:
             return Cause(CauseKind.NETCHECK_FAILED, f"cannot write {config}: {exc.strerror}")
         self.report.phase(f"netcheck: the network the job will use, {len(self.plan.cluster.nodes)} node(s) "
                           f"(at most {step.timeout_s:.0f}s)")
-        res = self._run_here(step, step.for_run(run_dir)[0], step.timeout_s)
+        res, broken = self._run_watching_startup(step, step.for_run(run_dir)[0])
+        if broken is not None:  # the job's runtime env cannot start a Ray worker: the check never would
+            self.rows.append(Row.of("head", "netcheck", res))
+            return broken
         try:
             report = json.loads(out.read_text())
         except (OSError, ValueError):
@@ -346,6 +349,24 @@ class Executor:
             self.report.ok(f"netcheck passed ({report.get('backend')}, {report.get('duration_s', 0):.1f}s; {out})")
             return None
         return Cause(CauseKind.NETCHECK_FAILED, f"{summary_line(report)} (report: {out})")
+
+    def _run_watching_startup(self, step: Step, argv: Sequence[str]) -> tuple[CommandResult, Cause | None]:
+        """The check's driver, while the start-up scan (the job's) looks at every node's Ray logs
+        each round: a worker that cannot start in the job's runtime env ends the check at once."""
+        from glm45_launch.runtime.health import StartupScan
+
+        job = _Background(lambda: self._run_here(step, argv, step.timeout_s))
+        scan = StartupScan(self.ops, self.rt, self.records, self.wake) if self.ops.startup else None
+        next_round = time.monotonic() + self.ops.settings.interval_s  # a healthy check is over by then, mostly
+        while not job.done.wait(0.2):
+            now = time.monotonic()
+            found = scan.check(now >= next_round) if scan is not None else None
+            if now >= next_round:
+                next_round = now + self.ops.settings.interval_s
+            if found is not None:
+                self.rt.local.kill_children()  # the check's driver: the launcher's one command now
+                return job.wait(), found
+        return job.wait(), None
 
     def _hold(self, batch: list[Step]) -> Cause | None:
         self._holds.open(batch)
