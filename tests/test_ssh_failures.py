@@ -163,12 +163,22 @@ def test_up_without_preflight_names_the_silent_host(box: RackBox) -> None:
     assert up.stderr.strip().splitlines()[-1] == f"glm45-launch: error: 1 worker(s) failed to start: {BAD}"
 
 
-def test_proxyjump_is_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capfd: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / ".ssh").mkdir()
-    (tmp_path / ".ssh" / "config").write_text("Host behind-*\n    ProxyJump bastion\n")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    res = SshRunner(SshOptions(retries=3)).run("behind-7", "true", tmp_path / "host.log")
-    assert res.error == ("behind-7: ProxyJump in ssh config is not supported; use "
-                         "`ProxyCommand ssh -W %h:%p JUMPHOST` for this host")
+def test_a_passphrase_key_without_an_agent_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    """An encrypted key and no agent: one plain line naming the key (no Python class name)."""
+    import paramiko
+
+    key = tmp_path / "id_locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "sesame", "-f", str(key)], check=True)
+    host_key = paramiko.ECDSAKey.generate()  # the server's
+    srv, port = badsshd.listen_ssh(host_key)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    try:
+        res = SshRunner(SshOptions(port=port, identity=(str(key),), known_hosts=(str(known),), connect_timeout=5,
+                                   retries=3)).run("127.0.0.1", "true", tmp_path / "host.log")
+    finally:
+        srv.close()
+    assert res.error == (f"127.0.0.1: the key {key} is passphrase-protected and no agent holds it: ssh-add it")
     assert res.attempts == 1 and capfd.readouterr() == ("", "")
