@@ -183,7 +183,11 @@ class Rack:
         return d
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "HOME": str(self.home), "COLUMNS": "200"}
+        """No ~/.ssh of this machine; bytecode cached (as an installed package has it) in the bench's
+        own folder, written by the warm-up run, even where PYTHONDONTWRITEBYTECODE is set."""
+        env = {**os.environ, "HOME": str(self.home), "COLUMNS": "200", "PYTHONPYCACHEPREFIX": str(self.dir / "pyc")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
 
     def argv(self, phase: str, arm: str, run: str) -> list[str] | None:
         logs = self.dir / "logs" / run

@@ -432,7 +432,7 @@ def describe_ssh_error(exc: BaseException, host: str, opts: SshOptions) -> tuple
     if isinstance(exc, SessionRefused):
         return f"{host} refused one more SSH session on the connection (sshd MaxSessions?): {exc}", True
     if isinstance(exc, paramiko.AuthenticationException):
-        return f"authentication failed for {opts.user}@{host}", False
+        return f"authentication failed for {opts.user or 'root'}@{host}", False
     if isinstance(exc, paramiko.SSHException) and "protocol banner" in text:
         cause = text.partition("banner")[2].strip()
         if "reset" in cause.lower():
