@@ -182,3 +182,45 @@ def test_a_passphrase_key_without_an_agent_is_named(tmp_path: Path, monkeypatch:
         srv.close()
     assert res.error == (f"127.0.0.1: the key {key} is passphrase-protected and no agent holds it: ssh-add it")
     assert res.attempts == 1 and capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("known", ["plain", "hashed", "none", "changed", "revoked", "accept-new"])
+def test_host_keys_through_fabric(known: str, tmp_path: Path) -> None:
+    """Fabric's connection, with the run's known_hosts index deciding: a known key (plain or hashed
+    line) gets as far as auth; unknown, changed and revoked keys are refused in one line."""
+    import base64
+    import hmac
+
+    import paramiko
+
+    host_key, other = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    srv, port = badsshd.listen_ssh(host_key)
+    name = f"[127.0.0.1]:{port}"
+    salt = b"s" * 20
+    hashed = f"|1|{base64.b64encode(salt).decode()}|" \
+             f"{base64.b64encode(hmac.digest(salt, name.encode(), 'sha1')).decode()}"
+    line = {"plain": f"{name} {host_key.get_name()} {host_key.get_base64()}",
+            "hashed": f"{hashed} {host_key.get_name()} {host_key.get_base64()}",
+            "changed": f"{name} {other.get_name()} {other.get_base64()}",
+            "revoked": f"@revoked * {host_key.get_name()} {host_key.get_base64()}\n"
+                       f"{name} {host_key.get_name()} {host_key.get_base64()}"}.get(known, "")
+    kh = tmp_path / "known_hosts"
+    kh.write_text(line + "\n" if line else "")
+    ident = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ident)], check=True)
+    try:
+        runner = SshRunner(SshOptions(port=port, identity=(str(ident),), known_hosts=(str(kh),), connect_timeout=5,
+                                      retries=2, use_agent=False, accept_new_host_keys=known == "accept-new"))
+        res = runner.run("127.0.0.1", "true", tmp_path / "host.log")
+    finally:
+        srv.close()
+    want = {
+        "none": "host key of 127.0.0.1 is unknown: add it to known_hosts (ssh-keyscan) or pass --accept-new-host-keys",
+        "changed": f"host key of 127.0.0.1 CHANGED (does not match known_hosts: presented {host_key.get_name()}, "
+                   f"known {other.get_name()} at {kh}:1): refusing to connect; check the host, then remove the "
+                   "old key with `ssh-keygen -R`",
+        "revoked": f"host key of 127.0.0.1 is REVOKED ({kh}:1): refusing to connect",
+    }.get(known, "root@127.0.0.1 does not accept public keys (allowed: password)")  # past the host key
+    assert res.error == want and res.attempts == 1
+    if known == "accept-new":
+        assert kh.read_text() == f"{name} {host_key.get_name()} {host_key.get_base64()}\n"

@@ -86,6 +86,10 @@ class SessionRefused(Exception):
     """The connection is fine, but its sshd refused one more session (``MaxSessions``)."""
 
 
+class JumpFailed(Exception):
+    """The ProxyJump host could not be reached: (jump host, its one-line reason, retryable?)."""
+
+
 def known_hosts_files(opts: SshOptions) -> list[Path]:
     """Files whose keys are trusted: the system's and the user's known_hosts, then the extra ones
     (rack admins usually distribute host keys in /etc/ssh/ssh_known_hosts)."""
@@ -225,11 +229,12 @@ class _RunAuth(AuthStrategy):
         locked = [p for p in self.keys.encrypted if p in (*self.keys.identity, *DEFAULT_KEY_FILES,
                                                           *self.conn.ssh_config.get("identityfile", ()))]
         why = "; ".join(f"the key {p} is passphrase-protected and no agent holds it: ssh-add it" for p in locked)
+        skipped = f" (unreadable: {'; '.join(self.keys.unreadable)})" if self.keys.unreadable else ""
         if not results:
             return f"{self.name}: {why}" if why else (
-                f"no SSH key to offer to {self.name}: --identity KEY, ssh-agent or ~/.ssh/id_*")
+                f"no SSH key to offer to {self.name}: --identity KEY, ssh-agent or ~/.ssh/id_*{skipped}")
         more = f"; {why}" if why else ""
-        return f"authentication failed for {who}: {len(results)} key(s) refused{more}"
+        return f"authentication failed for {who}: {len(results)} key(s) refused{more}{skipped}"
 
 
 class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
@@ -318,7 +323,10 @@ class Hosts:
             jump = f"{gw.user}@{gw.original_host}:{gw.port}"
             with self._lock:
                 self._jumps.setdefault(jump, (gw.original_host, gw.user, gw.port))
-            conn.gateway = self.connection(jump)[0]
+            try:
+                conn.gateway = self.connection(jump)[0]
+            except Exception as exc:  # noqa: BLE001 - one line per host, naming the jump host
+                raise JumpFailed(jump, *describe_ssh_error(exc, gw.original_host, self.opts)) from None
         return conn
 
     def _open(self, conn: fabric.Connection, name: str) -> None:
@@ -330,6 +338,8 @@ class Hosts:
                     raise ConnectionLost("the launcher is closing its connections")
                 try:
                     conn.open()
+                    if self.closed:  # close_all ran during the handshake
+                        raise ConnectionLost("the launcher is closing its connections")
                     conn.transport.set_keepalive(KEEPALIVE_S)
                     return
                 except paramiko.BadHostKeyException as exc:
@@ -423,6 +433,9 @@ def describe_ssh_error(exc: BaseException, host: str, opts: SshOptions) -> tuple
     text = (str(exc).strip().splitlines() or [""])[0][:300]
     if isinstance(exc, SshRefused):
         return str(exc), False
+    if isinstance(exc, JumpFailed):
+        jump, reason, retryable = exc.args
+        return f"cannot reach {host} through its ProxyJump host {jump}: {reason}", retryable
     if isinstance(exc, _Retry):
         return f"host key of {host} CHANGED: the server offers no key type known_hosts has", False
     if isinstance(exc, HandshakeTimeout):
