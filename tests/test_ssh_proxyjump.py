@@ -81,3 +81,10 @@ def test_up_status_down_reach_a_host_behind_a_jump_host(jump_box: RackBox) -> No
     # Each launcher process reached h3 once, and only through h2.
     assert _accepted_from(box, 3, h2) - via_h2 == 3
     assert _accepted_from(box, 3, h1) == 0
+
+    # The jump host down: h3's line names it.
+    box.stop_sshd(2)
+    lost = _launch(box, "status", "--hostfile", hostfile, "--retries", "1", "--connect-timeout", "1")
+    assert lost.returncode == 1
+    assert f"cannot reach {h3} through its ProxyJump host root@{h2}:22: cannot connect to {h2}: connection " \
+           "refused" in " ".join((lost.stdout + lost.stderr).split()), lost.stderr[-2000:]

@@ -262,11 +262,11 @@ class Hosts:
         self.known = KnownHosts(known_hosts_files(opts), writable=writable)
         self.keys = _KeyRing(opts.identity, look_for_keys=not opts.identity)
         try:  # ~/.ssh/config and /etc/ssh/ssh_config, parsed once for the run
-            self.config = fabric.Config(overrides={"user": "root", "load_ssh_configs": True})
+            self.config = fabric.Config(overrides={"user": "root"})
         except (OSError, ValueError, paramiko.ConfigParseError) as exc:
             raise LaunchError(f"cannot read ssh config: {exc}") from None
         self._conns: dict[str, fabric.Connection] = {}
-        self._jumps: dict[str, tuple[str, str, int]] = {}  # "user@host:port" -> a jump host's address
+        self._jumps: dict[str, tuple[str, str | None, int | None]] = {}  # "user@host:port" -> (host, user, port)
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._handshakes = threading.BoundedSemaphore(max(1, opts.connect_slots))
@@ -303,20 +303,20 @@ class Hosts:
             if conn is not None:
                 close_transport(conn.client.get_transport())
             conn = self._conns[name] = self._new(name)
-            self._open(conn, name)
+            self._open(conn, self._jumps.get(name, (name,))[0])
             return conn, True
 
     def _new(self, name: str) -> fabric.Connection:
         opts = self.opts
-        user, port = (opts.user, opts.port) if name not in self._jumps else self._jumps[name][1:]
-        conn = fabric.Connection(self._jumps.get(name, (name,))[0], user=user, port=port, config=self.config,
+        shown, user, port = self._jumps.get(name, (name, opts.user, opts.port))  # a jump: "user@host:port"
+        conn = fabric.Connection(shown, user=user, port=port, config=self.config,
                                  connect_timeout=max(1, round(opts.connect_timeout)))
         conn.connect_kwargs = {
-            "auth_strategy": _RunAuth(conn, self.keys, opts.use_agent, name),
+            "auth_strategy": _RunAuth(conn, self.keys, opts.use_agent, shown),
             "banner_timeout": opts.connect_timeout, "auth_timeout": opts.connect_timeout,
             "transport_factory": _Transport,
         }
-        conn.client.set_missing_host_key_policy(_HostKeyPolicy(self, name))
+        conn.client.set_missing_host_key_policy(_HostKeyPolicy(self, shown))
         self._give_keys(conn, every=False)
         gw = conn.gateway
         if isinstance(gw, fabric.Connection):  # ProxyJump: the jump host's one connection, shared
