@@ -37,16 +37,18 @@ EVERY_NODE = "every node"
 @dataclass(frozen=True)
 class PreparePhase:
     """Steps that run one after another, or (``together``) all at once, one per node; a phase's
-    ``done``, checked once on the head first, skips all of them."""
+    ``done``, checked once on the head first, skips all of them. A failed step stops the phases
+    after it, except in a ``per_node`` phase: there the other nodes, and the phases after, go on."""
 
     name: str  # download | fp8 | convert | copy
     purpose: str
     steps: tuple[Step, ...]
     together: bool = False
     done: DoneCheck | None = None
+    per_node: bool = False  # each node's step stands alone: one node's failure stops nothing else
 
     def to_json(self, ssh_user: str) -> dict[str, Any]:
-        return {"name": self.name, "purpose": self.purpose, "together": self.together,
+        return {"name": self.name, "purpose": self.purpose, "together": self.together, "per_node": self.per_node,
                 "done": self.done.to_json() if self.done else None,
                 "steps": [s.to_json(ssh_user) for s in self.steps]}
 
@@ -156,7 +158,7 @@ def _copy(plan: Plan, src: str, dst: str) -> PreparePhase:
                     done=DoneCheck(((*py.RSYNC_DRY_RUN, f"{src}/", dst),), f"{dst} is up to date", quiet=True),
                     purpose=f"copy {src} to {dst} on {'the head' if h == head else h}")
         for h in plan.cluster.nodes)
-    return PreparePhase("copy", f"{src} to each node's {dst}", steps, together=True)
+    return PreparePhase("copy", f"{src} to each node's {dst}", steps, together=True, per_node=True)
 
 
 def prepare_lines(pplan: PreparePlan) -> list[str]:
@@ -166,7 +168,8 @@ def prepare_lines(pplan: PreparePlan) -> list[str]:
     out.append("  needs: " + ", ".join(f"{p} ({h})" for h, p in pplan.requires))
     n = 0
     for phase in pplan.phases:
-        out += ["", f"  {phase.name}: {phase.purpose}" + (" (all at once)" if phase.together else " (in turn)")]
+        out += ["", f"  {phase.name}: {phase.purpose}" + (" (all at once, each node on its own)" if phase.per_node else " (all at once)" if phase.together
+                                              else " (in turn)")]
         if phase.done:
             out.append(f"    skipped when {phase.done.says}: $ {_check(phase.done)}")
         for step in phase.steps:
