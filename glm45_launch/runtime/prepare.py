@@ -63,9 +63,13 @@ class StepOutcome:
         return self.outcome in (Outcome.RAN, Outcome.SKIPPED)
 
     def row(self) -> Row:
-        what = f"{self.phase} {self.subject}"
+        """The table's row: the subject's last path part (a repo stays whole); why a step was
+        skipped is in the lines above the table and in ``prepare.json``."""
+        short = self.subject if self.subject.count("/") == 1 and not self.subject.startswith("/") \
+            else self.subject.rstrip("/").rsplit("/", 1)[-1]
+        what = f"{self.phase} {short}"
         if self.outcome is Outcome.SKIPPED:
-            return Row(self.host, f"{what} (skipped: {self.why})", 0, self.duration_s)
+            return Row(self.host, f"{what} (skipped)", 0, self.duration_s)
         if self.outcome is Outcome.RAN:
             return Row(self.host, what, self.exit_code, self.duration_s)
         return Row(self.host, what, self.exit_code, self.duration_s, error=f"{self.outcome.value}: {self.why}")
@@ -99,17 +103,22 @@ class PrepareResult:
 
     @property
     def error(self) -> str | None:
-        """The one line a failed preparation ends with: each failed node, and its first failure."""
+        """The one line a failed preparation ends with: the step that stopped it, or each failed
+        node of a copy with its first failure."""
         if not self.failed:
             return None
+        not_run = self.counts()[Outcome.NOT_RUN.value]
+        tail = (f"; {not_run} later step(s) not run" if not_run else "") + f" (logs in {self.log_dir})"
+        if not_run:  # a download, the FP8 copy or the conversion stopped the rest
+            o = self.failed[-1]
+            return f"prepare failed: {o.phase} {o.subject} on {o.host}: {o.why}{tail}"
         first = {h: next(o for o in self.failed if o.host == h) for h in self.failed_hosts}
         named = "; ".join(f"{h} ({o.phase} {o.subject}: {o.why})" for h, o in first.items())
-        not_run = self.counts()[Outcome.NOT_RUN.value]
-        rest = f"; {not_run} later step(s) not run" if not_run else ""
-        return (f"prepare failed on {len(first)} node(s): {named}{rest} (logs in {self.log_dir})")
+        return f"prepare failed on {len(first)} node(s): {named}{tail}"
 
-    def rows(self) -> list[Row]:
-        return [o.row() for o in self.outcomes]
+    def rows(self, not_run: bool = True) -> list[Row]:
+        """One row per step (``not_run``: the steps that never ran too)."""
+        return [o.row() for o in self.outcomes if not_run or o.outcome is not Outcome.NOT_RUN]
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "counts": self.counts(), "failed_hosts": self.failed_hosts, "error": self.error,
@@ -130,7 +139,7 @@ def prepare(pplan: PreparePlan, rt: Runtime, log_dir: Path, timeout_s: float | N
         result.outcomes += outcomes
         failed = [o for o in outcomes if o.outcome is Outcome.FAILED]
         if failed and not phase.per_node:
-            stopped = f"{phase.name} failed on {failed[0].host}"
+            stopped = f"{phase.name} {failed[0].subject} failed on {failed[0].host}"
     if result.ok:
         c = result.counts()
         rt.reporter.ok(f"prepared: {c['ran']} step(s) ran, {c['skipped']} skipped (their work was done) "
@@ -144,25 +153,26 @@ def _run_phase(phase: PreparePhase, pplan: PreparePlan, rt: Runtime, log_dir: Pa
     meet = phase.together and not phase.per_node
     runner = rt.steps(log_dir, pplan.head, parallel=max(rt.parallel, len(phase.steps)) if meet else None)
     runner.echo_for = _PhaseEcho(rt.reporter.echo_for, quiet_head=len(phase.steps) > LIVE_AFTER)
-    if phase.done is not None and _holds(runner, phase.done, pplan.head, HEAD):
+    checker = rt.steps(log_dir, pplan.head)  # the checks say nothing: what they find is told once
+    if phase.done is not None and _holds(checker, phase.done, pplan.head, HEAD):
         _tell_skipped(rt, [h.host for h in phase.steps], phase.done.says)
         return [_outcome(phase, s, Outcome.SKIPPED, phase.done.says) for s in phase.steps]
     if not phase.together:
         out: list[StepOutcome] = []
         for n, step in enumerate(phase.steps):
             done = _step_done(step)
-            if done is not None and _holds(runner, done, step.host, step.where):
-                _tell_skipped(rt, [step.host], done.says, step.purpose)
+            if done is not None and _holds(checker, done, step.host, step.where):
+                rt.reporter.ok(f"  skipped {_subject(phase, step)}: {done.says}")
                 out.append(_outcome(phase, step, Outcome.SKIPPED, done.says))
                 continue
             o = _ran(phase, step, runner.run([step], timeout_s=timeout_s)[step.host])
-            _tell_ran(rt, [o], step.purpose)
+            _tell_ran(rt, [o], o.subject)
             out.append(o)
             if not o.ok:
-                why = f"{phase.name}: {step.purpose} failed"
+                why = f"{phase.name} {o.subject} failed"
                 return out + [_outcome(phase, s, Outcome.NOT_RUN, why) for s in phase.steps[n + 1:]]
         return out
-    skipped = _done_together(runner, phase.steps)
+    skipped = _done_together(checker, phase.steps)
     by_says: dict[str, list[str]] = {}
     for step, says in skipped.items():
         by_says.setdefault(says, []).append(step.host)
@@ -228,7 +238,7 @@ def condense(res: CommandResult) -> str:
     reason = res.error or f"exit {res.exit_code}"
     text = f"{said} ({reason})" if said else reason
     if any(k in text for k in _OFFLINE):
-        text += "; no network? (once the files are in place the step is skipped)"
+        text += "; no network? (files put in place by hand: the step is skipped)"
     return text
 
 
@@ -237,8 +247,8 @@ def _names(hosts: Sequence[str]) -> str:
     return shown if len(hosts) <= NAMED else f"{len(hosts)} nodes ({shown}, ...)"
 
 
-def _tell_skipped(rt: Runtime, hosts: Sequence[str], says: str, what: str = "") -> None:
-    rt.reporter.ok(f"  skipped on {_names(hosts)}: {says}" + (f" ({what})" if what else ""))
+def _tell_skipped(rt: Runtime, hosts: Sequence[str], says: str) -> None:
+    rt.reporter.ok(f"  skipped on {_names(hosts)}: {says}")
 
 
 def _tell_ran(rt: Runtime, outcomes: Sequence[StepOutcome], what: str) -> None:
@@ -269,7 +279,7 @@ class _LastState:
 
     def __call__(self, text: str) -> None:
         if not self.silent:
-            self.inner(last_state(text))
+            self.inner(last_state(_ANSI.sub("", text)))
 
     def fan_out_board(self, total: int) -> Any:
         make = getattr(self.inner, "fan_out_board", None)

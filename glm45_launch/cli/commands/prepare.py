@@ -59,7 +59,7 @@ def prepare(**kwargs: Any) -> int:
     if kwargs["fmt"] == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
-        rt.reporter.table("glm45-launch prepare", result.rows())
+        rt.reporter.table("glm45-launch prepare", result.rows(not_run=False))
     if result.error:
         raise LaunchError(result.error, exit_code=ExitCode.FAILED)
     return 0
