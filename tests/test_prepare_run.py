@@ -11,7 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -194,3 +194,30 @@ def test_past_16_nodes_a_phase_shows_one_progress_line() -> None:
     text = out.getvalue()
     assert text.count("19/19") == 2  # one board line per copy phase: the 19 nodes over SSH
     assert "[10.0.1.5]" not in text and f"[head] {progress.strip()}" not in text
+
+
+def test_up_prepare_runs_before_the_launch_and_a_failure_starts_nothing(tmp_path: Path) -> None:
+    """``up --prepare`` (the use case, with fakes): the preparation runs after preflight; a failed
+    download ends the run with its cause before any Ray command runs anywhere."""
+    from glm45_launch.runtime.causes import CauseKind
+    from glm45_launch.runtime.usecases import UpOptions, up
+
+    hosts = ["10.0.2.1", "10.0.2.2"]
+    spec = LaunchSpec(hostfile=parse_hostfile_text("".join(f"{h} slots=4\n" for h in hosts)), head=hosts[0],
+                      base_dir="/data", workdir=str(tmp_path), nvlink=NvlinkFact(True, "test"),
+                      variant=Variant(profile="python", hardware="GB200"))
+
+    def answer(argv: Sequence[str]) -> tuple[int, list[str]]:
+        if list(argv[:2]) == ["hf", "download"]:
+            return 1, ["\x1b[31mError: Local entry not found. [Errno 111] Connection refused\x1b[0m"]
+        return (1, []) if argv[0] == "test" else (0, [])
+
+    local, remote = FakeLocalRunner(answer), FakeRemoteRunner()
+    rt = fake_runtime(local=local, remote=remote, here=[hosts[0]])
+    result = up(build_plan(spec), UpOptions(run_dir=tmp_path / "run", preflight=None, prepare=True), rt)
+    assert result.exit_code == 1 and result.cause is not None and result.cause.kind is CauseKind.PREPARE_FAILED
+    assert result.error and result.error.startswith("prepare failed: download zai-org/GLM-4.5 on 10.0.2.1: Local "
+                                                    "entry not found. [Errno 111] Connection refused (exit 1)")
+    assert result.error.endswith("; the cluster was not started")
+    assert [c[0] for c in local.calls] == ["test", "mkdir", "test", "hf"] and remote.calls == []
+    assert json.loads((tmp_path / "run/prepare.json").read_text())["failed_hosts"] == [hosts[0]]

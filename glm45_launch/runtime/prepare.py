@@ -32,7 +32,9 @@ from glm45_launch.runtime.steprunner import StepRunner
 
 CHECK_TIMEOUT_S = 120.0  # a done-check (test -f, grep, rsync --dry-run over a big tree)
 NAMED = 3  # hosts a summary line names; more are counted
+PROGRESS_EVERY_S = 5.0  # rsync's progress lines shown per node at most this often (all are in the log)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_PROGRESS = re.compile(r"\s*[\d,]+\s+\d+%")  # a line of rsync --info=progress2
 _OFFLINE = ("Connection refused", "Name or service not known", "Temporary failure in name resolution",
             "Network is unreachable", "No route to host", "timed out", "offline mode", "Local entry not found")
 
@@ -274,12 +276,22 @@ class _PhaseEcho:
 
 
 class _LastState:
+    """One source's echo: the last state of each line, rsync's progress at most every
+    :data:`PROGRESS_EVERY_S` (and its last line, ``to-chk=0/``), nothing blank."""
+
     def __init__(self, inner: Echo, silent: bool) -> None:
-        self.inner, self.silent = inner, silent
+        self.inner, self.silent, self.last = inner, silent, float("-inf")
 
     def __call__(self, text: str) -> None:
-        if not self.silent:
-            self.inner(last_state(_ANSI.sub("", text)))
+        shown = last_state(_ANSI.sub("", text))
+        if self.silent or not shown.strip():
+            return
+        if _PROGRESS.match(shown) and "to-chk=0/" not in shown:
+            now = time.monotonic()
+            if now - self.last < PROGRESS_EVERY_S:
+                return
+            self.last = now
+        self.inner(shown)
 
     def fan_out_board(self, total: int) -> Any:
         make = getattr(self.inner, "fan_out_board", None)
