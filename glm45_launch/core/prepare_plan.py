@@ -186,6 +186,8 @@ def prepare_lines(pplan: PreparePlan) -> list[str]:
             done = step.done if isinstance(step, PrepareStep) else None
             if done:
                 out.append(f"       skipped when {done.says}: $ {_check(done)}")
+            elif phase.done:
+                out.append("       (skipped with its phase: the check above)")
     return out
 
 
