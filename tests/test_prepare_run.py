@@ -150,15 +150,17 @@ def test_a_download_without_network_fails_in_one_line_naming_the_repo(
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     try:
         rc = main(["prepare", "--hostfile", str(tmp_path / "hosts"), "--head", "127.0.0.1", "--base-dir", str(base),
-                   "--profile", "python", "--hardware", "GB200", "--nvlink", "no", "--run-dir", str(tmp_path / "run")])
+                   "--profile", "python", "--hardware", "GB200", "--nvlink", "no", "--run-dir", str(tmp_path / "run"),
+                   "--format", "json"])
     finally:
         sock.close()
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     errors = [line for line in err.splitlines() if line.startswith("glm45-launch: error:")]
     assert rc == 1 and len(errors) == 1 and err.rstrip().endswith(errors[0])
     assert errors[0].startswith(f"glm45-launch: error: prepare failed: download {repo} on 127.0.0.1: ")
     assert "Connection refused" in errors[0] and "no network?" in errors[0]
     summary = json.loads((tmp_path / "run/prepare.json").read_text())
+    assert json.loads(out) == summary and summary["error"] == errors[0].removeprefix("glm45-launch: error: ")
     want = ["skipped", "skipped", "failed"] if have_model else ["ran", "failed", "not run"]  # mkdir, model, dataset
     assert [s["outcome"] for s in summary["steps"][:3]] == want
 

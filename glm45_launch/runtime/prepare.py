@@ -30,7 +30,7 @@ from glm45_launch.runtime.results import CommandResult
 from glm45_launch.runtime.runtime import Runtime
 from glm45_launch.runtime.steprunner import StepRunner
 
-CHECK_TIMEOUT_S = 120.0  # a done-check (test -f, grep, rsync --dry-run over a big tree)
+CHECK_TIMEOUT_S = 600.0  # a done-check (test -f, grep; rsync --dry-run stats a whole tree, on NFS too)
 NAMED = 3  # hosts a summary line names; more are counted
 PROGRESS_EVERY_S = 5.0  # rsync's progress lines shown per node at most this often (all are in the log)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
