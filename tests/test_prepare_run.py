@@ -223,3 +223,21 @@ def test_up_prepare_runs_before_the_launch_and_a_failure_starts_nothing(tmp_path
     assert result.error.endswith("; the cluster was not started")
     assert [c[0] for c in local.calls] == ["test", "mkdir", "test", "hf"] and remote.calls == []
     assert json.loads((tmp_path / "run/prepare.json").read_text())["failed_hosts"] == [hosts[0]]
+
+
+def test_up_prepare_preflight_excuses_only_the_paths_the_preparation_makes() -> None:
+    from glm45_launch.checks.preflight_report import Check, HostReport, PreflightReport
+    from glm45_launch.runtime.prepare import excuse_prepared_paths
+
+    spec = LaunchSpec(hostfile=parse_hostfile_text("10.0.3.1 slots=4\n10.0.3.2 slots=4\n"), head="10.0.3.1",
+                      base_dir="/data", model_local_dir="/local", nvlink=NvlinkFact(True, "test"),
+                      variant=Variant(profile="python", hardware="GB200"))
+    plan = build_plan(spec)
+    missing = [Check("path --ref-load", "fail", f"/local/{NAME}_torch_dist: missing"),
+               Check("path --prompt-data", "fail", "/data/dapo-math-17k/dapo-math-17k.jsonl: missing")]
+    report = PreflightReport([HostReport("10.0.3.1", "head", "local", list(missing)),
+                              HostReport("10.0.3.2", "worker", "ssh", [*missing, Check("ssh", "fail", "refused")])])
+    report = excuse_prepared_paths(report, plan, build_prepare(plan))
+    assert [(h.host, c.name) for h in report.hosts for c in h.checks if c.status == "fail"] == [("10.0.3.2", "ssh")]
+    assert report.hosts[0].checks[0].detail == f"/local/{NAME}_torch_dist: missing (--prepare makes it)"
+    assert not report.ok and report.hosts[0].status == "warn"

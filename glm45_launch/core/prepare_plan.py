@@ -62,6 +62,11 @@ class PreparePlan:
     ssh_user: str
     requires: tuple[tuple[str, str], ...]  # (host or EVERY_NODE, program on its PATH)
     notes: tuple[str, ...] = ()
+    makes: tuple[str, ...] = ()  # the directories it fills: downloads, FP8 copy, torch_dist, each node's copies
+
+    def made_here(self, path: str) -> bool:
+        """Is ``path`` one of the directories the preparation fills, or inside one?"""
+        return any(path == d or path.startswith(d.rstrip("/") + "/") for d in self.makes)
 
     @property
     def steps(self) -> list[Step]:
@@ -78,7 +83,7 @@ class PreparePlan:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"phases": [p.to_json(self.ssh_user) for p in self.phases],
+        return {"phases": [p.to_json(self.ssh_user) for p in self.phases], "makes": list(self.makes),
                 "requires": [{"host": h, "program": p} for h, p in self.requires],
                 "notes": list(self.notes), "invocations": self.invocations()}
 
@@ -110,7 +115,9 @@ def build_prepare(plan: Plan) -> PreparePlan:
         notes.append(f"--model-local-dir is --model-dir ({dirs.model}): each copy finds itself up to date")
     requires = (("head", "hf"),) + (("head", "python"),) * spec.variant.rollout_fp8 \
         + ((EVERY_NODE, "torchrun"), (EVERY_NODE, "rsync"))
-    return PreparePlan(tuple(phases), head, spec.ssh_user, requires, tuple(notes))
+    makes = [hf, *(f"{dirs.data}/{repo.split('/')[1]}" for repo in py.DATASETS[spec.variant.task]),
+             *(f"{dirs.model}/{item}" for item in copies), *(f"{dirs.model_local}/{item}" for item in copies)]
+    return PreparePlan(tuple(phases), head, spec.ssh_user, requires, tuple(notes), tuple(dict.fromkeys(makes)))
 
 
 def _mkdir(head: str, *dirs: str) -> PrepareStep:

@@ -22,6 +22,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from glm45_launch.checks.host_checks import plan_paths
+from glm45_launch.checks.preflight_report import FAIL, WARN, Check, PreflightReport
+from glm45_launch.core.plan import Plan
 from glm45_launch.core.prepare_plan import PreparePhase, PreparePlan
 from glm45_launch.core.steps import HEAD, DoneCheck, PrepareStep, Step
 from glm45_launch.runtime.fanout import LIVE_AFTER
@@ -147,6 +150,17 @@ def prepare(pplan: PreparePlan, rt: Runtime, log_dir: Path, timeout_s: float | N
         rt.reporter.ok(f"prepared: {c['ran']} step(s) ran, {c['skipped']} skipped (their work was done) "
                        f"({time.strftime('%H:%M:%S')})")
     return result
+
+
+def excuse_prepared_paths(report: PreflightReport, plan: Plan, pplan: PreparePlan) -> PreflightReport:
+    """``up --prepare``'s preflight runs before the preparation: a train-arg path it will make
+    (the local copies, the datasets) is not there yet. Its failed path check becomes a warning
+    saying so; every other check stands."""
+    made = {f"path {p.flag}" for p in plan_paths(plan) if pplan.made_here(p.path)}
+    for host in report.hosts:
+        host.checks = [Check(c.name, WARN, f"{c.detail} (--prepare makes it)")
+                       if c.status == FAIL and c.name in made else c for c in host.checks]
+    return report
 
 
 def _run_phase(phase: PreparePhase, pplan: PreparePlan, rt: Runtime, log_dir: Path,

@@ -90,7 +90,7 @@ def up(plan: Plan, opts: UpOptions, rt: Runtime) -> RunResult:
     run_dir = prepare_run_dir(opts.run_dir)
     with head_lock(run_dir, opts.lock_path):  # one launch per head: a second one is refused, named
         if opts.preflight is not None:
-            report = _preflight_phase(plan, opts.preflight, run_dir, rt)
+            report = _preflight_phase(plan, opts.preflight, run_dir, rt, pplan)
             if not report.ok:
                 cause = Cause(CauseKind.PREFLIGHT_FAILED, report.summary())
                 return RunResult(RunState.FAILED, ExitCode.FAILED, cause=cause,
@@ -113,11 +113,16 @@ def _write_plan(plan: Plan, records: RunRecords) -> None:
     records.write("plan.txt", render(plan, "text"))
 
 
-def _preflight_phase(plan: Plan, opts: PreflightOptions, run_dir: Path, rt: Runtime) -> PreflightReport:
-    """``up``'s first phase: probe, show, save ``preflight.json``."""
+def _preflight_phase(plan: Plan, opts: PreflightOptions, run_dir: Path, rt: Runtime,
+                     pplan: PreparePlan | None = None) -> PreflightReport:
+    """``up``'s first phase: probe, show, save ``preflight.json`` (with ``pplan``: the paths the
+    preparation makes may be missing)."""
     from glm45_launch.runtime.preflight_run import report_table
+    from glm45_launch.runtime.prepare import excuse_prepared_paths
 
     report = preflight(plan, opts, run_dir / "preflight", rt)
+    if pplan is not None:
+        report = excuse_prepared_paths(report, plan, pplan)
     RunRecords(run_dir, rt.reporter.warn).write_json("preflight.json", report.to_json())
     rt.reporter.show(report_table(report))
     return report
