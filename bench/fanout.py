@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark (not a test): the launcher's SSH fan-out against the bash way and parallel-ssh.
 
-For each N, an N-host rack-in-a-box (sshd per host, a stub `ray` answering in milliseconds) and
+For each N, an N-host rack-in-a-box (sshd per host, a stub `ray`; `ray stop`, down's remote command,
+takes --ray-stop-s, 0.3 s by default, as a real one on an idle node) and
 a known_hosts of realistic size: the N hosts' keys plus filler up to --known-hosts-lines lines
 (by default half of it hashed, as Debian's HashKnownHosts writes it). From the box's admin
 machine, alternating runs of each arm for each phase:
@@ -19,7 +20,10 @@ the largest single process (ru_maxrss). Medians over --runs; the launcher's CPU 
 as fixed + per-host cost over the Ns, to extrapolate.
 
     python3 bench/fanout.py [--hosts 32,128,200] [--runs 3] [--phases down,preflight,start,pf+start]
-                            [--arms launcher,bash,pssh] [--pssh-python PATH] [--json OUT]
+                            [--arms launcher,bash,pssh] [--pssh-python PATH] [--ray-stop-s 0.3] [--json OUT]
+
+The launcher runs with its bytecode cached in the bench's folder (written by the warm-up run), as
+an installed package has it, whatever PYTHONDONTWRITEBYTECODE says.
 
 Root, 2+ cores, ~1 GB of memory per 100 hosts. Run it under the team's heavy-test lock.
 """
