@@ -77,9 +77,11 @@ class SshRunner:
     a run) closes every connection at once.
     """
 
-    def __init__(self, opts: SshOptions) -> None:
+    def __init__(self, opts: SshOptions, like: SshRunner | None = None) -> None:
+        """``like``: a runner of the same run whose known_hosts index, keys and ssh config this one
+        shares; its connections are its own (held sessions, a teardown after Ctrl-C)."""
         self.opts = opts
-        self._pool = Hosts(opts)
+        self._pool = Hosts(opts, like._pool if like is not None else None)
         self._closing = threading.Event()
 
     def run(

@@ -254,17 +254,22 @@ class _Retry(Exception):
 class Hosts:
     """host -> its one live ``fabric.Connection``, made on first use; jump hosts shared."""
 
-    def __init__(self, opts: SshOptions) -> None:
+    def __init__(self, opts: SshOptions, like: Hosts | None = None) -> None:
+        """``like``: another set of the run's connections whose known_hosts index, keys and ssh
+        config this one shares (read once per run); its connections are its own."""
         quiet_paramiko()
         raise_fd_limit()
         self.opts = opts
-        writable = Path(opts.known_hosts[0] if opts.known_hosts else DEFAULT_KNOWN_HOSTS).expanduser()
-        self.known = KnownHosts(known_hosts_files(opts), writable=writable)
-        self.keys = _KeyRing(opts.identity, look_for_keys=not opts.identity)
-        try:  # ~/.ssh/config and /etc/ssh/ssh_config, parsed once for the run
-            self.config = fabric.Config(overrides={"user": "root"})
-        except (OSError, ValueError, paramiko.ConfigParseError) as exc:
-            raise LaunchError(f"cannot read ssh config: {exc}") from None
+        if like is not None:
+            self.known, self.keys, self.config = like.known, like.keys, like.config
+        else:
+            writable = Path(opts.known_hosts[0] if opts.known_hosts else DEFAULT_KNOWN_HOSTS).expanduser()
+            self.known = KnownHosts(known_hosts_files(opts), writable=writable)
+            self.keys = _KeyRing(opts.identity, look_for_keys=not opts.identity)
+            try:  # ~/.ssh/config and /etc/ssh/ssh_config, parsed once for the run
+                self.config = fabric.Config(overrides={"user": "root"})
+            except (OSError, ValueError, paramiko.ConfigParseError) as exc:
+                raise LaunchError(f"cannot read ssh config: {exc}") from None
         self._conns: dict[str, fabric.Connection] = {}
         self._jumps: dict[str, tuple[str, str | None, int | None]] = {}  # "user@host:port" -> (host, user, port)
         self._locks: dict[str, threading.Lock] = {}
