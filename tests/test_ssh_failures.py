@@ -224,3 +224,24 @@ def test_host_keys_through_fabric(known: str, tmp_path: Path) -> None:
     assert res.error == want and res.attempts == 1
     if known == "accept-new":
         assert kh.read_text() == f"{name} {host_key.get_name()} {host_key.get_base64()}\n"
+
+
+def test_ssh_config_hostname_port_and_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """~/.ssh/config as OpenSSH reads it (through Fabric): an alias leads to its HostName and Port,
+    with its User; the key is filed under the HostName."""
+    import paramiko
+
+    host_key = paramiko.ECDSAKey.generate()
+    srv, port = badsshd.listen_ssh(host_key)
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(f"Host rack-*\n    HostName 127.0.0.1\n    Port {port}\n    User ops\n")
+    (tmp_path / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ident = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ident)], check=True)
+    try:
+        res = SshRunner(SshOptions(user=None, identity=(str(ident),), use_agent=False, retries=1)).run(
+            "rack-7", "true", tmp_path / "host.log")
+    finally:
+        srv.close()
+    assert res.error == "ops@rack-7 does not accept public keys (allowed: password)"  # reached, as ops
