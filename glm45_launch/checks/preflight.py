@@ -21,7 +21,16 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from glm45_launch.checks.host_checks import PACKAGES, entry_path, evaluate, plan_paths
+from glm45_launch.checks.host_checks import (
+    PACKAGES,
+    RAY_DAEMONS,
+    RAY_PYTHON_MARKERS,
+    entry_path,
+    evaluate,
+    identity_checks,
+    kill_queries,
+    plan_paths,
+)
 from glm45_launch.checks.preflight_report import (
     FAIL,
     OK,
@@ -33,10 +42,23 @@ from glm45_launch.checks.preflight_report import (
 from glm45_launch.checks.programs import probe_program
 from glm45_launch.core.marked import last_marked_json
 from glm45_launch.core.plan import Plan
-from glm45_launch.core.runtime_env import env_refs
+from glm45_launch.core.runtime_env import env_refs, ray_env_order
 from glm45_launch.core.steps import HEAD, WORKER, PreflightStep
 
 MARKER = "GLM45-PREFLIGHT "
+
+
+def start_env(plan: Plan, is_head: bool) -> list[tuple[str, str]]:
+    """What the start step on such a host exports to ``ray start`` (its workers inherit it)."""
+    step = plan.step("head-start") if is_head else (plan.worker_steps or [None])[0]
+    return list(step.env) if step is not None else []
+
+
+def cleanup_commands(plan: Plan, is_head: bool) -> list[tuple[str, ...]]:
+    """The kill commands the plan runs on such a host before ``ray start`` (the head's cleanup,
+    a worker's start command)."""
+    step = plan.step("cleanup") if is_head else (plan.worker_steps or [None])[0]
+    return [tuple(argv) for argv in (step.commands if step is not None else ())]
 
 
 def probe_config(plan: Plan, is_head: bool, opts: PreflightOptions) -> dict[str, Any]:
@@ -44,7 +66,13 @@ def probe_config(plan: Plan, is_head: bool, opts: PreflightOptions) -> dict[str,
     paths = [p for spec in plan_paths(plan) for p in spec.probe_paths]
     if is_head:
         paths.append(entry_path(plan))
+    env = dict(plan.env_vars)
     return {
+        "imports": {"base_env": start_env(plan, is_head), "env_vars": [[k, env[k]] for k in ray_env_order(plan.env_vars)],
+                    "optional": ["torch", plan.spec.framework]},
+        "kills": kill_queries(cleanup_commands(plan, is_head)),
+        "ray": {"daemons": list(RAY_DAEMONS), "markers": list(RAY_PYTHON_MARKERS)},
+        "rsync": opts.needs_rsync,
         "packages": list(PACKAGES),
         "paths": list(dict.fromkeys(paths)),
         "env": env_refs(plan.env_vars),
@@ -131,6 +159,10 @@ def judge(
             if facts[step.host] is None:
                 errors[step.host] = probe_failure(step.host, res.exit_code, res.output_tail)
     ref = head if facts.get(head) else next((h for h in via if facts.get(h)), None)
+    hostfile = plan.spec.hostfile
+    where = {h.name: f"{hostfile.path}:{h.line}" for h in hostfile.hosts}
+    where.setdefault(head, "--head")
+    same = identity_checks([head, *[h for h in listed if h != head]], facts, where)
     paths = plan_paths(plan)  # the same on every host
     reports = []
     for host in [head, *[h for h in listed if h != head]]:
@@ -142,6 +174,8 @@ def judge(
         else:
             why = "is this machine" if head in listed else "is not in the hostfile"
             report.checks.append(Check("ssh", OK, f"not needed: the head {why} (probed here)"))
+        if host in same:
+            report.checks.append(same[host])
         if error and error.name != "ssh":
             report.checks.append(error)
         found = facts[host]

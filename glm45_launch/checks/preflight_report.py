@@ -13,7 +13,8 @@ OK, WARN, FAIL = "ok", "warn", "fail"
 _RANK = {OK: 0, WARN: 1, FAIL: 2}
 VERSIONED = ("python", "ray", "torch", "sglang", "megatron-core")  # checks named after a package
 # Table columns, in order; a check belongs to the column its name starts with (see Check.group).
-GROUPS = ("ssh", "versions", "gpus", "nvlink", "paths", "ifname", "env", "disk", "ports", "entry", "libs")
+GROUPS = ("ssh", "identity", "versions", "imports", "gpus", "nvlink", "paths", "ifname", "env", "disk", "ports",
+          "cleanup", "rsync", "entry", "libs")
 
 
 _PLURAL = {"path": "paths", "port": "ports"}
@@ -114,3 +115,4 @@ class PreflightOptions:
     libs: bool = True  # megatron-core/sglang checks of validate_libs, here on the head
     timeout_s: float = 60.0  # the whole probe on one host
     tmp_dir: str = "/tmp"  # Ray's default temp dir lives under it (/tmp/ray)
+    needs_rsync: bool = False  # prepare copies checkpoints with rsync: `rsync --version` on every node
