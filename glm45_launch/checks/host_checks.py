@@ -375,8 +375,11 @@ def cleanup_check(facts: Mapping[str, Any], is_head: bool, shown: int = 3) -> Ch
     what = "the cleanup" if is_head else "the worker command"
     if not found:
         return Check("cleanup", OK, f"{what}'s kill commands match only Ray's processes here")
-    listed = ", ".join(f"pid {v.get('pid')} `{_short(str(v.get('cmdline') or v.get('comm')), 60)}`"
-                       for v in found[:shown])
+    def command(v: Mapping[str, Any]) -> str:
+        argv0, _, rest = str(v.get("cmdline") or v.get("comm")).partition(" ")
+        return _short(f"{os.path.basename(argv0)} {rest}".strip(), 100)
+
+    listed = ", ".join(f"pid {v.get('pid')} `{command(v)}`" for v in found[:shown])
     more = f" and {len(found) - shown} more" if len(found) > shown else ""
     commands = ", ".join(f"`{c}`" for c in dict.fromkeys(str(v.get("by")) for v in found))
     return Check("cleanup", WARN, f"{what} ({commands}) will also kill {len(found)} process(es) Ray did not "

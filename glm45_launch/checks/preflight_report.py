@@ -93,8 +93,14 @@ class PreflightReport:
     def summary(self, limit: int = 8) -> str:
         """One line naming each failing host and check (for the CLI's error line)."""
         fails = self.problems()
-        shown = "; ".join(f"{host} {c.name}: {c.detail}" for host, c in fails[:limit])
-        more = f"; and {len(fails) - limit} more" if len(fails) > limit else ""
+        alike: dict[tuple[str, str], list[str]] = {}  # one entry per check and detail, naming its hosts
+        for host, c in fails:
+            alike.setdefault((c.name, c.detail), []).append(host)
+        entries = [(hosts, name, detail) for (name, detail), hosts in alike.items()]
+        shown = "; ".join(f"{', '.join(hosts[:4])}{f' and {len(hosts) - 4} more' if len(hosts) > 4 else ''} "
+                          f"{name}: {detail}" for hosts, name, detail in entries[:limit])
+        rest = sum(len(hosts) for hosts, _, _ in entries[limit:])
+        more = f"; and {rest} more" if rest else ""
         return f"{len(fails)} failed check(s): {shown}{more}"
 
     def to_json(self) -> dict[str, Any]:
