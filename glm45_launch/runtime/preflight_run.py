@@ -61,7 +61,7 @@ def report_table(report: PreflightReport) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from glm45_launch.runtime.table_fit import FitTable, Trimmed, wrapped
+    from glm45_launch.runtime.table_fit import FitTable, Hanging, Trimmed, wrapped
 
     statuses = [h.group_statuses() for h in report.hosts]
     groups = [g for g in GROUPS if any(g in st for st in statuses)]
@@ -83,7 +83,7 @@ def report_table(report: PreflightReport) -> Any:
         rows.append((name, role, dict(zip(groups, cells, strict=True))))
         table.add_row(escape(name), role, *(_STYLE[c] if c else "-" for c in cells))
     fails, warns = report.problems(FAIL), report.problems(WARN)
-    lines: list[Any] = [FitTable(table, [wrapped(_host_line(*row)) for row in rows])]
+    lines: list[Any] = [FitTable(table, [Hanging(_host_line(*row)) for row in rows])]
     problems = Table.grid(padding=(0, 1, 0, 0))
     problems.add_column(no_wrap=True)
     problems.add_column(overflow="fold")

@@ -24,6 +24,24 @@ def wrapped(text: Any, style: str = "") -> Any:
     return out
 
 
+class Hanging:
+    """A Text wrapped at the width, its continuation lines indented (``indent`` spaces)."""
+
+    def __init__(self, text: Any, indent: int = 2) -> None:
+        self.text, self.indent = wrapped(text), indent
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        from rich.segment import Segment
+
+        width = max(options.max_width - self.indent, 10)
+        for i, line in enumerate(self.text.wrap(console, width, overflow="fold")):
+            line.rstrip()
+            if i:
+                yield Segment(" " * self.indent)
+            yield from line.render(console)
+            yield Segment.line()
+
+
 def natural_width(console: Any, options: Any, renderable: Any) -> int:
     """The width ``renderable`` takes without wrapping anything."""
     from rich.measure import Measurement
@@ -38,8 +56,8 @@ def cell_text(cell: Any) -> Any:
 
 
 def row_lines(table: Any, skip: tuple[str, ...] = ("", "-")) -> list[Any]:
-    """A table's rows, one wrapped Text each: the first cell, then ``header: value`` for the
-    others (cells in ``skip`` left out)."""
+    """A table's rows, one wrapped line each (continuations indented): the first cell, then
+    ``header: value`` for the others (cells in ``skip`` left out)."""
     from rich.text import Text
 
     columns = list(table.columns)
@@ -56,7 +74,7 @@ def row_lines(table: Any, skip: tuple[str, ...] = ("", "-")) -> list[Any]:
         if parts:
             line.append("  ")
             line.append(Text("; ").join(parts))
-        out.append(wrapped(line))
+        out.append(Hanging(line))
     return out
 
 
@@ -75,9 +93,10 @@ class FitTable:
         if self.fits(console, options):
             yield self.table
             return
-        if self.table.title:
-            yield wrapped(self.table.title, style="italic")
-        yield from (row_lines(self.table) if self.narrow is None else self.narrow)
+        from rich.console import Group
+
+        title = [wrapped(self.table.title, style="italic")] if self.table.title else []
+        yield Trimmed(Group(*title, *(row_lines(self.table) if self.narrow is None else self.narrow)))
 
 
 class Trimmed:
