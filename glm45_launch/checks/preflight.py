@@ -9,7 +9,10 @@ itself, so neither does preflight). It imports nothing heavy (versions come from
 
 Per host: SSH, versions (python3, the ``ray`` first on PATH, torch, sglang, megatron-core)
 against the head's, GPUs and NVLink (``nvidia-smi``), the checkpoint and data paths of the
-train args, the socket interface, the ``${VAR}``s of the runtime env, free space in /tmp.
+train args, the socket interface, the ``${VAR}``s of the runtime env, free space in /tmp,
+``import ray, torch, FRAMEWORK`` with the job's runtime env applied, the processes that the
+kill commands before ``ray start`` would hit but Ray did not start, ``rsync`` (with
+``needs_rsync``), and which machine it is (two hostfile lines that reach one machine fail).
 On the head also: the Ray and dashboard ports (and, when held, whether the holder is Ray's:
 ``portowner.py``, bundled with the probe), the entry script, and (optionally) the
 megatron-core/sglang checks of ``validate_libs`` with the head's installed versions.
@@ -39,7 +42,7 @@ from glm45_launch.checks.preflight_report import (
     PreflightOptions,
     PreflightReport,
 )
-from glm45_launch.checks.programs import probe_program
+from glm45_launch.checks.programs import imports_program, probe_program
 from glm45_launch.core.marked import last_marked_json
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.runtime_env import env_refs, ray_env_order
@@ -69,7 +72,7 @@ def probe_config(plan: Plan, is_head: bool, opts: PreflightOptions) -> dict[str,
     env = dict(plan.env_vars)
     return {
         "imports": {"base_env": start_env(plan, is_head), "env_vars": [[k, env[k]] for k in ray_env_order(plan.env_vars)],
-                    "optional": ["torch", plan.spec.framework]},
+                    "optional": ["torch", plan.spec.framework], "program": imports_program()},
         "kills": kill_queries(cleanup_commands(plan, is_head)),
         "ray": {"daemons": list(RAY_DAEMONS), "markers": list(RAY_PYTHON_MARKERS)},
         "rsync": opts.needs_rsync,

@@ -6,6 +6,11 @@ and CONFIG is ``preflight.probe_config``'s JSON. Standard library only, Python 3
 (whatever ``python3`` a node has); it never raises (each part is guarded) and its last
 stdout line is ``cfg["marker"]`` + JSON. Subprocesses get their own timeout so one hung
 nvidia-smi cannot eat the whole remote ``timeout`` and lose the rest of the report.
+
+Also: which machine this is (hostname, machine-id, boot id, the address ssh reached); the
+job's modules imported by ``programs/imports.py`` with the job's runtime env applied (started
+first, collected last: it overlaps the rest); the processes the kill commands before ``ray
+start`` would hit that Ray did not start; ``rsync --version`` when asked.
 """
 # ruff: noqa: UP031, UP021, BLE001 - Python 3.6 syntax (no text=, %-formatting); the probe never raises
 import json
@@ -154,17 +159,6 @@ def job_env():
 
 
 IMPORT_MARK = "GLM45-IMPORTS "
-IMPORTS = """import importlib, json, sys
-found = {}
-for m in sys.argv[1:]:
-    try:
-        importlib.import_module(m)
-        found[m] = None
-    except BaseException as e:
-        lines = str(e).strip().splitlines()
-        found[m] = type(e).__name__ + (": " + lines[0] if lines else "")
-sys.stdout.write("%s" + json.dumps(found) + "\\n")
-""" % IMPORT_MARK
 importer = None
 
 
@@ -184,8 +178,9 @@ def start_imports():
     out["imports"] = {"modules": mods, "skipped": [m for m in optional if m not in mods], "python": py,
                       "pythonpath": env.get("PYTHONPATH")}
     if py:
-        importer = subprocess.Popen([py, "-c", IMPORTS] + mods, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, universal_newlines=True, env=env, cwd="/")
+        importer = subprocess.Popen([py, "-c", cfg["imports"]["program"], IMPORT_MARK] + mods,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    universal_newlines=True, env=env, cwd="/")
 
 
 def finish_imports():
