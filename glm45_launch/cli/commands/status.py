@@ -76,7 +76,7 @@ def status(**kwargs: Any) -> int:
             jobs.add_column(col)
         for j in report.jobs:
             name = escape(j["id"]) + (" [bold]*[/]" if j["id"] == current else "")
-            jobs.add_row(name, escape(j["status"]), _duration(j.get("runtime_s")), escape(j["entrypoint"][:80]))
+            jobs.add_row(name, escape(j["status"]), _duration(j.get("runtime_s")), escape(_cut(j["entrypoint"], 80)))
         rt.reporter.show(FitTable(jobs))
     return 0 if report.healthy else 1
 
@@ -86,3 +86,8 @@ def _duration(seconds: float | None) -> str:
         return "-"
     s = int(seconds)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and `` ...`` (an entrypoint holds every train arg)."""
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
