@@ -481,7 +481,7 @@ def test_probe_script_through_a_shell(tmp_path: Path) -> None:
     # The fake ray is not python3's ray: a warning on the head itself (no skew with itself); this
     # machine's other Python processes would die in the cleanup's `pkill -9 python`: a warning.
     assert set(bad) <= {"ray", "port 6379", "port 8265", "cleanup"}, bad
-    assert checks["imports"].status == OK and checks["imports"].detail.startswith("ray, torch import with the job")
+    assert checks["imports"].status == OK and checks["imports"].detail.startswith("ray imports, torch is found with the job")
     assert checks["ray"].detail.startswith(f"9.9.9 ({fake}/ray)")
     assert checks["gpus"].detail == "8 GPUs" and checks["nvlink"].detail == "NVLink NV18"
     assert checks["ifname"].detail == "lo (the host's MLP_SOCKET_IFNAME)"

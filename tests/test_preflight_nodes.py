@@ -20,7 +20,7 @@ from glm45_launch.checks.host_checks import (
     kill_queries,
     rsync_check,
 )
-from glm45_launch.checks.preflight import probe_config
+from glm45_launch.checks.preflight import parse_probe_output, probe_argv, probe_config
 from glm45_launch.checks.preflight_report import FAIL, OK, WARN, PreflightOptions
 from glm45_launch.core.builder import build_plan
 from glm45_launch.core.hostfile import parse_hostfile_text
@@ -60,8 +60,12 @@ def test_node_check_rules() -> None:
     assert bad is not None and bad.status == FAIL
     assert bad.detail == ("with the job's runtime env, python3 cannot import ray: ModuleNotFoundError: No module "
                           "named 'ray'; its PYTHONPATH is /root/Megatron-LM/")
-    good = imports_check({"imports": {**info, "result": {"ray": None, "torch": None}}})
-    assert good is not None and good.status == OK and "miles not installed here: not checked" in good.detail
+    good = imports_check({"imports": {**info, "imported": ["ray"], "result": {"ray": None, "torch": None}}})
+    assert good is not None and good.status == OK
+    assert good.detail == ("ray imports, torch is found with the job's runtime env (/usr/bin/python3); miles not "
+                           "installed here: not checked")
+    deep = imports_check({"imports": {**info, "imported": ["ray", "torch"], "result": {"ray": None, "torch": None}}})
+    assert deep is not None and deep.detail.startswith("ray, torch import with the job's runtime env")
     assert imports_check({}) is None and rsync_check({}) is None and cleanup_check({}, True) is None
 
     victims = [{"pid": 40 + i, "comm": "python3", "cmdline": f"python3 sleeper{i}.py", "by": "pkill -9 python"}
@@ -86,6 +90,29 @@ def test_node_check_rules() -> None:
     assert {h: c.status for h, c in same.items()} == {"a": OK, "b": OK, "c": FAIL}
     assert same["c"].detail == ("c (hosts:3) and b (hosts:2) are one machine (hostname n2, machine-id m1, "
                                 "reached at 10.0.0.3): list it once")
+
+
+@pytest.mark.parametrize("import_all", [False, True])
+def test_torch_is_located_or_imported_with_the_job_env(tmp_path: Path, import_all: bool) -> None:
+    """The probe on this machine, its runtime env's PYTHONPATH shadowing torch with a failing
+    module: located, torch is found; imported (--import-all), the import error is named."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text('raise ImportError("shadowed torch")\n')
+    hosts = parse_hostfile_text("127.0.0.1 slots=8\n", "hosts")
+    plan = build_plan(LaunchSpec(hostfile=hosts, head="127.0.0.1", base_dir="/b", workdir="/w",
+                                 overrides=Overrides(env=(("PYTHONPATH", str(tmp_path)),))))
+    out = subprocess.run(probe_argv(plan, True, PreflightOptions(import_all=import_all)), capture_output=True,
+                         text=True, timeout=60, stdin=subprocess.DEVNULL)
+    facts = parse_probe_output(out.stdout.splitlines())
+    assert facts is not None and facts["errors"] == [], out.stdout[-2000:]
+    check = imports_check(facts)
+    assert check is not None
+    if import_all:
+        assert check.status == FAIL and check.detail == (
+            f"with the job's runtime env, python3 cannot import torch: ImportError: shadowed torch; its PYTHONPATH "
+            f"is {tmp_path}")
+    else:
+        assert check.status == OK and check.detail.startswith("ray imports, torch is found with the job's runtime env")
 
 
 @pytest.mark.rackbox

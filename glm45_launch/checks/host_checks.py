@@ -388,7 +388,8 @@ def cleanup_check(facts: Mapping[str, Any], is_head: bool, shown: int = 3) -> Ch
 
 def imports_check(facts: Mapping[str, Any]) -> Check | None:
     """``python3 -c 'import ray, ...'`` with the job's runtime env applied (its PYTHONPATH
-    replaces the node's): Ray's workers and the job's driver import these."""
+    replaces the node's): Ray's workers and the job's driver import these (torch and the
+    framework located on the job's ``sys.path`` unless ``import_all``)."""
     info = facts.get("imports")
     if info is None:
         return None
@@ -407,8 +408,12 @@ def imports_check(facts: Mapping[str, Any]) -> Check | None:
         mod, error = bad[0]
         also = f" (nor {', '.join(m for m, _ in bad[1:])})" if len(bad) > 1 else ""
         return Check("imports", FAIL, f"{env}, python3 cannot import {mod}: {error}{also}{path}")
+    imported = list(info.get("imported") or mods)
+    located = [m for m in mods if m not in imported]
+    found = f", {' and '.join(located)} {'is' if len(located) == 1 else 'are'} found" if located else ""
     note = f"; {', '.join(skipped)} not installed here: not checked" if skipped else ""
-    return Check("imports", OK, f"{', '.join(mods)} import {env} ({info['python']}){note}")
+    return Check("imports", OK, f"{', '.join(imported)} {'imports' if len(imported) == 1 else 'import'}{found} "
+                 f"{env} ({info['python']}){note}")
 
 
 def rsync_check(facts: Mapping[str, Any]) -> Check | None:

@@ -72,7 +72,8 @@ def probe_config(plan: Plan, is_head: bool, opts: PreflightOptions) -> dict[str,
     env = dict(plan.env_vars)
     return {
         "imports": {"base_env": start_env(plan, is_head), "env_vars": [[k, env[k]] for k in ray_env_order(plan.env_vars)],
-                    "optional": ["torch", plan.spec.framework], "program": imports_program()},
+                    "optional": ["torch", plan.spec.framework], "program": imports_program(),
+                    "all": opts.import_all},
         "kills": kill_queries(cleanup_commands(plan, is_head)),
         "ray": {"daemons": list(RAY_DAEMONS), "markers": list(RAY_PYTHON_MARKERS)},
         "rsync": opts.needs_rsync,

@@ -122,3 +122,4 @@ class PreflightOptions:
     timeout_s: float = 60.0  # the whole probe on one host
     tmp_dir: str = "/tmp"  # Ray's default temp dir lives under it (/tmp/ray)
     needs_rsync: bool = False  # prepare copies checkpoints with rsync: `rsync --version` on every node
+    import_all: bool = False  # import torch and the framework too (else located: torch's import costs seconds)

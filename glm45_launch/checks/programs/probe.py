@@ -164,7 +164,8 @@ importer = None
 
 def start_imports():
     """Start ``python3 -c 'import ray, ...'`` with the job's env (collected at the end, so it
-    overlaps the rest of the probe). torch and the framework only where this python3 has them."""
+    overlaps the rest of the probe). torch and the framework only where this python3 has them,
+    and only located unless ``cfg["imports"]["all"]``."""
     global importer
     try:
         import importlib.util as util
@@ -173,12 +174,13 @@ def start_imports():
         have = lambda m: False  # noqa: E731
     optional = cfg["imports"]["optional"]
     mods = ["ray"] + [m for m in optional if have(m)]
+    words = ["ray"] + [m if cfg["imports"]["all"] else "?" + m for m in mods[1:]]
     env = job_env()
     py = shutil.which("python3", path=env.get("PATH", ""))
-    out["imports"] = {"modules": mods, "skipped": [m for m in optional if m not in mods], "python": py,
+    out["imports"] = {"modules": mods, "imported": [w for w in words if w[0] != "?"], "skipped": [m for m in optional if m not in mods], "python": py,
                       "pythonpath": env.get("PYTHONPATH")}
     if py:
-        importer = subprocess.Popen([py, "-c", cfg["imports"]["program"], IMPORT_MARK] + mods,
+        importer = subprocess.Popen([py, "-c", cfg["imports"]["program"], IMPORT_MARK] + words,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     universal_newlines=True, env=env, cwd="/")
 
