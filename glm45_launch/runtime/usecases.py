@@ -169,7 +169,7 @@ def down(hostfile: Hostfile, head: str | None, rt: Runtime, run_dir: Path, *, ru
     extra = tuple(forgotten) if all_started else ()
     here = frozenset([head]) if head and rt.here(head) else frozenset()
     steps = build_down_plan(hostfile, head, here, extra)
-    runner = rt.steps(run_dir / "down", head)  # each host's `ray stop` output: its log there
+    runner = rt.steps(run_dir / "down", head, echo=True)  # past 16 hosts, one live progress line
     results = runner.run(steps, timeout_s=60)
     rows = [Row.of(s.host, "ray stop --force" + (" (here)" if runner.runs_here(s) else ""), results[s.host])
             for s in steps]
