@@ -478,8 +478,10 @@ def test_probe_script_through_a_shell(tmp_path: Path) -> None:
     checks = {c.name: c for c in evaluate(plan, HEAD, got, True, "local", PreflightOptions(min_free_gb=0),
                                           HEAD, got)}
     bad = {n: c.detail for n, c in checks.items() if c.status != OK}
-    # The fake ray is not python3's ray: a warning on the head itself (no skew with itself).
-    assert set(bad) <= {"ray", "port 6379", "port 8265"}, bad
+    # The fake ray is not python3's ray: a warning on the head itself (no skew with itself); this
+    # machine's other Python processes would die in the cleanup's `pkill -9 python`: a warning.
+    assert set(bad) <= {"ray", "port 6379", "port 8265", "cleanup"}, bad
+    assert checks["imports"].status == OK and checks["imports"].detail.startswith("ray imports, torch is found with the job")
     assert checks["ray"].detail.startswith(f"9.9.9 ({fake}/ray)")
     assert checks["gpus"].detail == "8 GPUs" and checks["nvlink"].detail == "NVLink NV18"
     assert checks["ifname"].detail == "lo (the host's MLP_SOCKET_IFNAME)"

@@ -241,3 +241,19 @@ def test_up_prepare_preflight_excuses_only_the_paths_the_preparation_makes() -> 
     assert [(h.host, c.name) for h in report.hosts for c in h.checks if c.status == "fail"] == [("10.0.3.2", "ssh")]
     assert report.hosts[0].checks[0].detail == f"/local/{NAME}_torch_dist: missing (--prepare makes it)"
     assert not report.ok and report.hosts[0].status == "warn"
+
+
+def test_up_prepare_asks_preflight_for_rsync_on_every_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local copies are rsync's: ``up --prepare``'s preflight checks it (``needs_rsync``)."""
+    from glm45_launch.checks.preflight_report import PreflightOptions, PreflightReport
+    from glm45_launch.runtime import usecases
+
+    seen: list[PreflightOptions] = []
+    monkeypatch.setattr(usecases, "preflight", lambda plan, opts, logs, rt: seen.append(opts) or PreflightReport([]))
+    spec = LaunchSpec(hostfile=parse_hostfile_text("10.0.4.1 slots=4\n"), head="10.0.4.1", base_dir="/data",
+                      nvlink=NvlinkFact(True, "test"), variant=Variant(profile="python", hardware="GB200"))
+    plan = build_plan(spec)
+    rt = fake_runtime(here=["10.0.4.1"])
+    usecases._preflight_phase(plan, PreflightOptions(libs=False), tmp_path, rt, build_prepare(plan))
+    usecases._preflight_phase(plan, PreflightOptions(libs=False), tmp_path, rt)
+    assert [o.needs_rsync for o in seen] == [True, False]

@@ -12,7 +12,7 @@ own launcher calls them the same way::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from glm45_launch.checks.preflight_report import PreflightOptions, PreflightReport
@@ -120,6 +120,8 @@ def _preflight_phase(plan: Plan, opts: PreflightOptions, run_dir: Path, rt: Runt
     from glm45_launch.runtime.preflight_run import report_table
     from glm45_launch.runtime.prepare import excuse_prepared_paths
 
+    if pplan is not None:  # the local copies need rsync on every node
+        opts = replace(opts, needs_rsync=True)
     report = preflight(plan, opts, run_dir / "preflight", rt)
     if pplan is not None:
         report = excuse_prepared_paths(report, plan, pplan)
@@ -169,7 +171,7 @@ def down(hostfile: Hostfile, head: str | None, rt: Runtime, run_dir: Path, *, ru
     extra = tuple(forgotten) if all_started else ()
     here = frozenset([head]) if head and rt.here(head) else frozenset()
     steps = build_down_plan(hostfile, head, here, extra)
-    runner = rt.steps(run_dir / "down", head)  # each host's `ray stop` output: its log there
+    runner = rt.steps(run_dir / "down", head, echo=True)  # past 16 hosts, one live progress line
     results = runner.run(steps, timeout_s=60)
     rows = [Row.of(s.host, "ray stop --force" + (" (here)" if runner.runs_here(s) else ""), results[s.host])
             for s in steps]
