@@ -92,7 +92,8 @@ def listen_ssh(host_key: object) -> tuple[socket.socket, int]:
                 return
             t = paramiko.Transport(conn)
             t.add_server_key(host_key)  # type: ignore[arg-type]
-            t.start_server(server=paramiko.ServerInterface())  # every auth method refused
+            # every auth method refused; with an event it returns at once (a refused client ends it)
+            t.start_server(event=threading.Event(), server=paramiko.ServerInterface())
             transports.append(t)
 
     threading.Thread(target=loop, daemon=True).start()
