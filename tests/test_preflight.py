@@ -453,6 +453,21 @@ def test_long_report_line_survives_chunked_ssh_output(tmp_path: Path) -> None:
     assert tail == ["noise", line] and parse_probe_output(tail) is not None
 
 
+def test_a_line_rewritten_in_place_shows_each_state_as_it_comes(tmp_path: Path) -> None:
+    """rsync's progress (``\\r``, no newline until the end) reaches the echo while it runs."""
+    import threading
+
+    from glm45_launch.runtime.ssh import _LineSink
+
+    seen: list[str] = []
+    with (tmp_path / "log").open("w") as log:
+        sink = _LineSink(log, seen.append, [], threading.Lock())
+        for chunk in ("  1%  10MB\r  50%", " 500MB\r 100% 1GB\r", "\nnext\r\n"):
+            sink.write(chunk)
+        assert seen == ["  1%  10MB", "  50% 500MB", " 100% 1GB\r", "next\r"]
+        sink.finish()
+
+
 def test_probe_script_through_a_shell(tmp_path: Path) -> None:
     """The real probe, quoted by quoting.py and run by `sh -c` as ssh would, with fake tools first on PATH."""
     fake = tmp_path / "bin"

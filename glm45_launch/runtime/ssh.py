@@ -42,6 +42,10 @@ class _LineSink:
 
     def write(self, data: str) -> int:
         *lines, rest = (self.buf + data).split("\n")
+        if "\r" in rest[:-1]:  # a line rewritten in place (rsync's progress): each state is a line
+            cut = rest.rindex("\r", 0, len(rest) - 1)  # a trailing \r may be half of \r\n: kept
+            lines += [st for st in rest[:cut].split("\r") if st]
+            rest = rest[cut + 1:]
         for line in lines:
             self._emit(line)
         while len(rest) > MAX_LINE:  # no newline for a long time: log it in pieces, bounded
