@@ -26,7 +26,9 @@ NOISE = ("Traceback", "No existing session", "paramiko", "Exception (client)", "
 RESET = ("connection reset by peer during the SSH handshake", "connection closed by the host during the SSH handshake")
 CAUSES = {
     "silent": ("no SSH banner within 1s (the port accepts connections but does not speak SSH)",),
-    "garbage": ("the SSH handshake did not finish within 1s",),
+    # Text that is not SSH: whichever of paramiko's banner wait and the handshake's limit ends first.
+    "garbage": ("the SSH handshake did not finish within 1s",
+                "no SSH banner within 1s (the port accepts connections but does not speak SSH)"),
     "reset": RESET,
     "banner-stall": ("the SSH key exchange did not finish within 1s",),
     "banner-reset": RESET,
