@@ -324,9 +324,44 @@ PREFLIGHT = (
 )
 
 
+def _sizes(value: str | None) -> tuple[int, ...] | None:
+    from glm45_launch.core.netcheck import parse_sizes
+
+    return parse_sizes(value) if value else None
+
+
+# The network check after the join, before the submit (core/netcheck.py): `plan`, `up` and `netcheck`.
+NETCHECK = (
+    Opt("no_netcheck", ("--no-netcheck",), "netcheck.off", dict(is_flag=True,
+        help="No network check before the job (interfaces, all-reduce per node, over the cluster, pairs).")),
+    Opt("netcheck_backend", ("--netcheck-backend",), "netcheck.backend", dict(
+        type=click.Choice(("auto", "nccl", "gloo")), default="auto", show_default=True,
+        help="auto: NCCL, one rank per GPU, where every node has NVIDIA GPUs; else Gloo, one rank per node.")),
+    Opt("netcheck_sizes", ("--netcheck-sizes",), "netcheck.sizes", dict(default=None, metavar="SIZES",
+        help="All-reduce sizes, e.g. 1M,64M,1G [default: NCCL 8M,128M,1G; Gloo 256K,4M]."), _sizes),
+    Opt("netcheck_timeout", ("--netcheck-timeout",), "netcheck.timeout_s", dict(type=seconds(1), default=120.0,
+        show_default=True, metavar="SECONDS", help="Each phase of the check (a collective) ends within this: "
+                                                   "the nodes that did not finish are named.")),
+    Opt("min_busbw_node", ("--min-busbw-node",), "netcheck.min_busbw_node", dict(type=Finite(min=0), default=None,
+        metavar="GB/S", help="Per-node all-reduce busbw floor [default: published figures: H100 460, H200 431 "
+                             "at 8 GPUs; none on CPU].")),
+    Opt("min_busbw_cluster", ("--min-busbw-cluster",), "netcheck.min_busbw_cluster", dict(type=Finite(min=0),
+        default=None, metavar="GB/S", help="Cluster all-reduce busbw floor [default: H100 40; none elsewhere].")),
+)
+
+
+def netcheck_from(values: dict[str, Any] | None) -> Any:
+    """The ``NetcheckSettings`` the NETCHECK options give (None: the command has none, or --no-netcheck)."""
+    from glm45_launch.core.netcheck import NetcheckSettings
+
+    if not values or values.pop("off", False):
+        return None
+    return NetcheckSettings(**values)
+
+
 def by_name(name: str, **changes: Any) -> Opt:
     """The shared option ``name`` (``changes``: other Click settings, e.g. its help here)."""
-    opt = next(o for o in (*PLAN, *LAUNCH, *WATCH, *SSH, *PREFLIGHT, PARALLEL) if o.name == name)
+    opt = next(o for o in (*PLAN, *LAUNCH, *WATCH, *SSH, *PREFLIGHT, *NETCHECK, PARALLEL) if o.name == name)
     return Opt(opt.name, opt.decls, opt.to, {**opt.kwargs, **changes}, opt.convert) if changes else opt
 
 
@@ -368,10 +403,11 @@ def spec_from_options(kwargs: dict[str, Any]) -> LaunchSpec:
     recipe file and the environment the python profiles forward: the only I/O here)."""
     from glm45_launch.core.overrides import build_overrides
 
-    got = take(kwargs, PLAN + LAUNCH)  # LAUNCH: only where the command takes it (plan, up)
+    got = take(kwargs, PLAN + LAUNCH + NETCHECK)  # LAUNCH, NETCHECK: only where the command takes them
     return LaunchSpec(
         hostfile=hostfile_from(got["hosts"]), **got["spec"], variant=Variant(**got.get("variant", {})),
         overrides=build_overrides(**got.get("overrides", {})), launcher_env=launcher_env(),
+        netcheck=netcheck_from(got.get("netcheck")),
     )
 
 
@@ -381,6 +417,8 @@ MOOT = {
                 "up returns once the job is submitted: no health watch, no restart"),
     "no_watch": (("health_interval", "stall_timeout"), "the health watch is off"),
     "no_collect": (("collect_timeout",), "no diagnostics are collected"),
+    "no_netcheck": (("netcheck_backend", "netcheck_sizes", "netcheck_timeout", "min_busbw_node", "min_busbw_cluster"),
+                    "the network check is off"),
 }
 
 

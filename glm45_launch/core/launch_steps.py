@@ -2,26 +2,30 @@
 
 The last stage of a plan (``builder.build_plan``): from the recipe the variant and overrides
 shaped, the cluster's facts (:func:`cluster_facts`), then its steps in order: cleanup, head
-start, worker starts, the join, held sessions, the job's files, the submit
+start, worker starts, the join, the network check, held sessions, the job's files, the submit
 (:func:`launch_steps`); and what stops it: teardown, stopping the job, ``down``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from glm45_launch.core.flags import flag_value
 from glm45_launch.core.hostfile import Hostfile
+from glm45_launch.core.netcheck import NetcheckSettings, netcheck_bound
 from glm45_launch.core.plan import DEFAULT_RAY_TEMP, ClusterFacts, LaunchSpec, TrainArgs
 from glm45_launch.core.runtime_env import runtime_env_json
 from glm45_launch.core.steps import (
     HEAD,
     JOB_ID,
+    RUN_DIR,
     WORKER,
     CleanupStep,
     HeadStartStep,
     HoldStep,
     JoinStep,
+    NetcheckStep,
     Step,
     StopJobStep,
     StopStep,
@@ -105,6 +109,8 @@ def launch_steps(
         purpose=f"wait until {len(cluster.nodes)} node(s) and {cluster.total_gpus} GPUs have joined "
         + ("(the external cluster)" if spec.external_ray else _JOIN_NOTE.get(spec.variant.profile, "")),
     ))
+    if spec.netcheck is not None:
+        steps.append(netcheck_step(spec.netcheck, cluster, env_vars))
     if spec.hold_workers:
         steps += hold_steps(cluster.workers)
     for path, content in files:  # e.g. --mis's YAML; written on the head before the job starts
@@ -124,6 +130,25 @@ def launch_steps(
         purpose=f"submit `python3 {spec.entry}` to the cluster through the head's job server",
     ))
     return tuple(steps)
+
+
+NETCHECK_DRIVER: Argv = ("python3", "-m", "glm45_launch.runtime.programs.netcheck_driver")
+
+
+def netcheck_step(settings: NetcheckSettings, cluster: ClusterFacts, env_vars: Sequence[tuple[str, str]]) -> Step:
+    """The network check on the head, in the job's runtime env (``env_vars``, their ``${VAR}``s
+    for Ray to expand on each node); bounded: every phase ends within the settings' timeout."""
+    config = {"address": f"{url_host(cluster.head)}:{cluster.ray_port}", "head": cluster.head,
+              "hosts": list(cluster.nodes), "gpus_per_node": cluster.gpus_per_node, "env_vars": dict(env_vars),
+              "settings": settings.to_json()}
+    config_path, out_path = f"{RUN_DIR}/netcheck/config.json", f"{RUN_DIR}/netcheck/netcheck.json"
+    return NetcheckStep(
+        where=HEAD, host=cluster.head, config=json.dumps(config, indent=1), config_path=config_path,
+        out_path=out_path, timeout_s=netcheck_bound(settings, len(cluster.nodes)),
+        commands=((*NETCHECK_DRIVER, "--config", config_path, "--out", out_path),),
+        purpose=f"check the network the job will use: interfaces, all-reduce per node and over the cluster "
+                f"({settings.backend}; pairs when one fails or is slow), each phase within {settings.timeout_s:g}s",
+    )
 
 
 def cluster_steps(

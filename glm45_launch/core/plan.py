@@ -17,6 +17,7 @@ from typing import Any
 from glm45_launch.core.argdiff import ArgChange, EnvChange
 from glm45_launch.core.hostfile import Hostfile
 from glm45_launch.core.job_facts import JobFacts
+from glm45_launch.core.netcheck import NetcheckSettings
 from glm45_launch.core.steps import Step, SubmitStep, WorkerStartStep, canonical_order
 from glm45_launch.errors import LaunchError
 from glm45_launch.recipes import BASH_RECIPE, Argv, ModelSpec, Recipe
@@ -161,6 +162,9 @@ class LaunchSpec:
     # The launcher's own environment, as read where it runs (profiles.LAUNCHER_ENV: what the python
     # profiles copy into the runtime env when set, as upstream does).
     launcher_env: tuple[tuple[str, str], ...] = ()
+    # The network check after the join, before the submit (core/netcheck.py); None: none. The
+    # CLI's `plan`, `up` and `netcheck` give one unless --no-netcheck.
+    netcheck: NetcheckSettings | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from glm45_launch.core.steps import (
     DiagnoseStep,
     HoldStep,
     JoinStep,
+    NetcheckStep,
     Step,
     SubmitStep,
     WriteFileStep,
@@ -190,6 +191,9 @@ def render_bash(plan: Plan, show_secrets: bool = False) -> str:
         out += ["", comment(step.purpose)]
         if isinstance(step, JoinStep):
             out.append("wait")
+            continue
+        if isinstance(step, NetcheckStep):  # the launcher's own check, no command of the recipe
+            out.append("# (not in a script: `glm45-launch netcheck` runs the network check)")
             continue
         if isinstance(step, HoldStep):
             if not holding:  # the held sessions read a FIFO whose only writer is fd 9: closing it ends them

@@ -8,6 +8,7 @@ HEAD``, the machine the launcher runs on) or on a worker over SSH (``WORKER``: i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ HEAD = "head"
 WORKER = "worker"
 DEFAULT_PARALLEL = 256  # hosts a fan-out runs at once: a rack row in one or two rounds (bench/fanout.py)
 JOB_ID = "{job_id}"  # in a stop-job command: the submitted job's id, known only at run time
+RUN_DIR = "{run_dir}"  # in a netcheck command: the run directory, known only at run time
 
 
 def canonical_order(invocations: Iterable[Sequence[str]]) -> list[list[str]]:
@@ -157,6 +159,30 @@ class SubmitStep(Step):
     address: str = ""
     no_wait: bool = False
     options: Argv = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetcheckStep(Step):
+    """The network check on the head, after the join and before the submit (core/netcheck.py):
+    ``config`` (JSON) is written to ``config_path``, then ``commands[0]`` (a Ray driver) runs for
+    at most ``timeout_s`` and writes its report to ``out_path``; :data:`RUN_DIR` is filled in at
+    run time. The bash recipe runs no such step: it has no invocations."""
+
+    kind: ClassVar[str] = "netcheck"
+    config: str = ""
+    config_path: str = ""
+    out_path: str = ""
+    timeout_s: float = 0.0
+
+    def for_run(self, run_dir: str) -> tuple[Argv, ...]:
+        return tuple(tuple(w.replace(RUN_DIR, run_dir) for w in c) for c in self.commands)
+
+    def invocations(self, ssh_user: str) -> list[list[str]]:
+        return []
+
+    def payload(self) -> dict[str, Any]:
+        return {"config_path": self.config_path, "config": json.loads(self.config) if self.config else None,
+                "out_path": self.out_path, "timeout_s": self.timeout_s}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,23 +10,26 @@ reaches the caller; :meth:`Executor.abort` then kills the commands still in flig
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from glm45_launch.checks.host_checks import is_ray_process
 from glm45_launch.core.operations import Operations
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.quoting import shell_join
 from glm45_launch.core.steps import (
+    RUN_DIR,
     WORKER,
     CleanupStep,
     HeadStartStep,
     HoldStep,
     JoinStep,
+    NetcheckStep,
     Step,
     SubmitStep,
     WorkerStartStep,
@@ -136,7 +139,9 @@ class Executor:
             JoinStep.kind: self._join,
             WriteFileStep.kind: self._write_files,
             HoldStep.kind: self._hold,
+            NetcheckStep.kind: self._netcheck,
         }
+        self.netcheck: dict[str, Any] | None = None  # the network check's report, once it ran
         self.job: JobFollower | None = None
 
     def launch(self, until: str | None = None) -> LaunchResult:
@@ -308,6 +313,61 @@ class Executor:
                         missing = [f"(all nodes joined but only {last_error})"]
                     return missing, None
                 time.sleep(0.5)
+
+    def _netcheck(self, batch: list[Step]) -> Cause | None:
+        """The network check's driver, here on the head: its report shown, kept, its verdict the cause."""
+        from glm45_launch.core.netcheck_judge import blamed_hosts, summary_line
+        from glm45_launch.runtime.netcheck_view import show_report
+
+        (step,) = batch
+        assert isinstance(step, NetcheckStep)
+        run_dir = str(self.run_dir.resolve())
+        config, out = Path(step.config_path.replace(RUN_DIR, run_dir)), Path(step.out_path.replace(RUN_DIR, run_dir))
+        try:
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(step.config)
+            out.unlink(missing_ok=True)
+        except OSError as exc:
+            return Cause(CauseKind.NETCHECK_FAILED, f"cannot write {config}: {exc.strerror}")
+        self.report.phase(f"netcheck: the network the job will use, {len(self.plan.cluster.nodes)} node(s) "
+                          f"(at most {step.timeout_s:.0f}s)")
+        res, broken = self._run_watching_startup(step, step.for_run(run_dir)[0])
+        if broken is not None:  # the job's runtime env cannot start a Ray worker: the check never would
+            self.rows.append(Row.of("head", "netcheck", res))
+            return broken
+        try:
+            report = json.loads(out.read_text())
+        except (OSError, ValueError):
+            self.rows.append(Row.of("head", "netcheck", res))
+            self._tail("head", res.output_tail)
+            return Cause(CauseKind.NETCHECK_FAILED, f"the check ended without a report ({res.reason or 'no output'}; "
+                                                    f"log: {self.steps.log_path(step.host)})")
+        self.netcheck = report
+        self.rows.append(Row("head", "netcheck", res.exit_code, res.duration_s,
+                             None if report.get("ok") else "failed: " + ", ".join(blamed_hosts(report))[:80]))
+        show_report(self.report, report)
+        if report.get("ok"):
+            self.report.ok(f"netcheck passed ({report.get('backend')}, {report.get('duration_s', 0):.1f}s; {out})")
+            return None
+        return Cause(CauseKind.NETCHECK_FAILED, f"{summary_line(report)} (report: {out})")
+
+    def _run_watching_startup(self, step: Step, argv: Sequence[str]) -> tuple[CommandResult, Cause | None]:
+        """The check's driver, while the start-up scan (the job's) looks at every node's Ray logs
+        each round: a worker that cannot start in the job's runtime env ends the check at once."""
+        from glm45_launch.runtime.health import StartupScan
+
+        job = _Background(lambda: self._run_here(step, argv, step.timeout_s))
+        scan = StartupScan(self.ops, self.rt, self.records, self.wake) if self.ops.startup else None
+        next_round = time.monotonic() + self.ops.settings.interval_s  # a healthy check is over by then, mostly
+        while not job.done.wait(0.2):
+            now = time.monotonic()
+            found = scan.check(now >= next_round) if scan is not None else None
+            if now >= next_round:
+                next_round = now + self.ops.settings.interval_s
+            if found is not None:
+                self.rt.local.kill_children()  # the check's driver: the launcher's one command now
+                return job.wait(), found
+        return job.wait(), None
 
     def _hold(self, batch: list[Step]) -> Cause | None:
         self._holds.open(batch)

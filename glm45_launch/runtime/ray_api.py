@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from glm45_launch.runtime.interfaces import JobInfo, NodeInfo
 
@@ -78,7 +78,8 @@ class RayClient:
         from ray.job_submission import JobSubmissionClient
 
         jobs = bounded(self.job_sdk_timeout_s, address, lambda: JobSubmissionClient(address).list_jobs())
-        return [(j.submission_id or j.job_id or "?", str(j.status.value), j.entrypoint) for j in jobs]
+        return [(j.submission_id or j.job_id or "?", str(j.status.value), j.entrypoint) for j in jobs
+                if not _netcheck_driver(j)]
 
     def jobs(self, address: str) -> list[JobInfo]:
         """Every job the cluster knows, with its start and end times, oldest first."""
@@ -88,6 +89,11 @@ class RayClient:
         found = [
             JobInfo(j.submission_id or j.job_id or "?", str(j.status.value), j.entrypoint,
                     j.start_time / 1000 if j.start_time else None, j.end_time / 1000 if j.end_time else None)
-            for j in listed
+            for j in listed if not _netcheck_driver(j)
         ]
         return sorted(found, key=lambda j: j.start_time or 0.0)
+
+
+def _netcheck_driver(job: Any) -> bool:
+    """The launcher's own network check (a Ray driver, not a submitted job): not the run's job."""
+    return not job.submission_id and "netcheck_driver" in (job.entrypoint or "")

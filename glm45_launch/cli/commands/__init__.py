@@ -7,6 +7,7 @@ from glm45_launch.cli.commands.demo import demo
 from glm45_launch.cli.commands.down import down
 from glm45_launch.cli.commands.import_script import import_script
 from glm45_launch.cli.commands.logs import logs
+from glm45_launch.cli.commands.netcheck import netcheck
 from glm45_launch.cli.commands.parity import parity
 from glm45_launch.cli.commands.plan import plan
 from glm45_launch.cli.commands.preflight import preflight
@@ -17,4 +18,4 @@ from glm45_launch.cli.commands.up import up
 from glm45_launch.cli.commands.validate import validate
 
 COMMANDS = [plan, validate, preflight, up, down, status, demo, convert, parity, import_script,
-            logs, attach, stop, collect, prepare]
+            logs, attach, stop, collect, prepare, netcheck]

@@ -8,6 +8,7 @@ import click
 
 from glm45_launch.cli.options import (
     LAUNCH,
+    NETCHECK,
     PLAN,
     WATCH,
     options,
@@ -18,7 +19,7 @@ from glm45_launch.cli.options import (
 
 
 @click.command()
-@options(PLAN, LAUNCH, WATCH)
+@options(PLAN, LAUNCH, WATCH, NETCHECK)
 @output_format("bash")
 @click.option("--show-secrets", is_flag=True,
               help="Print WANDB_API_KEY / --wandb-key values instead of *** (in every format).")

@@ -8,6 +8,7 @@ import click
 
 from glm45_launch.cli.options import (
     LAUNCH,
+    NETCHECK,
     PARALLEL,
     PLAN,
     PREFLIGHT,
@@ -35,7 +36,7 @@ from glm45_launch.errors import LaunchError
 @options(PREFLIGHT)
 @click.option("--skip-preflight", is_flag=True,
               help="Start without `glm45-launch preflight` (by default up starts nothing if a host fails it).")
-@options(WATCH)
+@options(WATCH, NETCHECK)
 @click.option("--prepare", is_flag=True,
               help="After preflight, run `glm45-launch prepare` first (python profile: downloads, FP8 and torch_dist "
                    "conversion, copies to --model-local-dir; done steps are skipped).")
