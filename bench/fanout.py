@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark (not a test): the launcher's SSH fan-out against the bash way and parallel-ssh.
 
-For each N, an N-host rack-in-a-box (sshd per host, a stub `ray` answering in milliseconds) and
+For each N, an N-host rack-in-a-box (sshd per host, a stub `ray`; `ray stop`, down's remote command,
+takes --ray-stop-s, 0.3 s by default, as a real one on an idle node) and
 a known_hosts of realistic size: the N hosts' keys plus filler up to --known-hosts-lines lines
 (by default half of it hashed, as Debian's HashKnownHosts writes it). From the box's admin
 machine, alternating runs of each arm for each phase:
@@ -19,7 +20,10 @@ the largest single process (ru_maxrss). Medians over --runs; the launcher's CPU 
 as fixed + per-host cost over the Ns, to extrapolate.
 
     python3 bench/fanout.py [--hosts 32,128,200] [--runs 3] [--phases down,preflight,start,pf+start]
-                            [--arms launcher,bash,pssh] [--pssh-python PATH] [--json OUT]
+                            [--arms launcher,bash,pssh] [--pssh-python PATH] [--ray-stop-s 0.3] [--json OUT]
+
+The launcher runs with its bytecode cached in the bench's folder (written by the warm-up run), as
+an installed package has it, whatever PYTHONDONTWRITEBYTECODE says.
 
 Root, 2+ cores, ~1 GB of memory per 100 hosts. Run it under the team's heavy-test lock.
 """
@@ -52,6 +56,7 @@ from glm45_launch.testing.rackbox import RackBox, free_prefix, make_base_dir
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PAGE = os.sysconf("SC_PAGE_SIZE")
+STUB_RAY = REPO / "glm45_launch" / "testing" / "programs" / "ray"
 PHASES = ("down", "preflight", "start", "pf+start")
 
 
@@ -160,7 +165,7 @@ class Rack:
                                      workdir=str(self.workdir)))
         probe = preflight_steps(plan, PreflightOptions(libs=False), head_is_local=False)
         phases = {
-            "down": {s.host: s.remote_command for s in build_down_plan(hostfile, None, head_is_local=False)},
+            "down": {s.host: s.remote_command for s in build_down_plan(hostfile, None)},
             "preflight": {s.host: s.remote_command for s in probe},
             "start": {s.host: s.remote_command for s in plan.worker_steps},
         }
@@ -172,8 +177,21 @@ class Rack:
             (self.dir / f"hosts.{phase}").write_text("\n".join(cmds) + "\n")
         return phases
 
+    def slow_stop(self, seconds: float) -> Path:
+        """A directory whose ``ray`` makes ``ray stop`` take ``seconds`` (what a real one takes on an
+        idle node), then runs the stub: the remote command of ``down`` is not instant."""
+        d = self.dir / "slow-stop"
+        d.mkdir()
+        (d / "ray").write_text(f'#!/bin/sh\n[ "$1" = stop ] && sleep {seconds:g}\nexec {STUB_RAY} "$@"\n')
+        (d / "ray").chmod(0o755)
+        return d
+
     def env(self) -> dict[str, str]:
-        return {**os.environ, "HOME": str(self.home), "COLUMNS": "200"}
+        """No ~/.ssh of this machine; bytecode cached (as an installed package has it) in the bench's
+        own folder, written by the warm-up run, even where PYTHONDONTWRITEBYTECODE is set."""
+        env = {**os.environ, "HOME": str(self.home), "COLUMNS": "200", "PYTHONPYCACHEPREFIX": str(self.dir / "pyc")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
 
     def argv(self, phase: str, arm: str, run: str) -> list[str] | None:
         logs = self.dir / "logs" / run
@@ -214,9 +232,9 @@ def bench_n(n: int, args: argparse.Namespace) -> list[Sample]:
     samples: list[Sample] = []
     with RackBox(n, prefix=free_prefix("g45fan"), stub_ray=True) as box:
         rack = Rack(box, args)
-        if args.ray_start_s:
-            for k in range(1, n + 1):
-                box.set_shell_env(k, exports={"RAY_STUB_START_S": str(args.ray_start_s)})
+        stop = rack.slow_stop(args.ray_stop_s)
+        for k in range(1, n + 1):
+            box.set_shell_env(k, exports={"RAY_STUB_START_S": str(args.ray_start_s)}, path_prepend=stop)
         print(f"== {n} hosts, known_hosts {args.known_hosts_lines} lines ({args.known_hosts_style}), "
               f"box {box.memory()}", flush=True)
         for phase in args.phases:
@@ -246,7 +264,7 @@ def report(samples: list[Sample], args: argparse.Namespace) -> None:
                      statistics.median(x.tree_peak_mib for x in v), statistics.median(x.max_proc_mib for x in v),
                      all(x.ok for x in v)) for k, v in groups.items()}
     print(f"\nmedians of {args.runs} runs; known_hosts {args.known_hosts_lines} lines ({args.known_hosts_style}); "
-          f"stub `ray start` {args.ray_start_s:g} s")
+          f"stub `ray start` {args.ray_start_s:g} s, `ray stop` {args.ray_stop_s:g} s")
     print(f"{'N':>4} {'phase':10} {'arm':18} {'wall s':>7} {'vs bash':>7} {'CPU s':>6} {'ms/host':>8} "
           f"{'tree MiB':>9} {'max proc MiB':>12}  ok")
     for (n, phase, arm), m in sorted(med.items(), key=lambda kv: (PHASES.index(kv[0][1]), kv[0][0], kv[0][2])):
@@ -278,6 +296,8 @@ def main() -> int:
                          "handshakes in flight (s only for start, pf+start)")
     ap.add_argument("--ray-start-s", type=float, default=0.0,
                     help="how long the stub `ray start` takes on every host (a real one: seconds)")
+    ap.add_argument("--ray-stop-s", type=float, default=0.3,
+                    help="how long `ray stop` takes on every host (the remote command of down)")
     ap.add_argument("--known-hosts-lines", type=int, default=2048)
     ap.add_argument("--known-hosts-style", choices=("mixed", "hashed", "plain"), default="mixed")
     ap.add_argument("--pssh-python", default=shutil.which("python3") if _has_pssh() else None,

@@ -21,7 +21,7 @@ export MLP_WORKER_0_HOST=$ip MLP_SOCKET_IFNAME=$ifname BASE_DIR=$out/base
 echo "$ip slots=$gpus" > "$out/hostfile"
 mkdir -p "$out/checkout" && cp "$here/gpu_smoke_entry.py" "$out/checkout/"
 python3 -c "import sys; from glm45_launch.testing.rackbox import make_base_dir; make_base_dir(__import__('pathlib').Path(sys.argv[1]))" "$BASE_DIR"
-common=(--hostfile "$out/hostfile" --workdir "$out/checkout" --actor-num-nodes 1 --force
+common=(--hostfile "$out/hostfile" --workdir "$out/checkout" --entry gpu_smoke_entry.py --actor-num-nodes 1
         --env NCCL_NVLS_ENABLE=0 --env TORCH_SYMM_MEM_DISABLE_MULTICAST=1 --env NVSHMEM_DISABLE_NVLS=1)
 run() { echo "\$ glm45-launch $*"; glm45-launch "$@"; echo "(exit $?)"; }
 {
@@ -29,7 +29,7 @@ run() { echo "\$ glm45-launch $*"; glm45-launch "$@"; echo "(exit $?)"; }
   nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
   python3 -c 'import ray, torch; print("ray", ray.__version__, "torch", torch.__version__, "cuda", torch.version.cuda)'
   run preflight "${common[@]}" --require-gpus --no-libs --no-cleanup
-  run netcheck "${common[@]}" --no-cleanup --run-dir "$out/runs/netcheck"
-  run up "${common[@]}" --no-cleanup --entry gpu_smoke_entry.py --run-dir "$out/runs/up"
+  run netcheck "${common[@]}" --force --no-cleanup --run-dir "$out/runs/netcheck"
+  run up "${common[@]}" --force --no-cleanup --run-dir "$out/runs/up"
   run down --hostfile "$out/hostfile"
 } 2>&1 | tee "$out/gpu-host-check.txt"

@@ -72,6 +72,34 @@ def listen(mode: str, addr: str = "127.0.0.1", port: int = 0) -> tuple[socket.so
     return srv, srv.getsockname()[1]
 
 
+def listen_ssh(host_key: object) -> tuple[socket.socket, int]:
+    """A real SSH server (paramiko) on loopback that completes the key exchange and accepts no
+    login; returns (socket, port). Close the socket to stop it."""
+    import paramiko
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    transports: list[paramiko.Transport] = []
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                for t in transports:
+                    t.close()
+                return
+            t = paramiko.Transport(conn)
+            t.add_server_key(host_key)  # type: ignore[arg-type]
+            # every auth method refused; with an event it returns at once (a refused client ends it)
+            t.start_server(event=threading.Event(), server=paramiko.ServerInterface())
+            transports.append(t)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
 if __name__ == "__main__":
     _, port = listen(sys.argv[1], sys.argv[2], int(sys.argv[3]))
     print("ready", port, flush=True)

@@ -11,6 +11,7 @@ import json
 import resource
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,14 @@ def interrupt(cfg: dict[str, Any]) -> dict[str, Any]:
     ssh = _runner(cfg)
     started: list[str] = []
     sigint_at = [0.0]
+    lock = threading.Lock()
+
+    def on_line(host: str) -> Any:
+        def echo(line: str) -> None:
+            with lock:  # the test sends SIGINT once every host said it started: no race
+                started.append(host)
+                print(f"started {host}", flush=True)
+        return echo
 
     def on_sigint(*_: Any) -> None:
         sigint_at[0] = time.monotonic()
@@ -65,7 +74,7 @@ def interrupt(cfg: dict[str, Any]) -> dict[str, Any]:
     print("ready", flush=True)
     try:
         run_on_hosts(ssh, [(h, "echo started; sleep 60") for h in cfg["hosts"]], 64, _log(cfg),
-                     echo_for=lambda h: (lambda line: started.append(h)))
+                     echo_for=on_line)
     except KeyboardInterrupt:
         return {"returned_after_s": time.monotonic() - sigint_at[0], "started": sorted(started)}
     return {"returned_after_s": None}

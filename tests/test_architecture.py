@@ -158,25 +158,10 @@ def test_pure_core_imports_nothing_with_side_effects() -> None:
     assert json.loads(out) == []
 
 
-# Circles that others are taking apart on their branches; each test below fails (XPASS) once its
-# circle is gone, so the marks come off with the fix.
-KNOWN_CIRCLES = [
-    frozenset({"glm45_launch.runtime.ssh", "glm45_launch.runtime.sshpool"}),
-]
-
-
 def test_no_import_circles() -> None:
     """No modules of the package import each other in a loop, counting module-level,
     function-local and TYPE_CHECKING imports."""
-    assert [sorted(c) for c in circles(_package_graph()) if c not in KNOWN_CIRCLES] == []
-
-
-@pytest.mark.parametrize("circle", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="known circle"))  # fixed on the runtime/fabric branches
-    for c in KNOWN_CIRCLES
-], ids=lambda c: " <-> ".join(sorted(m.rsplit(".", 1)[1] for m in c)))
-def test_known_circle_is_gone(circle: frozenset[str]) -> None:
-    assert circle not in circles(_package_graph())
+    assert [sorted(c) for c in circles(_package_graph())] == []
 
 
 _PLANTED = {

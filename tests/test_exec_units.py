@@ -16,7 +16,8 @@ from glm45_launch.runtime.interfaces import Row as Outcome
 from glm45_launch.runtime.local import LocalRunner
 from glm45_launch.runtime.procs import ancestors
 from glm45_launch.runtime.results import CommandResult as LocalResult
-from glm45_launch.runtime.ssh import SshOptions, connect_kwargs, known_hosts_files, wrap_remote
+from glm45_launch.runtime.ssh import SshOptions, wrap_remote
+from glm45_launch.runtime.sshhosts import known_hosts_files
 
 
 def test_ancestors_reach_init() -> None:
@@ -86,9 +87,6 @@ def test_remote_wrapper_keeps_the_command_word_for_word() -> None:
 
 def test_ssh_options_are_pure() -> None:
     opts = SshOptions(identity=("/k",), connect_timeout=7, known_hosts=("/extra",))
-    kwargs = connect_kwargs(opts)
-    assert kwargs["key_filename"] == ["/k"] and kwargs["look_for_keys"] is False
-    assert kwargs["banner_timeout"] == kwargs["auth_timeout"] == 7
     files = known_hosts_files(opts)
     assert files[:2] == [Path("/etc/ssh/ssh_known_hosts"), Path("~/.ssh/known_hosts").expanduser()]
     assert files[-1] == Path("/extra")

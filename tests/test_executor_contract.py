@@ -80,7 +80,7 @@ def test_a_failing_head_starts_no_job(tmp_path: Path) -> None:
     local: list[list[str]] = []
     remote: list[list[str]] = []
     result, _ = _up(tmp_path, local, remote, fail="--head")
-    assert result.exit_code == 1 and result.error == "ray start --head failed on 10.0.0.1"
+    assert result.exit_code == 1 and result.error == "ray start --head failed on 10.0.0.1: exit 1"
     assert not any(c[:3] == ["ray", "job", "submit"] for c in local)
     assert local[-1] == ["ray", "stop", "--force"]
 
@@ -94,3 +94,13 @@ def test_no_wait_is_in_the_plan_not_added_by_the_executor(tmp_path: Path) -> Non
     result, _ = _up(tmp_path, local, [], plan)
     assert result.exit_code == 0 and result.job_id == "raysubmit_abc" and result.state.value == "submitted"
     assert local[-1] == plan.submit_argv
+
+
+def test_a_failed_commands_one_line_is_its_tracebacks_cause() -> None:
+    from glm45_launch.runtime.results import CommandResult
+
+    tail = ["Traceback (most recent call last):", '  File "ray", line 8, in <module>',
+            "PermissionError: [Errno 13] Permission denied: '/venv/ray/core/src/ray/gcs/gcs_server'", "bye"]
+    res = CommandResult(host="h", exit_code=1, output_tail=tail)
+    assert res.root_error == "PermissionError: [Errno 13] Permission denied: '/venv/ray/core/src/ray/gcs/gcs_server'"
+    assert CommandResult(exit_code=1, output_tail=["no error here"]).root_error == ""

@@ -12,7 +12,7 @@ import paramiko
 import pytest
 
 from glm45_launch.errors import LaunchError
-from glm45_launch.runtime.hostkeys import KnownHosts, Verdict, host_key_name, key_algorithms
+from glm45_launch.runtime.hostkeys import KnownHosts, Verdict
 
 
 def _ed25519(path: Path) -> paramiko.PKey:
@@ -41,12 +41,11 @@ def test_plain_names_lists_and_ports(tmp_path: Path, keys: list[paramiko.PKey]) 
     f.write_text("# comment\n\n" + line("10.0.0.1,node1", a) + line("[10.0.0.2]:2222", b) + line("10.0.0.3", c))
     kh = KnownHosts([f])
     assert check(kh, "10.0.0.1", a) is Verdict.OK and check(kh, "NODE1", a) is Verdict.OK
-    assert check(kh, host_key_name("10.0.0.2", 2222), b) is Verdict.OK
+    assert check(kh, "[10.0.0.2]:2222", b) is Verdict.OK
     assert check(kh, "10.0.0.2", b) is Verdict.UNKNOWN  # port 22 is another entry
     res = kh.check("10.0.0.1", b.get_name(), b.asbytes())
     assert res.verdict is Verdict.CHANGED and res.known[0].where == f"{f}:3"
     assert check(kh, "10.0.0.9", a) is Verdict.UNKNOWN
-    assert host_key_name("h", 22) == "h" and host_key_name("h", 2200) == "[h]:2200"
 
 
 def test_hashed_entries_as_openssh_writes_them(tmp_path: Path, keys: list[paramiko.PKey]) -> None:
@@ -64,8 +63,9 @@ def test_hashed_entries_as_openssh_writes_them(tmp_path: Path, keys: list[parami
     assert check(kh, "10.0.0.4", d) is Verdict.OK
     assert check(kh, "10.0.0.1", b) is Verdict.CHANGED
     assert check(kh, "10.0.0.5", a) is Verdict.UNKNOWN
-    # Hashed names give no type preference before the handshake (that needs the slow scan)...
-    assert kh.preferred_types("10.0.0.4") == []
+    # A client is given no hashed line before the handshake (that needs the slow scan)...
+    assert kh.trusted("10.0.0.4") == [] and [e.keytype for e in kh.trusted("10.0.0.4", every=True)] == [
+        "ecdsa-sha2-nistp256"]
     # ...but the slow path finds them, so a mismatch is CHANGED with the known type.
     assert kh.check("10.0.0.4", a.get_name(), a.asbytes()).known_types == ["ecdsa-sha2-nistp256"]
 
@@ -82,7 +82,7 @@ def test_patterns_and_negation_match_like_openssh(tmp_path: Path, keys: list[par
         if shutil.which("ssh-keygen"):
             found = subprocess.run(["ssh-keygen", "-F", name, "-f", str(f)], capture_output=True).returncode == 0
             assert found is want, name
-    assert kh.preferred_types("gpu-01") == ["ssh-ed25519"]
+    assert [e.keytype for e in kh.trusted("gpu-01")] == ["ssh-ed25519"] and kh.trusted("10.1.0.13") == []
 
 
 def test_revoked_and_cert_authority_are_refused(tmp_path: Path, keys: list[paramiko.PKey]) -> None:
@@ -96,6 +96,7 @@ def test_revoked_and_cert_authority_are_refused(tmp_path: Path, keys: list[param
     assert check(kh, "10.0.0.3", c) is Verdict.OK
     assert check(kh, "n1.rack", c) is Verdict.CA_ONLY  # a CA line names it, no key line does
     assert check(kh, "n1.rack", b) is Verdict.CA_ONLY  # the CA key itself is no host key either
+    assert kh.trusted("10.0.0.1") == [] and kh.trusted("n1.rack") == []  # a client is never given those
 
 
 def test_bad_lines_are_skipped_and_named(tmp_path: Path, keys: list[paramiko.PKey]) -> None:
@@ -166,7 +167,3 @@ def test_a_long_known_hosts_checks_by_lookup(tmp_path: Path, keys: list[paramiko
     assert kh._for_host == {}  # the slow path (one HMAC per hashed line) was not taken
     assert check(kh, "10.8.3.250", b) is Verdict.OK  # a hashed name: one HMAC per line holding that key
     assert check(kh, "10.0.0.1", b) is Verdict.CHANGED and "10.0.0.1" in kh._for_host
-
-
-def test_key_algorithms_for_known_types() -> None:
-    assert key_algorithms(["ssh-rsa", "ssh-ed25519"]) == ["rsa-sha2-512", "rsa-sha2-256", "ssh-ed25519"]

@@ -77,7 +77,8 @@ def test_operations_are_steps_made_from_the_plan(tmp_path: Path) -> None:
     # The forced stop is the plan's teardown; on a worker it first ends a `ray start` still running.
     assert [(s.host, s.commands) for s in ops.force_stop] == [(plan.head, (("ray", "stop", "--force"),))] + [
         (h, (("pkill", "-9", "-f", "ray [s]tart"), ("ray", "stop", "--force"))) for h in HOSTS[1:]]
-    assert ops.force_stop[1].remote_command == f"pkill -9 -f 'ray [s]tart' ; {plan.on_failure[1].remote_command}"
+    assert ops.force_stop == plan.on_failure  # what `plan` shows under "If the launch fails"
+    assert ops.force_stop[1].remote_command == "pkill -9 -f 'ray [s]tart' ; ray stop --force"
     assert [s.commands[0][:3] for s in ops.diagnose] == [("python3", "-c", "PROGRAM")] * 3
     config = json.loads(ops.diagnose[0].commands[0][3])
     assert config["ray_logs"] == "/tmp/ray/session_latest/logs" and config["marker"] == DIAG_MARKER
@@ -102,7 +103,8 @@ def test_plan_shows_what_runs_around_the_job(tmp_path: Path) -> None:
     text = render(plan, "text", ops=build_operations(plan, replace(FAST, max_restarts=3), "x" * 5000))
     for needle in ("While the job runs: the health watch", "$ ssh root@10.0.0.2 'pgrep -x raylet'",
                    "When a node is lost, workers cannot start or the job stalls", "While the job starts", "ray job stop --address=http://127.0.0.1:8265",
-                   "$ ssh root@10.0.0.3 'ray stop --force'", "Diagnostics, on a failure",
+                   "$ ssh root@10.0.0.3 'pkill -9 -f '\"'\"'ray [s]tart'\"'\"' ; ray stop --force'",
+                   "the forced stop runs on every node", "Diagnostics, on a failure",
                    "python3 -c <diagnose.py>", "ray job logs --address=", "Restarts: up to 3",
                    f"{tmp_path}/ckpt/latest_checkpointed_iteration.txt"):
         assert needle in text, needle

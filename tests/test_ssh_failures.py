@@ -26,7 +26,9 @@ NOISE = ("Traceback", "No existing session", "paramiko", "Exception (client)", "
 RESET = ("connection reset by peer during the SSH handshake", "connection closed by the host during the SSH handshake")
 CAUSES = {
     "silent": ("no SSH banner within 1s (the port accepts connections but does not speak SSH)",),
-    "garbage": ("the SSH handshake did not finish within 1s",),
+    # Text that is not SSH: whichever of paramiko's banner wait and the handshake's limit ends first.
+    "garbage": ("the SSH handshake did not finish within 1s",
+                "no SSH banner within 1s (the port accepts connections but does not speak SSH)"),
     "reset": RESET,
     "banner-stall": ("the SSH key exchange did not finish within 1s",),
     "banner-reset": RESET,
@@ -163,12 +165,85 @@ def test_up_without_preflight_names_the_silent_host(box: RackBox) -> None:
     assert up.stderr.strip().splitlines()[-1] == f"glm45-launch: error: 1 worker(s) failed to start: {BAD}"
 
 
-def test_proxyjump_is_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capfd: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / ".ssh").mkdir()
-    (tmp_path / ".ssh" / "config").write_text("Host behind-*\n    ProxyJump bastion\n")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    res = SshRunner(SshOptions(retries=3)).run("behind-7", "true", tmp_path / "host.log")
-    assert res.error == ("behind-7: ProxyJump in ssh config is not supported; use "
-                         "`ProxyCommand ssh -W %h:%p JUMPHOST` for this host")
+def test_a_passphrase_key_without_an_agent_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    """An encrypted key and no agent: one plain line naming the key (no Python class name)."""
+    import paramiko
+
+    key = tmp_path / "id_locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "sesame", "-f", str(key)], check=True)
+    host_key = paramiko.ECDSAKey.generate()  # the server's
+    srv, port = badsshd.listen_ssh(host_key)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    try:
+        res = SshRunner(SshOptions(port=port, identity=(str(key),), known_hosts=(str(known),), connect_timeout=5,
+                                   retries=3)).run("127.0.0.1", "true", tmp_path / "host.log")
+    finally:
+        srv.close()
+    assert res.error == (f"127.0.0.1: the key {key} is passphrase-protected and no agent holds it: ssh-add it")
     assert res.attempts == 1 and capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("known", ["plain", "hashed", "none", "changed", "revoked", "accept-new"])
+def test_host_keys_through_fabric(known: str, tmp_path: Path) -> None:
+    """Fabric's connection, with the run's known_hosts index deciding: a known key (plain or hashed
+    line) gets as far as auth; unknown, changed and revoked keys are refused in one line."""
+    import base64
+    import hmac
+
+    import paramiko
+
+    host_key, other = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    srv, port = badsshd.listen_ssh(host_key)
+    name = f"[127.0.0.1]:{port}"
+    salt = b"s" * 20
+    hashed = f"|1|{base64.b64encode(salt).decode()}|" \
+             f"{base64.b64encode(hmac.digest(salt, name.encode(), 'sha1')).decode()}"
+    line = {"plain": f"{name} {host_key.get_name()} {host_key.get_base64()}",
+            "hashed": f"{hashed} {host_key.get_name()} {host_key.get_base64()}",
+            "changed": f"{name} {other.get_name()} {other.get_base64()}",
+            "revoked": f"@revoked * {host_key.get_name()} {host_key.get_base64()}\n"
+                       f"{name} {host_key.get_name()} {host_key.get_base64()}"}.get(known, "")
+    kh = tmp_path / "known_hosts"
+    kh.write_text(line + "\n" if line else "")
+    ident = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ident)], check=True)
+    try:
+        runner = SshRunner(SshOptions(port=port, identity=(str(ident),), known_hosts=(str(kh),), connect_timeout=5,
+                                      retries=2, use_agent=False, accept_new_host_keys=known == "accept-new"))
+        res = runner.run("127.0.0.1", "true", tmp_path / "host.log")
+    finally:
+        srv.close()
+    want = {
+        "none": "host key of 127.0.0.1 is unknown: add it to known_hosts (ssh-keyscan) or pass --accept-new-host-keys",
+        "changed": f"host key of 127.0.0.1 CHANGED (does not match known_hosts: presented {host_key.get_name()}, "
+                   f"known {other.get_name()} at {kh}:1): refusing to connect; check the host, then remove the "
+                   "old key with `ssh-keygen -R`",
+        "revoked": f"host key of 127.0.0.1 is REVOKED ({kh}:1): refusing to connect",
+    }.get(known, "root@127.0.0.1 does not accept public keys (allowed: password)")  # past the host key
+    assert res.error == want and res.attempts == 1
+    if known == "accept-new":
+        assert kh.read_text() == f"{name} {host_key.get_name()} {host_key.get_base64()}\n"
+
+
+def test_ssh_config_hostname_port_and_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """~/.ssh/config as OpenSSH reads it (through Fabric): an alias leads to its HostName and Port,
+    with its User; the key is filed under the HostName."""
+    import paramiko
+
+    host_key = paramiko.ECDSAKey.generate()
+    srv, port = badsshd.listen_ssh(host_key)
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(f"Host rack-*\n    HostName 127.0.0.1\n    Port {port}\n    User ops\n")
+    (tmp_path / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ident = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ident)], check=True)
+    try:
+        res = SshRunner(SshOptions(user=None, identity=(str(ident),), use_agent=False, retries=1)).run(
+            "rack-7", "true", tmp_path / "host.log")
+    finally:
+        srv.close()
+    assert res.error == "ops@rack-7 does not accept public keys (allowed: password)"  # reached, as ops

@@ -326,6 +326,144 @@ def head_checks(plan: Plan, facts: Mapping[str, Any]) -> list[Check]:
     return checks
 
 
+KILLERS = ("pkill", "killall")
+_SIGNAL = re.compile(r"-(\d+|[A-Z][A-Z0-9+-]*)")  # -9, -KILL, -SIGKILL, -RTMIN+1
+
+
+def kill_queries(commands: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+    """The processes each ``pkill``/``killall`` of ``commands`` selects, as pgrep does (pattern
+    against the 15-character name, or the command line with ``-f``; killall: exact names), for
+    the probe to list. A command with options not read here is left out (never guessed)."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for argv in commands:
+        if not argv or argv[0] not in KILLERS:
+            continue
+        query = {"full": False, "exact": argv[0] == "killall", "ignore_case": False}
+        names: list[str] = []
+        words, i, readable = list(argv[1:]), 0, True
+        while i < len(words):
+            word = words[i]
+            if word == "--signal" or (word == "-s" and argv[0] == "killall"):
+                i += 1
+            elif word.startswith("--signal=") or _SIGNAL.fullmatch(word):
+                pass
+            elif argv[0] == "pkill" and word in ("-f", "--full", "-x", "--exact", "-i", "--ignore-case"):
+                query[{"-f": "full", "-x": "exact", "-i": "ignore_case"}.get(word, word[2:].replace("-", "_"))] = True
+            elif word.startswith("-"):
+                readable = False
+            else:
+                names.append(word if argv[0] == "pkill" else re.escape(word))
+            i += 1
+        if not readable or not names or (argv[0] == "pkill" and len(names) > 1):
+            continue
+        for pattern in names:
+            try:
+                re.compile(pattern)
+            except re.error:
+                continue
+            key = (pattern, query["full"], query["exact"], query["ignore_case"])
+            out.setdefault(key, {**query, "pattern": pattern, "command": " ".join(argv)})
+    return list(out.values())
+
+
+def cleanup_check(facts: Mapping[str, Any], is_head: bool, shown: int = 3) -> Check | None:
+    """The kill commands before ``ray start`` (the recipe's ``pkill -9 python``) against the
+    processes here that Ray did not start: a warning naming a few (they will be killed)."""
+    found = facts.get("victims")
+    if found is None:
+        return None
+    what = "the cleanup" if is_head else "the worker command"
+    if not found:
+        return Check("cleanup", OK, f"{what}'s kill commands match only Ray's processes here")
+    def command(v: Mapping[str, Any]) -> str:
+        argv0, _, rest = str(v.get("cmdline") or v.get("comm")).partition(" ")
+        return _short(f"{os.path.basename(argv0)} {rest}".strip(), 100)
+
+    listed = ", ".join(f"pid {v.get('pid')} `{command(v)}`" for v in found[:shown])
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    commands = ", ".join(f"`{c}`" for c in dict.fromkeys(str(v.get("by")) for v in found))
+    return Check("cleanup", WARN, f"{what} ({commands}) will also kill {len(found)} process(es) Ray did not "
+                 f"start: {listed}{more} (stop them first, or --no-cleanup)")
+
+
+def imports_check(facts: Mapping[str, Any]) -> Check | None:
+    """``python3 -c 'import ray, ...'`` with the job's runtime env applied (its PYTHONPATH
+    replaces the node's): Ray's workers and the job's driver import these (torch and the
+    framework located on the job's ``sys.path`` unless ``import_all``)."""
+    info = facts.get("imports")
+    if info is None:
+        return None
+    mods = list(info.get("modules") or ["ray"])
+    skipped = list(info.get("skipped") or [])
+    env = "with the job's runtime env"
+    path = f"; its PYTHONPATH is {info['pythonpath']}" if info.get("pythonpath") else ""
+    if not info.get("python"):
+        return Check("imports", FAIL, f"{env}, no python3 on PATH: the job's driver cannot start{path}")
+    if info.get("error"):
+        return Check("imports", FAIL, f"{env}, `python3 -c 'import {', '.join(mods)}'` gave no answer: "
+                     f"{info['error']}{path}")
+    result = info.get("result") or {}
+    bad = [(m, e) for m, e in result.items() if e]
+    if bad:
+        mod, error = bad[0]
+        also = f" (nor {', '.join(m for m, _ in bad[1:])})" if len(bad) > 1 else ""
+        return Check("imports", FAIL, f"{env}, python3 cannot import {mod}: {error}{also}{path}")
+    imported = list(info.get("imported") or mods)
+    located = [m for m in mods if m not in imported]
+    found = f", {' and '.join(located)} {'is' if len(located) == 1 else 'are'} found" if located else ""
+    note = f"; {', '.join(skipped)} not installed here: not checked" if skipped else ""
+    return Check("imports", OK, f"{', '.join(imported)} {'imports' if len(imported) == 1 else 'import'}{found} "
+                 f"{env} ({info['python']}){note}")
+
+
+def rsync_check(facts: Mapping[str, Any]) -> Check | None:
+    """``rsync --version`` (prepare copies the checkpoints to every node's local disk with it)."""
+    info = facts.get("rsync")
+    if info is None:
+        return None
+    if not info.get("path"):
+        return Check("rsync", FAIL, "rsync not found on PATH: prepare copies the checkpoints to each node with it")
+    code, text = info.get("version") or (None, "no output")
+    first = " ".join(next((ln for ln in str(text).splitlines() if ln.strip()), "no output").split())
+    if code != 0:
+        return Check("rsync", FAIL, f"`{info['path']} --version` exit {code}: {first}")
+    return Check("rsync", OK, f"{first} ({info['path']})")
+
+
+def identity_key(facts: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
+    """Which machine a probe ran on: hostname, /etc/machine-id and the kernel's boot id (cloned
+    images share a machine-id, containers of one kernel a boot id; all three: one machine)."""
+    ident = (facts or {}).get("identity")
+    if not ident:
+        return None
+    key = (ident.get("hostname"), ident.get("machine_id"), ident.get("boot_id"))
+    return key if any(key) else None
+
+
+def identity_checks(hosts: Sequence[str], facts: Mapping[str, Mapping[str, Any] | None],
+                    where: Mapping[str, str]) -> dict[str, Check]:
+    """Two hostfile lines (an IP and an ssh-config alias of it, two names of one machine) that
+    reach the same machine: the later one fails, naming both (``where``: each host's line)."""
+    first: dict[tuple[Any, ...], str] = {}
+    out: dict[str, Check] = {}
+    for host in hosts:
+        key = identity_key(facts.get(host))
+        if key is None:
+            continue
+        ident = (facts[host] or {})["identity"]
+        about = f"hostname {key[0]}, machine-id {str(key[1])[:12]}"
+        if key in first:
+            other = first[key]
+            at = ident.get("address") or ((facts[other] or {}).get("identity") or {}).get("address")
+            out[host] = Check("identity", FAIL, f"{host} ({where.get(host, host)}) and {other} "
+                              f"({where.get(other, other)}) are one machine ({about}"
+                              f"{f', reached at {at}' if at else ''}): list it once")
+        else:
+            first[key] = host
+            out[host] = Check("identity", OK, about)
+    return out
+
+
 def evaluate(
     plan: Plan, host: str, facts: Mapping[str, Any], is_head: bool, via: str, opts: PreflightOptions,
     ref_host: str | None, ref_facts: Mapping[str, Any] | None, paths: Sequence[PathSpec] | None = None,
@@ -342,6 +480,7 @@ def evaluate(
     checks.append(disk_check(facts, opts))
     if is_head:
         checks += head_checks(plan, facts)
+    checks += [c for c in (imports_check(facts), cleanup_check(facts, is_head), rsync_check(facts)) if c]
     for error in facts.get("errors") or []:
         checks.append(Check("probe", FAIL, f"probe error: {error}"))
     return checks

@@ -9,7 +9,10 @@ itself, so neither does preflight). It imports nothing heavy (versions come from
 
 Per host: SSH, versions (python3, the ``ray`` first on PATH, torch, sglang, megatron-core)
 against the head's, GPUs and NVLink (``nvidia-smi``), the checkpoint and data paths of the
-train args, the socket interface, the ``${VAR}``s of the runtime env, free space in /tmp.
+train args, the socket interface, the ``${VAR}``s of the runtime env, free space in /tmp,
+``import ray, torch, FRAMEWORK`` with the job's runtime env applied, the processes that the
+kill commands before ``ray start`` would hit but Ray did not start, ``rsync`` (with
+``needs_rsync``), and which machine it is (two hostfile lines that reach one machine fail).
 On the head also: the Ray and dashboard ports (and, when held, whether the holder is Ray's:
 ``portowner.py``, bundled with the probe), the entry script, and (optionally) the
 megatron-core/sglang checks of ``validate_libs`` with the head's installed versions.
@@ -21,7 +24,16 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from glm45_launch.checks.host_checks import PACKAGES, entry_path, evaluate, plan_paths
+from glm45_launch.checks.host_checks import (
+    PACKAGES,
+    RAY_DAEMONS,
+    RAY_PYTHON_MARKERS,
+    entry_path,
+    evaluate,
+    identity_checks,
+    kill_queries,
+    plan_paths,
+)
 from glm45_launch.checks.preflight_report import (
     FAIL,
     OK,
@@ -30,13 +42,26 @@ from glm45_launch.checks.preflight_report import (
     PreflightOptions,
     PreflightReport,
 )
-from glm45_launch.checks.programs import probe_program
+from glm45_launch.checks.programs import imports_program, probe_program
 from glm45_launch.core.marked import last_marked_json
 from glm45_launch.core.plan import Plan
-from glm45_launch.core.runtime_env import env_refs
+from glm45_launch.core.runtime_env import env_refs, ray_env_order
 from glm45_launch.core.steps import HEAD, WORKER, PreflightStep
 
 MARKER = "GLM45-PREFLIGHT "
+
+
+def start_env(plan: Plan, is_head: bool) -> list[tuple[str, str]]:
+    """What the start step on such a host exports to ``ray start`` (its workers inherit it)."""
+    step = plan.step("head-start") if is_head else (plan.worker_steps or [None])[0]
+    return list(step.env) if step is not None else []
+
+
+def cleanup_commands(plan: Plan, is_head: bool) -> list[tuple[str, ...]]:
+    """The kill commands the plan runs on such a host before ``ray start`` (the head's cleanup,
+    a worker's start command)."""
+    step = plan.step("cleanup") if is_head else (plan.worker_steps or [None])[0]
+    return [tuple(argv) for argv in (step.commands if step is not None else ())]
 
 
 def probe_config(plan: Plan, is_head: bool, opts: PreflightOptions) -> dict[str, Any]:
@@ -44,7 +69,14 @@ def probe_config(plan: Plan, is_head: bool, opts: PreflightOptions) -> dict[str,
     paths = [p for spec in plan_paths(plan) for p in spec.probe_paths]
     if is_head:
         paths.append(entry_path(plan))
+    env = dict(plan.env_vars)
     return {
+        "imports": {"base_env": start_env(plan, is_head), "env_vars": [[k, env[k]] for k in ray_env_order(plan.env_vars)],
+                    "optional": ["torch", plan.spec.framework], "program": imports_program(),
+                    "all": opts.import_all},
+        "kills": kill_queries(cleanup_commands(plan, is_head)),
+        "ray": {"daemons": list(RAY_DAEMONS), "markers": list(RAY_PYTHON_MARKERS)},
+        "rsync": opts.needs_rsync,
         "packages": list(PACKAGES),
         "paths": list(dict.fromkeys(paths)),
         "env": env_refs(plan.env_vars),
@@ -131,6 +163,10 @@ def judge(
             if facts[step.host] is None:
                 errors[step.host] = probe_failure(step.host, res.exit_code, res.output_tail)
     ref = head if facts.get(head) else next((h for h in via if facts.get(h)), None)
+    hostfile = plan.spec.hostfile
+    where = {h.name: f"{hostfile.path}:{h.line}" for h in hostfile.hosts}
+    where.setdefault(head, "--head")
+    same = identity_checks([head, *[h for h in listed if h != head]], facts, where)
     paths = plan_paths(plan)  # the same on every host
     reports = []
     for host in [head, *[h for h in listed if h != head]]:
@@ -142,6 +178,8 @@ def judge(
         else:
             why = "is this machine" if head in listed else "is not in the hostfile"
             report.checks.append(Check("ssh", OK, f"not needed: the head {why} (probed here)"))
+        if host in same:
+            report.checks.append(same[host])
         if error and error.name != "ssh":
             report.checks.append(error)
         found = facts[host]

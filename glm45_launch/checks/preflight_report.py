@@ -13,7 +13,8 @@ OK, WARN, FAIL = "ok", "warn", "fail"
 _RANK = {OK: 0, WARN: 1, FAIL: 2}
 VERSIONED = ("python", "ray", "torch", "sglang", "megatron-core")  # checks named after a package
 # Table columns, in order; a check belongs to the column its name starts with (see Check.group).
-GROUPS = ("ssh", "versions", "gpus", "nvlink", "paths", "ifname", "env", "disk", "ports", "entry", "libs")
+GROUPS = ("ssh", "identity", "versions", "imports", "gpus", "nvlink", "paths", "ifname", "env", "disk", "ports",
+          "cleanup", "rsync", "entry", "libs")
 
 
 _PLURAL = {"path": "paths", "port": "ports"}
@@ -92,8 +93,14 @@ class PreflightReport:
     def summary(self, limit: int = 8) -> str:
         """One line naming each failing host and check (for the CLI's error line)."""
         fails = self.problems()
-        shown = "; ".join(f"{host} {c.name}: {c.detail}" for host, c in fails[:limit])
-        more = f"; and {len(fails) - limit} more" if len(fails) > limit else ""
+        alike: dict[tuple[str, str], list[str]] = {}  # one entry per check and detail, naming its hosts
+        for host, c in fails:
+            alike.setdefault((c.name, c.detail), []).append(host)
+        entries = [(hosts, name, detail) for (name, detail), hosts in alike.items()]
+        shown = "; ".join(f"{', '.join(hosts[:4])}{f' and {len(hosts) - 4} more' if len(hosts) > 4 else ''} "
+                          f"{name}: {detail}" for hosts, name, detail in entries[:limit])
+        rest = sum(len(hosts) for hosts, _, _ in entries[limit:])
+        more = f"; and {rest} more" if rest else ""
         return f"{len(fails)} failed check(s): {shown}{more}"
 
     def to_json(self) -> dict[str, Any]:
@@ -114,3 +121,5 @@ class PreflightOptions:
     libs: bool = True  # megatron-core/sglang checks of validate_libs, here on the head
     timeout_s: float = 60.0  # the whole probe on one host
     tmp_dir: str = "/tmp"  # Ray's default temp dir lives under it (/tmp/ray)
+    needs_rsync: bool = False  # prepare copies checkpoints with rsync: `rsync --version` on every node
+    import_all: bool = False  # import torch and the framework too (else located: torch's import costs seconds)

@@ -458,6 +458,9 @@ def ssh_from_options(kwargs: dict[str, Any], user: str) -> SshOptions:
     for path in values.get("identity", ()):
         if not os.path.isfile(path):
             raise LaunchError(f"--identity: {path}: no such key file")
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and user == "root" and "ssh_user" in ctx.params and not _given(ctx, "ssh_user"):
+        user = None  # not given: ~/.ssh/config's User for the host, else root (as Fabric reads it)
     return SshOptions(user=user, **values)
 
 

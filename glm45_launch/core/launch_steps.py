@@ -200,11 +200,16 @@ def hold_steps(workers: Sequence[str]) -> list[Step]:
                      "job ends") for h in workers]
 
 
+KILL_RAY_START = ("pkill", "-9", "-f", "ray [s]tart")  # a `ray start` still running (its own argv spared)
+
+
 def teardown_steps(cluster: ClusterFacts) -> tuple[Step, ...]:
-    """After a failed launch: ``ray stop --force`` on the head and every worker (the executor
-    runs those of the hosts where it started Ray)."""
+    """The forced stop, after a failed launch, a fault or a second Ctrl-C: ``ray stop --force``
+    on the head and every worker, a worker first ending a ``ray start`` still running (the one
+    stop path runs those of the hosts where Ray was started)."""
     return (StopStep(where=HEAD, host=cluster.head, commands=(RAY_STOP,), purpose="stop Ray on the head"),
-            *(StopStep(where=WORKER, host=h, commands=(RAY_STOP,), purpose=f"stop Ray on {h}")
+            *(StopStep(where=WORKER, host=h, commands=(KILL_RAY_START, RAY_STOP),
+                       purpose=f"end a `ray start` still running, then stop Ray on {h}")
               for h in cluster.workers))
 
 

@@ -29,14 +29,12 @@ from glm45_launch.core.steps import (
     JobLogsStep,
     Step,
     StopJobStep,
-    StopStep,
 )
 from glm45_launch.errors import LaunchError
 
 RAYLET_CHECK = ("pgrep", "-x", "raylet")  # exit 0: a raylet runs; 1: none does
 # A worker's `ray start` still running (Ctrl-C during the start closed its session, not the command):
 # the bracket keeps the pattern from matching the shell that runs this very pkill.
-KILL_RAY_START = ("pkill", "-9", "-f", "ray [s]tart")
 DIAG_MARKER = "GLM45-DIAG "  # the diagnostics program's summary line starts with this
 LATEST_ITERATION = "latest_checkpointed_iteration.txt"  # Megatron's tracker file in --load
 
@@ -164,14 +162,9 @@ def build_operations(plan: Plan, settings: WatchSettings | None = None, diagnose
                              "through Ray's default_worker.py in raylet.err or worker-*.err)")
         for h in c.nodes
     )
-    force = tuple(
-        StopStep(where=s.where, host=s.host, commands=s.commands, purpose=f"force: {s.purpose}") if s.where == HEAD
-        else StopStep(where=s.where, host=s.host, commands=(KILL_RAY_START, *s.commands),
-                      purpose=f"force: end a `ray start` still running, then {s.purpose}")
-        for s in plan.on_failure)
     return Operations(
         settings=settings, health=health, node_table=c.job_address,
-        stop_job=plan.on_interrupt or (stop_job_step(c.head, c.job_address),), force_stop=force,
+        stop_job=plan.on_interrupt or (stop_job_step(c.head, c.job_address),), force_stop=plan.on_failure,
         diagnose=diagnose, startup=startup, job_logs=job_logs_step(c.head, c.job_address), checkpoint_dir=checkpoint_dir(plan),
     )
 

@@ -37,16 +37,18 @@ EVERY_NODE = "every node"
 @dataclass(frozen=True)
 class PreparePhase:
     """Steps that run one after another, or (``together``) all at once, one per node; a phase's
-    ``done``, checked once on the head first, skips all of them."""
+    ``done``, checked once on the head first, skips all of them. A failed step stops the phases
+    after it, except in a ``per_node`` phase: there the other nodes, and the phases after, go on."""
 
     name: str  # download | fp8 | convert | copy
     purpose: str
     steps: tuple[Step, ...]
     together: bool = False
     done: DoneCheck | None = None
+    per_node: bool = False  # each node's step stands alone: one node's failure stops nothing else
 
     def to_json(self, ssh_user: str) -> dict[str, Any]:
-        return {"name": self.name, "purpose": self.purpose, "together": self.together,
+        return {"name": self.name, "purpose": self.purpose, "together": self.together, "per_node": self.per_node,
                 "done": self.done.to_json() if self.done else None,
                 "steps": [s.to_json(ssh_user) for s in self.steps]}
 
@@ -60,6 +62,11 @@ class PreparePlan:
     ssh_user: str
     requires: tuple[tuple[str, str], ...]  # (host or EVERY_NODE, program on its PATH)
     notes: tuple[str, ...] = ()
+    makes: tuple[str, ...] = ()  # the directories it fills: downloads, FP8 copy, torch_dist, each node's copies
+
+    def made_here(self, path: str) -> bool:
+        """Is ``path`` one of the directories the preparation fills, or inside one?"""
+        return any(path == d or path.startswith(d.rstrip("/") + "/") for d in self.makes)
 
     @property
     def steps(self) -> list[Step]:
@@ -76,7 +83,7 @@ class PreparePlan:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"phases": [p.to_json(self.ssh_user) for p in self.phases],
+        return {"phases": [p.to_json(self.ssh_user) for p in self.phases], "makes": list(self.makes),
                 "requires": [{"host": h, "program": p} for h, p in self.requires],
                 "notes": list(self.notes), "invocations": self.invocations()}
 
@@ -108,7 +115,9 @@ def build_prepare(plan: Plan) -> PreparePlan:
         notes.append(f"--model-local-dir is --model-dir ({dirs.model}): each copy finds itself up to date")
     requires = (("head", "hf"),) + (("head", "python"),) * spec.variant.rollout_fp8 \
         + ((EVERY_NODE, "torchrun"), (EVERY_NODE, "rsync"))
-    return PreparePlan(tuple(phases), head, spec.ssh_user, requires, tuple(notes))
+    makes = [hf, *(f"{dirs.data}/{repo.split('/')[1]}" for repo in py.DATASETS[spec.variant.task]),
+             *(f"{dirs.model}/{item}" for item in copies), *(f"{dirs.model_local}/{item}" for item in copies)]
+    return PreparePlan(tuple(phases), head, spec.ssh_user, requires, tuple(notes), tuple(dict.fromkeys(makes)))
 
 
 def _mkdir(head: str, *dirs: str) -> PrepareStep:
@@ -156,7 +165,7 @@ def _copy(plan: Plan, src: str, dst: str) -> PreparePhase:
                     done=DoneCheck(((*py.RSYNC_DRY_RUN, f"{src}/", dst),), f"{dst} is up to date", quiet=True),
                     purpose=f"copy {src} to {dst} on {'the head' if h == head else h}")
         for h in plan.cluster.nodes)
-    return PreparePhase("copy", f"{src} to each node's {dst}", steps, together=True)
+    return PreparePhase("copy", f"{src} to each node's {dst}", steps, together=True, per_node=True)
 
 
 def prepare_lines(pplan: PreparePlan) -> list[str]:
@@ -166,7 +175,8 @@ def prepare_lines(pplan: PreparePlan) -> list[str]:
     out.append("  needs: " + ", ".join(f"{p} ({h})" for h, p in pplan.requires))
     n = 0
     for phase in pplan.phases:
-        out += ["", f"  {phase.name}: {phase.purpose}" + (" (all at once)" if phase.together else " (in turn)")]
+        out += ["", f"  {phase.name}: {phase.purpose}" + (" (all at once, each node on its own)" if phase.per_node else " (all at once)" if phase.together
+                                              else " (in turn)")]
         if phase.done:
             out.append(f"    skipped when {phase.done.says}: $ {_check(phase.done)}")
         for step in phase.steps:
@@ -183,6 +193,8 @@ def prepare_lines(pplan: PreparePlan) -> list[str]:
             done = step.done if isinstance(step, PrepareStep) else None
             if done:
                 out.append(f"       skipped when {done.says}: $ {_check(done)}")
+            elif phase.done:
+                out.append("       (skipped with its phase: the check above)")
     return out
 
 

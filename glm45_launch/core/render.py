@@ -157,11 +157,9 @@ def _operations_lines(plan: Plan, ops: Operations) -> list[str]:
         out += _op_lines(n, step, plan)
     out += ["", f"When a node is lost, workers cannot start or the job stalls: stop the job, forced after {s.stop_grace_s:g}s"]
     out += _op_lines(1, ops.stop_job[0], plan) if ops.stop_job else []
-    out.append("  then, if the job has not stopped: the launcher's `ray job submit` is killed and")
-    for n, step in enumerate(ops.force_stop, start=2):
-        out += _op_lines(n, step, plan)
-    last = len(ops.force_stop) + 1
-    out += ["", f"On Ctrl-C before the job has an id: the forced stop above (2-{last}) on the hosts where the "
+    out.append("  then, if the job has not stopped: the launcher's `ray job submit` is killed and the forced "
+               f"stop runs on every node (\"If the launch fails\" 1-{len(ops.force_stop)})")
+    out += ["", "On Ctrl-C before the job has an id: the forced stop on the hosts where the "
                 "launch started Ray or sent a `ray start`: nothing is left half-started"
                 + ("; with --max-restarts, on every node whenever Ctrl-C comes (no restart)" if s.max_restarts else "")]
     out += ["", f"Diagnostics, on a failure and by `glm45-launch collect` (at most {s.collect_timeout_s:g}s; "

@@ -39,6 +39,7 @@ class CauseKind(Enum):
     STOP_REQUESTED = "stop-requested"  # `glm45-launch stop`/`down` from another shell: never restarted
     LAUNCH_FAILED = "launch-failed"  # bringing the cluster up failed
     PREFLIGHT_FAILED = "preflight-failed"  # a host failed preflight: nothing was started
+    PREPARE_FAILED = "prepare-failed"  # `up --prepare`: a download, conversion or copy failed: nothing was started
     NETCHECK_FAILED = "netcheck-failed"  # the collective check before the job failed
     HOST_GONE = "host-gone"  # a lost node did not come back within --host-wait
     INTERRUPTED = "interrupted"  # Ctrl-C or a signal
@@ -59,6 +60,7 @@ _LABELS = {
     CauseKind.LAUNCH_FAILED: "launch failed", CauseKind.PREFLIGHT_FAILED: "preflight failed",
     CauseKind.NETCHECK_FAILED: "netcheck failed", CauseKind.HOST_GONE: "node gone",
     CauseKind.INTERRUPTED: "interrupted",
+    CauseKind.PREPARE_FAILED: "prepare failed",
 }
 
 

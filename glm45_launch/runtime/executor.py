@@ -237,7 +237,8 @@ class Executor:
             self.rows.append(Row.of(step.host, HEAD_START, res, job.duration_s))
             if not res.ok:
                 self._tail("head", res.output_tail)
-                return _failed(f"{HEAD_START} failed on {step.host}", step.host)
+                why = res.root_error or res.reason
+                return _failed(f"{HEAD_START} failed on {step.host}" + (f": {why}" if why else ""), step.host)
         return None
 
     def _start_workers(self, batch: list[Step]) -> Cause | None:
@@ -257,7 +258,7 @@ class Executor:
             self.rows.append(Row.of(host, "ray start (worker)", results[host]))
         if results.failed:
             for h, r in results.failed.items():
-                why = r.error or f"ray start exited {r.exit_code}"
+                why = r.error or f"ray start exited {r.exit_code}" + (f": {r.root_error}" if r.root_error else "")
                 self.report.error(why if h in why else f"{h}: {why}")
                 self._tail(h, r.output_tail)
             failed = sorted(results.failed)

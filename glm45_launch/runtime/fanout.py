@@ -2,9 +2,9 @@
 
 How wide: ``--parallel`` commands in flight (default :data:`DEFAULT_PARALLEL`, one round for a
 rack row of up to 256 hosts, two up to 512). Width costs little: a host in flight is one
-thread blocked on its channel, holding at most the channel window (``sshpool.WINDOW_BYTES``),
+thread blocked on its channel, holding at most the channel window (``sshhosts.WINDOW_BYTES``),
 one partial line (``results.MAX_LINE``) and the result's tail (``results.TAIL_BYTES``); what
-costs CPU, the SSH handshakes, is bounded separately (``ssh.CONNECT_SLOTS`` in flight).
+costs CPU, the SSH handshakes, is bounded separately (``sshhosts.CONNECT_SLOTS`` in flight).
 ``bench/fanout.py`` measured the choice.
 
 Past :data:`LIVE_AFTER` hosts, hosts' output lines are not echoed one by one: a reporter that

@@ -53,7 +53,7 @@ def local_addresses() -> set[str]:
     return out
 
 
-def is_local_address(host: str) -> bool:
+def is_local_address(host: str, local: set[str] | None = None) -> bool:
     """True when ``host`` is an address of this machine.
 
     Not a bind() test: with net.ipv4.ip_nonlocal_bind=1 (common beside keepalived) any
@@ -62,7 +62,7 @@ def is_local_address(host: str) -> bool:
     addrs = resolve(host)
     if any(ipaddress.ip_address(a).is_loopback for a in addrs if _is_ip(a)):
         return True
-    return bool(addrs & local_addresses())
+    return bool(addrs & (local_addresses() if local is None else local))
 
 
 def _is_ip(text: str) -> bool:
@@ -76,8 +76,13 @@ def _is_ip(text: str) -> bool:
 class LocalHostFacts:
     """The real :class:`~.interfaces.HostFacts`: this machine, read from /proc and sockets."""
 
+    def __init__(self) -> None:
+        self._addresses: set[str] | None = None  # read once: asked for every host of a fan-out
+
     def is_local_address(self, host: str) -> bool:
-        return is_local_address(host)
+        if self._addresses is None:
+            self._addresses = local_addresses()
+        return is_local_address(host, self._addresses)
 
     def port_in_use(self, host: str, port: int, timeout_s: float = 1.0) -> bool:
         return port_in_use(host, port, timeout_s)

@@ -7,12 +7,13 @@ OpenSSH's format (sshd(8) "SSH_KNOWN_HOSTS FILE FORMAT"): ``[marker] hostnames k
 certificates signed by that CA: paramiko cannot verify host certificates, so a host known only
 that way is refused with a clear reason).
 
-Cost: loading is linear in the files' length, once per run. A check is a dict lookup by the
-presented key's blob, then a match of the few lines holding that key (a plain name, one
-HMAC for a hashed name, or a pattern). Only a key that is not known for the host (unknown or
+Cost: loading is linear in the files' length, once per run. :meth:`KnownHosts.trusted` gives a
+connection's client its host's plain and pattern lines (dict lookups); a host named only by
+hashed lines reaches :meth:`KnownHosts.check`: a dict lookup by the presented key's blob, then
+a match of the few lines holding that key. Only a key not known for the host (unknown or
 changed) scans every hashed line (one HMAC-SHA1 each, ~2 us: ~2 ms per host for 1024 hashed
-lines) to tell the two apart; the result is cached per host. :meth:`KnownHosts.record` (``--accept-new-host-keys``) appends under one
-lock, never twice for a name and key, and a changed key is never recorded.
+lines), cached per host. :meth:`KnownHosts.record` (``--accept-new-host-keys``) appends under
+one lock, never twice for a name and key, and a changed key is never recorded.
 """
 
 from __future__ import annotations
@@ -34,20 +35,6 @@ from glm45_launch.errors import LaunchError
 REVOKED_MARKER = "@revoked"
 CA_MARKER = "@cert-authority"
 MAX_KNOWN_HOSTS_BYTES = 64 * 1024 * 1024  # a known_hosts larger than this is not one
-
-# A known_hosts key type -> the host key algorithms that present such a key (RSA keys are
-# offered as rsa-sha2-*; paramiko has no SHA-1 ssh-rsa signatures any more).
-_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
-
-
-def host_key_name(host: str, port: int) -> str:
-    """The name a host's key is filed under: ``host``, or ``[host]:port`` off port 22."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def key_algorithms(keytypes: Iterable[str]) -> list[str]:
-    """Host key algorithms that present keys of these known_hosts types, in order."""
-    return list(dict.fromkeys(a for t in keytypes for a in _ALGORITHMS.get(t, (t,))))
 
 
 class Verdict(Enum):
@@ -203,12 +190,13 @@ class KnownHosts:
                 self._plain.setdefault(name, []).append(entry)
 
     # -- checking ---------------------------------------------------------------------------
-    def preferred_types(self, name: str) -> list[str]:
-        """Key types known for ``name`` from its plain and pattern lines (cheap: no hashed scan),
-        to ask the server for a key we can check."""
+    def trusted(self, name: str, every: bool = False) -> list[Entry]:
+        """The keys that vouch for ``name``: its plain and pattern lines (cheap), with ``every`` its
+        hashed ones too; never a revoked key or a @cert-authority line."""
         name = name.lower()
-        entries = [*self._plain.get(name, ()), *(e for e in self._patterns if e.matches(name))]
-        return list(dict.fromkeys(e.keytype for e in entries if e.marker is None))
+        entries = self.entries_for(name) if every else (
+            *self._plain.get(name, ()), *(e for e in self._patterns if e.matches(name)))
+        return [e for e in entries if e.marker is None and e.blob not in self._revoked]
 
     def check(self, name: str, keytype: str, blob: bytes) -> Check:
         """Is ``blob`` (the key the server presented) this host's key?"""

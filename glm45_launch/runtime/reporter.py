@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from glm45_launch.runtime.interfaces import Echo, Row
+from glm45_launch.runtime.table_fit import FitTable
 
 LIVE_LINE_CHARS = 100  # the latest output line, as the live board shows it
 TABLE_ROWS = 32  # a longer outcome table shows only its failures and one row for the rest
@@ -83,7 +84,7 @@ class RichReporter:
             slowest = max((o.duration_s for o in rows if o.ok), default=0.0)
             table.add_row("...", f"{len(rows) - len(shown)} more", "0", f"<={slowest:.1f}s", "[green]ok[/]")
         with self._lock:
-            self.rich.print(table)
+            self.rich.print(FitTable(table))  # one line per row when the columns do not fit
 
     def show(self, renderable: Any) -> None:
         """Any rich renderable (a command's own table)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -15,6 +16,9 @@ def shown(command: str) -> str:
     """``command`` fit for a log line: long ones cut, with their length."""
     flat = command.replace("\n", "\\n")
     return flat if len(flat) <= SHOWN else f"{flat[:SHOWN]}... ({len(flat)} chars)"
+
+
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): .+")
 
 
 @dataclass
@@ -49,6 +53,16 @@ class CommandResult:
 
     def tail(self, lines: int = 10) -> list[str]:
         return self.output_tail[-lines:]
+
+    @property
+    def root_error(self) -> str:
+        """The last ``SomeError: message`` line of its output ("" when there is none): a
+        traceback's cause, for a one-line error."""
+        for line in reversed(self.output_tail):
+            m = ERROR_LINE.match(line.strip())
+            if m:
+                return m.group(0)[:300]
+        return ""
 
     def keep(self, line: str) -> None:
         """Remember ``line`` among the last lines of output (:func:`keep_line`)."""

@@ -50,8 +50,9 @@ class Runtime:
         from glm45_launch.runtime.ssh import SshRunner
 
         reporter = RichReporter(quiet)
-        return cls(LocalRunner(mask=mask, warn=reporter.warn), SshRunner(ssh), RayClient(), LocalHostFacts(),
-                   reporter, connect=lambda: SshRunner(ssh), parallel=parallel)
+        remote = SshRunner(ssh)  # the run's one known_hosts index, shared with the runners `connect` makes
+        return cls(LocalRunner(mask=mask, warn=reporter.warn), remote, RayClient(), LocalHostFacts(),
+                   reporter, connect=lambda: SshRunner(ssh, like=remote), parallel=parallel)
 
     def here(self, host: str) -> bool:
         """Is ``host`` this machine? (asked once per host: the answer reads /proc)."""

@@ -1,86 +1,29 @@
-"""Remote commands over SSH: host keys checked, one connection per host per run, timeouts on
-both ends, retries only before a command is sent.
-
-Fabric's ``Connection`` accepts any host key by default (``AutoAddPolicy``), reads known_hosts for
-every connection and connects again for every command. Here the system's and the user's
-known_hosts (and ``--known-hosts`` files) are read once per run into one index
-(:mod:`.hostkeys`); an unknown or changed key is refused, unless ``accept_new`` records unknown
-keys (OpenSSH's ``accept-new``: a changed key is still refused). Every command of the run to a
-host goes over one connection (:mod:`.sshpool`).
+"""Remote commands over SSH: one ``fabric.Connection`` per host for the run (:mod:`.sshhosts`:
+ssh config, ProxyJump, host keys from the run's known_hosts index), timeouts on both ends,
+retries only before a command is sent, output streamed into the host's log in bounded lines.
 """
 
 from __future__ import annotations
 
 import codecs
 import math
-import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from glm45_launch.core.quoting import quote
-from glm45_launch.runtime.hostkeys import KnownHosts
 from glm45_launch.runtime.results import MAX_LINE, CommandResult, keep_line, shown
-from glm45_launch.runtime.sshauth import ClientKeys
-from glm45_launch.runtime.sshconfig import SshConfig
-from glm45_launch.runtime.ssherrors import ConnectionLost, HandshakeTimeout, SessionRefused, SshRefused
-from glm45_launch.runtime.sshpool import SshPool
+from glm45_launch.runtime.sshhosts import CONNECT_SLOTS, Hosts, SshOptions, describe_ssh_error
 
-DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
-SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
+__all__ = ["CONNECT_SLOTS", "SshOptions", "SshRunner", "wrap_remote"]
 
 # Why both ends: closing our side of the channel on a timeout leaves the remote process
 # running, so the remote command runs under coreutils `timeout`, which kills its whole
 # process group; the local timeout is a little longer so the remote one fires first.
 _REMOTE_GRACE_S = 5
-# Handshakes in flight at once, whatever --parallel is: each costs ~5 ms of the launcher's CPU
-# (one core: paramiko holds the GIL between its C calls), so more in flight only queue on it,
-# and sshd's MaxStartups (10:30:100) never sees many from us. See bench/fanout.py.
-CONNECT_SLOTS = 16
 _CHUNK = 32 * 1024
-
-
-@dataclass(frozen=True)
-class SshOptions:
-    """How to reach the hosts."""
-
-    user: str = "root"
-    port: int | None = None
-    identity: tuple[str, ...] = ()
-    known_hosts: tuple[str, ...] = ()  # in addition to ~/.ssh/known_hosts
-    accept_new_host_keys: bool = False
-    connect_timeout: float = 10.0
-    command_timeout: float = 300.0
-    retries: int = 3  # connection attempts, with backoff, for transient failures
-    backoff_s: float = 1.0
-    use_agent: bool = True
-    connect_slots: int = CONNECT_SLOTS  # SSH handshakes in flight at once
-
-
-def known_hosts_files(opts: SshOptions) -> list[Path]:
-    """Files whose keys are trusted: the system's and the user's known_hosts, then the extra ones
-    (rack admins usually distribute host keys in /etc/ssh/ssh_known_hosts)."""
-    files = [SYSTEM_KNOWN_HOSTS, DEFAULT_KNOWN_HOSTS.expanduser()]
-    files += [Path(p).expanduser() for p in opts.known_hosts]
-    return list(dict.fromkeys(files))
-
-
-def connect_kwargs(opts: SshOptions) -> dict[str, Any]:
-    """Paramiko ``connect`` arguments (pure, like SkyPilot's ssh option builder): the timeouts
-    and which keys to offer."""
-    kwargs: dict[str, Any] = {
-        # Without banner/auth timeouts a half-open sshd can hang the connect forever.
-        "banner_timeout": opts.connect_timeout,
-        "auth_timeout": opts.connect_timeout,
-        "allow_agent": opts.use_agent,
-        "look_for_keys": not opts.identity,
-    }
-    if opts.identity:
-        kwargs["key_filename"] = list(opts.identity)
-    return kwargs
 
 
 def wrap_remote(command: str, timeout_s: float) -> str:
@@ -99,6 +42,10 @@ class _LineSink:
 
     def write(self, data: str) -> int:
         *lines, rest = (self.buf + data).split("\n")
+        if "\r" in rest[:-1]:  # a line rewritten in place (rsync's progress): each state is a line
+            cut = rest.rindex("\r", 0, len(rest) - 1)  # a trailing \r may be half of \r\n: kept
+            lines += [st for st in rest[:cut].split("\r") if st]
+            rest = rest[cut + 1:]
         for line in lines:
             self._emit(line)
         while len(rest) > MAX_LINE:  # no newline for a long time: log it in pieces, bounded
@@ -126,55 +73,6 @@ class _LineSink:
             self.buf = ""
 
 
-def describe_ssh_error(exc: BaseException, host: str, opts: SshOptions) -> tuple[str, bool]:
-    """(one-line reason, retryable?) for an exception from connecting or running."""
-    import paramiko
-
-    if isinstance(exc, SshRefused):
-        return str(exc), False
-    if isinstance(exc, HandshakeTimeout):
-        return (f"cannot connect to {host}: the SSH {exc.stage} did not finish within "
-                f"{opts.connect_timeout:.0f}s"), True
-    if isinstance(exc, ConnectionLost):
-        return f"connection to {host} lost: {exc}", True
-    if isinstance(exc, SessionRefused):
-        return f"{host} refused one more SSH session on the connection (sshd MaxSessions?): {exc}", True
-    if isinstance(exc, paramiko.BadHostKeyException):
-        return (f"host key of {host} CHANGED (does not match known_hosts): refusing to connect; "
-                "check the host, then remove the old key with `ssh-keygen -R`"), False
-    if isinstance(exc, paramiko.AuthenticationException):
-        return f"authentication failed for {opts.user}@{host}", False
-    if isinstance(exc, paramiko.SSHException) and "protocol banner" in str(exc):
-        cause = str(exc).partition("banner")[2].strip()
-        if "reset" in cause.lower():
-            return f"cannot connect to {host}: connection reset by peer during the SSH handshake", True
-        if cause:  # a socket error while waiting for the banner
-            return f"cannot connect to {host}: no SSH banner ({_first_line(cause)})", True
-        return (f"cannot connect to {host}: no SSH banner within {opts.connect_timeout:.0f}s (the port "
-                "accepts connections but does not speak SSH)"), True
-    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-        return f"cannot connect to {host}: connection refused", True
-    if isinstance(exc, ConnectionRefusedError):
-        return f"cannot connect to {host}: connection refused", True
-    if isinstance(exc, ConnectionResetError):
-        return f"cannot connect to {host}: connection reset by peer during the SSH handshake", True
-    if isinstance(exc, EOFError):
-        return f"cannot connect to {host}: connection closed by the host during the SSH handshake", True
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve {host}: {exc.strerror}", False
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return f"cannot connect to {host}: timed out after {opts.connect_timeout:.0f}s", True
-    if isinstance(exc, OSError):
-        return f"cannot connect to {host}: {exc.strerror or exc}", True
-    if isinstance(exc, paramiko.SSHException):
-        return f"ssh error with {host}: {_first_line(str(exc))}", True
-    return f"{type(exc).__name__} on {host}: {_first_line(str(exc))}", False
-
-
-def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0][:300]
-
-
 class SshRunner:
     """Runs one command string on one host, over the run's one connection to that host.
 
@@ -183,13 +81,11 @@ class SshRunner:
     a run) closes every connection at once.
     """
 
-    def __init__(self, opts: SshOptions) -> None:
+    def __init__(self, opts: SshOptions, like: SshRunner | None = None) -> None:
+        """``like``: a runner of the same run whose known_hosts index, keys and ssh config this one
+        shares; its connections are its own (held sessions, a teardown after Ctrl-C)."""
         self.opts = opts
-        writable = Path(opts.known_hosts[0]).expanduser() if opts.known_hosts else DEFAULT_KNOWN_HOSTS.expanduser()
-        known = KnownHosts(known_hosts_files(opts), writable=writable)
-        auth = connect_kwargs(opts)
-        keys = ClientKeys(tuple(auth.get("key_filename", ())), auth["look_for_keys"], auth["allow_agent"])
-        self._pool = SshPool(opts, known, keys, SshConfig(), opts.connect_slots)
+        self._pool = Hosts(opts, like._pool if like is not None else None)
         self._closing = threading.Event()
 
     def run(

@@ -12,7 +12,7 @@ own launcher calls them the same way::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from glm45_launch.checks.preflight_report import PreflightOptions, PreflightReport
@@ -22,6 +22,7 @@ from glm45_launch.core.launch_steps import build_down_plan
 from glm45_launch.core.operations import WatchSettings, build_operations
 from glm45_launch.core.plan import Plan
 from glm45_launch.core.plan_secrets import plan_secrets
+from glm45_launch.core.prepare_plan import PreparePlan, build_prepare
 from glm45_launch.core.secrets import mask_text
 from glm45_launch.errors import PROG, ExitCode, LaunchError
 from glm45_launch.runtime.causes import Cause, CauseKind, RunState
@@ -45,6 +46,8 @@ class UpOptions:
     lock_path: Path | None = None  # None: lock.lock_path() (GLM45_LOCK_DIR, else /tmp/glm45-launch)
     watch: WatchSettings = field(default_factory=WatchSettings)  # health watch, diagnostics, restarts
     force: bool = False  # launch even when the config checks find problems (they are warned about)
+    prepare: bool = False  # run the preparation (runtime/prepare.py) after preflight, before the launch
+    prepare_timeout_s: float | None = None  # per prepare step (None: no limit)
 
 
 def tell_plan(plan: Plan, rt: Runtime) -> None:
@@ -80,18 +83,23 @@ def up(plan: Plan, opts: UpOptions, rt: Runtime) -> RunResult:
     from glm45_launch.runtime.programs import diagnose_program
 
     ops = build_operations(plan, opts.watch, diagnose_program())  # refuses settings the plan cannot run
+    pplan = build_prepare(plan) if opts.prepare else None  # a profile that prepares nothing: refused here
     tell_plan(plan, rt)
     check_config(plan, rt, opts.force)  # invalid configs die here in milliseconds, not in the job
     require_head_here(plan, rt)  # before preflight contacts any host, before any file is written
     run_dir = prepare_run_dir(opts.run_dir)
     with head_lock(run_dir, opts.lock_path):  # one launch per head: a second one is refused, named
         if opts.preflight is not None:
-            report = _preflight_phase(plan, opts.preflight, run_dir, rt)
+            report = _preflight_phase(plan, opts.preflight, run_dir, rt, pplan)
             if not report.ok:
                 cause = Cause(CauseKind.PREFLIGHT_FAILED, report.summary())
                 return RunResult(RunState.FAILED, ExitCode.FAILED, cause=cause,
                                  error=f"preflight failed, nothing was started: {report.summary()} "
                                        "(--skip-preflight to launch anyway)")
+        if pplan is not None:
+            failed = _prepare_phase(pplan, run_dir, opts, rt)
+            if failed is not None:
+                return failed
         _write_plan(plan, RunRecords(run_dir, rt.reporter.warn))  # what runs now (down reads its nodes)
         with Signals() as signals:
             return Supervisor(plan, ops, rt, run_dir, opts.exec, signals).run()
@@ -105,14 +113,34 @@ def _write_plan(plan: Plan, records: RunRecords) -> None:
     records.write("plan.txt", render(plan, "text"))
 
 
-def _preflight_phase(plan: Plan, opts: PreflightOptions, run_dir: Path, rt: Runtime) -> PreflightReport:
-    """``up``'s first phase: probe, show, save ``preflight.json``."""
+def _preflight_phase(plan: Plan, opts: PreflightOptions, run_dir: Path, rt: Runtime,
+                     pplan: PreparePlan | None = None) -> PreflightReport:
+    """``up``'s first phase: probe, show, save ``preflight.json`` (with ``pplan``: the paths the
+    preparation makes may be missing)."""
     from glm45_launch.runtime.preflight_run import report_table
+    from glm45_launch.runtime.prepare import excuse_prepared_paths
 
+    if pplan is not None:  # the local copies need rsync on every node
+        opts = replace(opts, needs_rsync=True)
     report = preflight(plan, opts, run_dir / "preflight", rt)
+    if pplan is not None:
+        report = excuse_prepared_paths(report, plan, pplan)
     RunRecords(run_dir, rt.reporter.warn).write_json("preflight.json", report.to_json())
     rt.reporter.show(report_table(report))
     return report
+
+
+def _prepare_phase(pplan: PreparePlan, run_dir: Path, opts: UpOptions, rt: Runtime) -> RunResult | None:
+    """``up --prepare``'s phase before the launch: prepare, save ``prepare.json``; a failure ends the run."""
+    from glm45_launch.runtime.prepare import prepare as run_prepare
+
+    result = run_prepare(pplan, rt, run_dir / "prepare", opts.prepare_timeout_s)
+    RunRecords(run_dir, rt.reporter.warn).write_json("prepare.json", result.to_json())
+    if result.error is None:
+        return None
+    rt.reporter.table("glm45-launch prepare", [r for r in result.rows() if not r.ok])
+    return RunResult(RunState.FAILED, ExitCode.FAILED, cause=Cause(CauseKind.PREPARE_FAILED, result.error),
+                     error=f"{result.error}; the cluster was not started")
 
 
 @dataclass
@@ -143,7 +171,7 @@ def down(hostfile: Hostfile, head: str | None, rt: Runtime, run_dir: Path, *, ru
     extra = tuple(forgotten) if all_started else ()
     here = frozenset([head]) if head and rt.here(head) else frozenset()
     steps = build_down_plan(hostfile, head, here, extra)
-    runner = rt.steps(run_dir / "down", head, echo=True)
+    runner = rt.steps(run_dir / "down", head, echo=True)  # past 16 hosts, one live progress line
     results = runner.run(steps, timeout_s=60)
     rows = [Row.of(s.host, "ray stop --force" + (" (here)" if runner.runs_here(s) else ""), results[s.host])
             for s in steps]

@@ -11,10 +11,11 @@ from glm45_launch.cli.commands.netcheck import netcheck
 from glm45_launch.cli.commands.parity import parity
 from glm45_launch.cli.commands.plan import plan
 from glm45_launch.cli.commands.preflight import preflight
+from glm45_launch.cli.commands.prepare import prepare
 from glm45_launch.cli.commands.status import status
 from glm45_launch.cli.commands.stop import stop
 from glm45_launch.cli.commands.up import up
 from glm45_launch.cli.commands.validate import validate
 
 COMMANDS = [plan, validate, preflight, up, down, status, demo, convert, parity, import_script,
-            logs, attach, stop, collect, netcheck]
+            logs, attach, stop, collect, prepare, netcheck]

@@ -43,6 +43,7 @@ def status(**kwargs: Any) -> int:
     from glm45_launch.runtime.jobs import current_job
     from glm45_launch.runtime.runtime import Runtime
     from glm45_launch.runtime.status import status as run_status
+    from glm45_launch.runtime.table_fit import FitTable
 
     hosts = take(kwargs, HOSTS)
     hostfile = hostfile_from(hosts["hosts"])
@@ -65,7 +66,7 @@ def status(**kwargs: Any) -> int:
         health = "[green]ok[/]" if row.health == "ok" else f"[red]{escape(row.health)}[/]"
         table.add_row(escape(row.host), mark(row.reachable) + (f" ({escape(row.error)})" if row.error else ""),
                       mark(row.ray_running), state, f"{row.gpus:.0f}", health)
-    rt.reporter.show(table)
+    rt.reporter.show(FitTable(table))  # one line per host when the columns do not fit
     if report.cluster_error:
         rt.reporter.warn(f"cluster at {address}: not reachable ({report.cluster_error})")
     else:
@@ -75,8 +76,8 @@ def status(**kwargs: Any) -> int:
             jobs.add_column(col)
         for j in report.jobs:
             name = escape(j["id"]) + (" [bold]*[/]" if j["id"] == current else "")
-            jobs.add_row(name, escape(j["status"]), _duration(j.get("runtime_s")), escape(j["entrypoint"][:80]))
-        rt.reporter.show(jobs)
+            jobs.add_row(name, escape(j["status"]), _duration(j.get("runtime_s")), escape(_cut(j["entrypoint"], 80)))
+        rt.reporter.show(FitTable(jobs))
     return 0 if report.healthy else 1
 
 
@@ -85,3 +86,8 @@ def _duration(seconds: float | None) -> str:
         return "-"
     s = int(seconds)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and `` ...`` (an entrypoint holds every train arg)."""
+    return text if len(text) <= limit else text[: limit - 4] + " ..."

@@ -37,6 +37,9 @@ from glm45_launch.errors import LaunchError
 @click.option("--skip-preflight", is_flag=True,
               help="Start without `glm45-launch preflight` (by default up starts nothing if a host fails it).")
 @options(WATCH, NETCHECK)
+@click.option("--prepare", is_flag=True,
+              help="After preflight, run `glm45-launch prepare` first (python profile: downloads, FP8 and torch_dist "
+                   "conversion, copies to --model-local-dir; done steps are skipped).")
 def up(**kwargs: Any) -> int:
     """Bring up the Ray cluster over SSH and run the training job on the head.
 
@@ -58,8 +61,10 @@ def up(**kwargs: Any) -> int:
     watch = watch_from_options(kwargs)
     if kwargs["dry_run"]:
         from glm45_launch.core.operations import build_operations
+        from glm45_launch.core.prepare_plan import build_prepare
 
-        click.echo(render_text(plan, ops=build_operations(plan, watch)), nl=False)
+        click.echo(render_text(plan, ops=build_operations(plan, watch),
+                               prepare=build_prepare(plan) if kwargs["prepare"] else None), nl=False)
         return 0
     ssh = ssh_from_options(kwargs, spec.ssh_user)
     # The megatron-core/sglang config checks (~10 s of imports) are `preflight`/`validate`'s.
@@ -67,7 +72,8 @@ def up(**kwargs: Any) -> int:
     checks = None if kwargs["skip_preflight"] else PreflightOptions(parallel=kwargs["parallel"], libs=False,
                                                                     **checked)
     opts = UpOptions(run_dir=kwargs["run_dir"], preflight=checks, watch=watch, force=kwargs["force"],
-                     exec=ExecOptions(serial=kwargs["serial"], join_timeout=kwargs["join_timeout"]))
+                     exec=ExecOptions(serial=kwargs["serial"], join_timeout=kwargs["join_timeout"]),
+                     prepare=kwargs["prepare"])
     secrets = plan_secrets(plan)
     rt = Runtime.real(ssh, mask=(lambda text: mask_text(text, secrets)) if secrets else None,
                       parallel=kwargs["parallel"])
