@@ -233,3 +233,22 @@ def test_the_check_runs_before_every_attempt_and_a_failure_submits_nothing(tmp_p
     assert seen == ["netcheck"] and result.exit_code == 1 and result.job_id is None
     assert result.cause is not None and result.cause.kind is CauseKind.NETCHECK_FAILED
     assert result.error is not None and result.error.startswith("netcheck failed: 10.0.0.3: GLOO_SOCKET_IFNAME=ifh3")
+
+
+def test_the_cli_plan_shows_the_check_and_no_netcheck_drops_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from glm45_launch.cli.main import main
+
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("".join(f"{h} slots=8\n" for h in HOSTS[:3]))
+    args = ["plan", "--hostfile", str(hostfile), "--head", HOSTS[0], "--base-dir", "/data", "--format", "json"]
+    assert main([*args, "--netcheck-sizes", "1M,16M", "--netcheck-timeout", "30", "--min-busbw-cluster", "5"]) == 0
+    step = next(s for s in json.loads(capsys.readouterr().out)["steps"] if s["kind"] == "netcheck")
+    assert step["config"]["settings"] == {"backend": "auto", "sizes": [1 << 20, 16 << 20], "timeout_s": 30.0,
+                                          "min_busbw_node": None, "min_busbw_cluster": 5.0, "iters": 3, "warmup": 1}
+    assert main([*args, "--no-netcheck"]) == 0
+    assert "netcheck" not in [s["kind"] for s in json.loads(capsys.readouterr().out)["steps"]]
+    assert main([*args, "--no-netcheck", "--netcheck-backend", "nccl"]) == 2  # a usage error
+    err = capsys.readouterr().err
+    assert "--netcheck-backend with --no-netcheck: the network check is off" in err
+    assert main([*args, "--netcheck-sizes", "big"]) == 2
+    assert "--netcheck-sizes: 'big' is not a size" in capsys.readouterr().err
