@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from glm45_launch.cli.main import cli
 
-REPORTS = ("plan", "validate", "convert", "parity", "preflight", "status")
+REPORTS = ("plan", "validate", "convert", "parity", "preflight", "status", "netcheck", "prepare")
 
 
 @pytest.mark.parametrize("name", REPORTS)

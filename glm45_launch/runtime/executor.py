@@ -333,17 +333,17 @@ class Executor:
                           f"(at most {step.timeout_s:.0f}s)")
         res, broken = self._run_watching_startup(step, step.for_run(run_dir)[0])
         if broken is not None:  # the job's runtime env cannot start a Ray worker: the check never would
-            self.rows.append(Row.of("head", "netcheck", res))
+            self.rows.append(Row.of(step.host, "netcheck", res))
             return broken
         try:
             report = json.loads(out.read_text())
         except (OSError, ValueError):
-            self.rows.append(Row.of("head", "netcheck", res))
+            self.rows.append(Row.of(step.host, "netcheck", res))
             self._tail("head", res.output_tail)
             return Cause(CauseKind.NETCHECK_FAILED, f"the check ended without a report ({res.reason or 'no output'}; "
                                                     f"log: {self.steps.log_path(step.host)})")
         self.netcheck = report
-        self.rows.append(Row("head", "netcheck", res.exit_code, res.duration_s,
+        self.rows.append(Row(step.host, "netcheck", res.exit_code, res.duration_s,
                              None if report.get("ok") else "failed: " + ", ".join(blamed_hosts(report))[:80]))
         show_report(self.report, report)
         if report.get("ok"):
