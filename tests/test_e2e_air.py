@@ -46,7 +46,7 @@ def test_up_air_p2p_on_eight_hosts(tmp_path: Path) -> None:
         runs = box.workdir / "runs"
         argv = [sys.executable, "-m", "glm45_launch", "up", "--profile", "air-p2p", "--hostfile", str(hostfile),
                 "--base-dir", str(box.workdir / "root"), "--workdir", str(checkout), "--entry", "smoke_entry.py",
-                "--hold-workers", "--skip-preflight", "--join-timeout", "150", "--run-dir", str(runs / "air"),
+                "--hold-workers", "--skip-preflight", "--no-netcheck", "--join-timeout", "150", "--run-dir", str(runs / "air"),
                 "--identity", str(box.identity), "--known-hosts", str(box.known_hosts)]
         t0 = time.monotonic()
         up = box.run_on(1, argv, cwd=str(checkout), capture_output=True, text=True, timeout=400,
@@ -93,7 +93,7 @@ def test_up_air_p2p_on_eight_hosts(tmp_path: Path) -> None:
         assert ext.returncode == 0, ext.stderr[-4000:]
         assert ext.stdout.strip().splitlines()[-1].startswith("raysubmit_")
         kinds = [s["kind"] for s in json.loads((runs / "external" / "plan.json").read_text())["steps"]]
-        assert kinds == ["cleanup", "join", "submit"]
+        assert kinds == ["cleanup", "join", "submit"]  # (the network check is netcheck's tests')
         assert {h: _raylet_pids(box, h) for h in range(1, 9)} == raylets  # the same cluster, untouched
         assert "ray stop" not in (runs / "external" / "hosts" / "head.log").read_text()
 

@@ -23,6 +23,7 @@ from glm45_launch.runtime.runtime import Runtime
 from glm45_launch.runtime.signals import Signals
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+FOLLOWER_GRACE_S = 5.0  # a stopped job's `ray job submit` ends by itself within this, else it is killed
 STOP_TIMEOUT_S = 60.0  # a forced stop's commands, per host
 NAMED_HOSTS = 8  # more hosts than this in a message: their number
 
@@ -62,6 +63,13 @@ class Stopper:
             self.records.event("force-stop", job_id=job_id, why=why)
             self.rt.local.kill_children()
         targets = list(dict.fromkeys([*hosts, *(if_stuck if out.forced else ())]))
+        if job is not None and out.job_stopped and not job.ended:
+            # Stopped, but its `ray job submit` still tails the log: it ends (or is ended) now, before
+            # a forced stop or the next attempt's cleanup takes the job server down under it (it
+            # would die with a traceback of its own in the job's output).
+            job.join(FOLLOWER_GRACE_S)
+            if not job.ended:
+                self.rt.local.kill_children()
         if targets:
             self.report.warn(f"stopping Ray on {self.named(targets)} ({why})")
             out.failed = sorted(self._force(targets, fresh).failed)
