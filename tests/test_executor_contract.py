@@ -104,3 +104,15 @@ def test_a_failed_commands_one_line_is_its_tracebacks_cause() -> None:
     res = CommandResult(host="h", exit_code=1, output_tail=tail)
     assert res.root_error == "PermissionError: [Errno 13] Permission denied: '/venv/ray/core/src/ray/gcs/gcs_server'"
     assert CommandResult(exit_code=1, output_tail=["no error here"]).root_error == ""
+
+
+def test_a_head_that_is_this_machine_is_any_of_its_addresses_in_rays_node_table() -> None:
+    """Ray registers a head started with --node-ip-address 127.0.0.1 under the machine's own
+    address: the join, the watch and status still find it; another host is only its own address."""
+    from glm45_launch.runtime.interfaces import NodeInfo
+    from glm45_launch.testing.fakes import fake_runtime
+
+    rt = fake_runtime(here=["127.0.0.1", "192.0.2.2"])
+    nodes = [NodeInfo("192.0.2.2", True, 8, True), NodeInfo("10.0.0.9", False, 8, False)]
+    assert [n.ip for n in rt.nodes_of("127.0.0.1", nodes)] == ["192.0.2.2"]
+    assert rt.missing(["127.0.0.1", "10.0.0.9", "10.0.0.8"], nodes) == ["10.0.0.9", "10.0.0.8"]

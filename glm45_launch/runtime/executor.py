@@ -41,7 +41,6 @@ from glm45_launch.runtime.follow import JobFollower
 from glm45_launch.runtime.holds import HeldSessions
 from glm45_launch.runtime.interfaces import Row
 from glm45_launch.runtime.procs import KILLERS, ancestors, parse_sleep
-from glm45_launch.runtime.ray_api import missing_hosts
 from glm45_launch.runtime.records import RunRecords, stop_request
 from glm45_launch.runtime.results import CommandResult
 from glm45_launch.runtime.runtime import Runtime
@@ -288,7 +287,6 @@ class Executor:
         """Wait until every node and GPU has joined: the hosts still missing."""
         deadline = time.monotonic() + self.opts.join_timeout
         missing = list(step.hosts)
-        addrs = {h: self.rt.host.resolve(h) for h in step.hosts}  # once, not every poll
         last_error = ""
         answered = False  # did the cluster ever answer? If not, say why, not "nobody joined"
         with self.report.progress("joining", len(step.hosts)) as bar:
@@ -296,7 +294,7 @@ class Executor:
                 try:
                     nodes = self.rt.ray.nodes(step.address)
                     answered = True
-                    missing = missing_hosts(step.hosts, nodes, addrs.__getitem__)
+                    missing = self.rt.missing(step.hosts, nodes)
                     gpus = sum(n.gpus for n in nodes if n.alive)
                     bar.update(len(step.hosts) - len(missing), f"{gpus:.0f}/{step.gpus} GPUs")
                     if not missing and gpus >= step.gpus:

@@ -54,7 +54,6 @@ class HealthWatch:
         self.runner = rt.steps(Path(os.devnull), ops.health[0].host if ops.health else None)
         self._lock = threading.Lock()
         self._probes = {s.host: _Probe(s) for s in ops.health}
-        self._addrs: dict[str, set[str]] = {}  # each node's addresses, resolved once (the watch runs for days)
         self._table_failures = 0
 
     def announce(self, stall_timeout_s: float | None) -> None:
@@ -159,8 +158,7 @@ class HealthWatch:
             return None
         self._table_failures = 0
         for host in self._probes:
-            addrs = self._addrs.get(host) or self._addrs.setdefault(host, self.rt.host.resolve(host))
-            mine = [n for n in nodes if n.ip in addrs]
+            mine = self.rt.nodes_of(host, nodes)
             if not any(n.alive for n in mine):
                 seen = "DEAD in Ray's node table" if mine else "not in Ray's node table"
                 return Cause(CauseKind.NODE_LOST, seen, host)

@@ -7,7 +7,7 @@ Ray's own state API and job SDK, through the head's job server address (``ray[de
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from glm45_launch.runtime.interfaces import JobInfo, NodeInfo
@@ -40,12 +40,6 @@ def bounded(seconds: float, address: str, call: Callable[[], T]) -> T:
     if not out:
         raise JobServerTimeout(f"the Ray job server at {address} did not answer within {seconds:g}s")
     return out[0]
-
-
-def missing_hosts(expected: Iterable[str], nodes: Iterable[NodeInfo], resolve: Callable[[str], set[str]]) -> list[str]:
-    """Expected hosts with no ALIVE node (names compared with what ``resolve`` makes of them)."""
-    alive = {n.ip for n in nodes if n.alive}
-    return [h for h in expected if not (resolve(h) & alive)]
 
 
 class RayClient:

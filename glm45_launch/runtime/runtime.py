@@ -8,13 +8,20 @@ lists. Tests build one from :mod:`glm45_launch.testing.fakes`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glm45_launch.core.steps import DEFAULT_PARALLEL
-from glm45_launch.runtime.interfaces import CommandRunner, HostFacts, RayQueries, RemoteRunner, Reporter
+from glm45_launch.runtime.interfaces import (
+    CommandRunner,
+    HostFacts,
+    NodeInfo,
+    RayQueries,
+    RemoteRunner,
+    Reporter,
+)
 from glm45_launch.runtime.steprunner import StepRunner
 
 if TYPE_CHECKING:
@@ -37,6 +44,7 @@ class Runtime:
     clock: Callable[[], float] = time.monotonic
     parallel: int = DEFAULT_PARALLEL  # commands in flight at once in a fan-out
     _here: dict[str, bool] = field(default_factory=dict, repr=False)
+    _addrs: dict[str, set[str]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def real(cls, ssh: SshOptions, *, quiet: bool = False, mask: Callable[[str], str] | None = None,
@@ -59,6 +67,19 @@ class Runtime:
         if host not in self._here:
             self._here[host] = self.host.is_local_address(host)
         return self._here[host]
+
+    def nodes_of(self, host: str, nodes: Iterable[NodeInfo]) -> list[NodeInfo]:
+        """The entries of Ray's node table that are ``host``: by the addresses it resolves to
+        (once per host), and for this machine by any of its addresses (Ray registers a head
+        started with ``--node-ip-address 127.0.0.1`` under the machine's own address)."""
+        if host not in self._addrs:
+            self._addrs[host] = self.host.resolve(host)
+        addrs, here = self._addrs[host], self.here(host)
+        return [n for n in nodes if n.ip in addrs or (here and self.here(n.ip))]
+
+    def missing(self, hosts: Iterable[str], nodes: Sequence[NodeInfo]) -> list[str]:
+        """``hosts`` with no ALIVE node in ``nodes``."""
+        return [h for h in hosts if not any(n.alive for n in self.nodes_of(h, nodes))]
 
     def head_of(self, hosts: Sequence[str], head: str | None = None) -> str | None:
         """The head among ``hosts`` for a command that takes no plan (``down``, ``status``):

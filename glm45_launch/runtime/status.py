@@ -77,8 +77,7 @@ def status(hostfile: Hostfile, address: str, rt: Runtime, head: str | None = Non
     rows = []
     for step in steps:
         r = results[step.host]
-        addrs = rt.host.resolve(step.host)
-        mine = [n for n in nodes if n.ip in addrs]
+        mine = rt.nodes_of(step.host, nodes)
         node = next((n for n in mine if n.alive), None)
         state = "unknown" if cluster_error else "ALIVE" if node else "DEAD" if mine else "absent"
         rows.append(HostState(step.host, r.error is None or r.exit_code is not None, r.exit_code == 0,

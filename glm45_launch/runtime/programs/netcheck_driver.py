@@ -285,6 +285,10 @@ class Check:
                 addr = host
             if addr in alive or host in alive:
                 out[host] = alive.get(addr) or alive[host]
+            elif host == self.head and self.ray.get_runtime_context().get_node_id() in alive.values():
+                # This driver runs on the head: its own node is the head, under whatever address Ray
+                # registered (a head started as 127.0.0.1 is listed under the machine's address).
+                out[host] = self.ray.get_runtime_context().get_node_id()
             else:
                 problems.append(Problem((host,), "not an alive node of the Ray cluster"))
         return out
