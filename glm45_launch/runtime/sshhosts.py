@@ -274,6 +274,7 @@ class Hosts:
         self._jumps: dict[str, tuple[str, str | None, int | None]] = {}  # "user@host:port" -> (host, user, port)
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+        self._config_lock = threading.Lock()
         self._handshakes = threading.BoundedSemaphore(max(1, opts.connect_slots))
         self.closed = False
 
@@ -314,7 +315,9 @@ class Hosts:
     def _new(self, name: str) -> fabric.Connection:
         opts = self.opts
         shown, user, port = self._jumps.get(name, (name, opts.user, opts.port))  # a jump: "user@host:port"
-        conn = fabric.Connection(shown, user=user, port=port, config=self.config,
+        with self._config_lock:  # invoke's Config is not thread-safe: each connection reads its own copy
+            config = self.config.clone()
+        conn = fabric.Connection(shown, user=user, port=port, config=config,
                                  connect_timeout=max(1, round(opts.connect_timeout)))
         conn.connect_kwargs = {
             "auth_strategy": _RunAuth(conn, self.keys, opts.use_agent, shown),
