@@ -57,7 +57,8 @@ class CommandResult:
     @property
     def root_error(self) -> str:
         """The last ``SomeError: message`` line of its output ("" when there is none): a
-        traceback's cause, for a one-line error."""
+        traceback's cause, for a one-line error. Matched by shape, not by diagnose.py's
+        traceback reader: the kept tail (:data:`TAIL_LINES`) has often lost the traceback's head."""
         for line in reversed(self.output_tail):
             m = ERROR_LINE.match(line.strip())
             if m:

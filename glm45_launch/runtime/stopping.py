@@ -62,14 +62,14 @@ class Stopper:
                              + (", ray stop --force on every node this run started)" if if_stuck else ")"))
             self.records.event("force-stop", job_id=job_id, why=why)
             self.rt.local.kill_children()
-        targets = list(dict.fromkeys([*hosts, *(if_stuck if out.forced else ())]))
-        if job is not None and out.job_stopped and not job.ended:
+        elif out.job_stopped and job is not None and not job.ended:
             # Stopped, but its `ray job submit` still tails the log: it ends (or is ended) now, before
             # a forced stop or the next attempt's cleanup takes the job server down under it (it
             # would die with a traceback of its own in the job's output).
             job.join(FOLLOWER_GRACE_S)
             if not job.ended:
                 self.rt.local.kill_children()
+        targets = list(dict.fromkeys([*hosts, *(if_stuck if out.forced else ())]))
         if targets:
             self.report.warn(f"stopping Ray on {self.named(targets)} ({why})")
             out.failed = sorted(self._force(targets, fresh).failed)
