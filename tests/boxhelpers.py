@@ -21,3 +21,15 @@ def ray_processes(box: RackBox, host: int | None = None) -> list[str]:
         if comm in ("raylet", "gcs_server") or comm.startswith("ray::") or "/site-packages/ray/" in cmd:
             found.append(f"{pid}:{comm}")
     return found
+
+
+def ray_left(box: RackBox, host: int | None = None, within_s: float = 15.0) -> list[str]:
+    """:func:`ray_processes` that outlive ``within_s``: a Ray worker forked in the instant of
+    ``ray stop --force`` is missed by its scan and exits by itself once its raylet is gone."""
+    import time
+
+    deadline = time.monotonic() + within_s
+    while (found := ray_processes(box, host)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
+

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from boxhelpers import ray_processes
+from boxhelpers import ray_left, ray_processes
 
 from glm45_launch.testing.rackbox import RackBox
 
@@ -90,7 +90,7 @@ def test_up_with_a_missing_interface_submits_no_job(net: Net) -> None:
     assert summary["job_id"] is None and summary["cause"]["kind"] == "netcheck-failed"
     assert "$ ray job submit" not in (run / "hosts" / "head.log").read_text()
     assert (run / "diagnostics" / "attempt-1").is_dir()
-    assert ray_processes(box) == [], "Ray was left running after the failed launch"
+    assert ray_left(box) == [], "Ray was left running after the failed launch"
     assert took < 150
 
 
